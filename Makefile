@@ -1,0 +1,46 @@
+# The front door. Every target works in a fresh clone: it installs what it needs.
+#   make up     start the whole platform (all services + Envoy on localhost:8080)
+#   make test   run the test suite (what CI runs)
+#   make proto  regenerate the Python stubs from proto/
+#   make lint   buf lint, ruff, mypy, and a check that generated code is fresh
+#   make bench  run the benchmarks under bench/
+
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: up test proto lint bench deps system-deps proto-check clean
+
+deps:
+	@scripts/bootstrap.sh
+
+system-deps:
+	@scripts/install_system_deps.sh
+
+up: deps
+	$(BIN)/hacs up
+
+test: deps system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+proto: deps
+	@scripts/gen_proto.sh
+
+proto-check: deps
+	@scripts/gen_proto.sh >/dev/null
+	@git diff --quiet --exit-code -- clients/python/hacs || \
+	  (echo "generated code is stale: run 'make proto' and commit the result"; git diff --stat -- clients/python/hacs; exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- clients/python/hacs)" || \
+	  (echo "generated files are not committed:"; git status --short -- clients/python/hacs; exit 1)
+
+lint: deps proto-check
+	$(BIN)/buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: deps
+	@for script in bench/*.py; do echo "==> $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .hacs .pytest_cache .mypy_cache .ruff_cache

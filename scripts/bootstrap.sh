@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Creates .venv and installs HACS with its pinned dependencies. Idempotent:
+# it does nothing when the requirement files have not changed since last time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP="$VENV/.hacs-installed"
+want=$(cat requirements/*.txt pyproject.toml clients/python/pyproject.toml | sha256sum | cut -c1-16)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+echo "==> installing Python dependencies into $VENV (pinned in requirements/)"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -r requirements/dev.txt
+"$VENV/bin/python" -m pip install --quiet --no-deps -e clients/python -e .
+echo "$want" > "$STAMP"
+echo "==> $VENV ready"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the integration tests start as real servers
+# (PostgreSQL). Skips what is already there; needs root (or sudo) otherwise.
+set -euo pipefail
+
+need=()
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "error: missing Debian packages: ${need[*]}; install them as root" >&2
+    exit 1
+  fi
+fi
+echo "==> apt-get install ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -1,0 +1,87 @@
+"""The database: one async engine per process, tenant-scoped transactions.
+
+SQLite (aiosqlite) is the embedded default; PostgreSQL (asyncpg) the real one.
+`Database.transaction(tenant_id)` is the only way domain code gets a session.
+On PostgreSQL it also sets `hacs.tenant_id` for the transaction, which the
+row-level security policies compare every tenant-owned row against: a query
+that forgets its tenant filter returns nothing, not another tenant's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from services.common.errors import Unavailable
+
+TENANT_SETTING = "hacs.tenant_id"
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        self.is_postgres = url.startswith("postgresql")
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        if self.is_postgres:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            _configure_sqlite(self.engine)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self, tenant_id: str | None) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction, committed on success, rolled back on error.
+
+        `tenant_id=None` is for the few cross-tenant reads (the tenant registry);
+        on PostgreSQL it leaves every tenant-owned table looking empty.
+        """
+        async with self._sessions() as session:
+            async with session.begin():
+                if self.is_postgres:
+                    await session.execute(
+                        text("SELECT set_config(:setting, :tenant, true)"),
+                        {"setting": TENANT_SETTING, "tenant": tenant_id or ""},
+                    )
+                yield session
+
+    async def ping(self) -> None:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # the driver's own errors vary by backend
+            raise Unavailable(f"database not reachable: {exc.__class__.__name__}") from exc
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of failing.
+
+    A deferred transaction that later writes can hit SQLITE_BUSY without
+    waiting; taking the write lock at BEGIN makes concurrent writers wait up
+    to busy_timeout and then see each other's committed rows (etag checks).
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

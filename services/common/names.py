@@ -1,0 +1,30 @@
+"""Resource names (AIP-122): `tenants/{tenant}/...` patterns and their parts."""
+
+from __future__ import annotations
+
+import re
+
+from services.common.errors import FieldViolation, Invalid
+
+_SEGMENT = r"[a-z][a-z0-9-]{1,38}[a-z0-9]"
+TENANT = re.compile(rf"^tenants/(?P<tenant>{_SEGMENT})$")
+ACTOR = re.compile(rf"^tenants/(?P<tenant>{_SEGMENT})/actors/(?P<actor>{_SEGMENT})$")
+API_KEY = re.compile(
+    rf"^tenants/(?P<tenant>{_SEGMENT})/actors/(?P<actor>{_SEGMENT})/apiKeys/(?P<api_key>[a-z0-9]{{4,40}})$"
+)
+
+
+def parse(pattern: re.Pattern[str], name: str, field: str = "name") -> dict[str, str]:
+    """The name's parts, or INVALID_ARGUMENT naming the field and the expected shape."""
+    match = pattern.match(name)
+    if match is None:
+        raise Invalid(FieldViolation(field, f"{name!r} does not match {pattern_example(pattern)!r}"))
+    return match.groupdict()
+
+
+def pattern_example(pattern: re.Pattern[str]) -> str:
+    return {
+        TENANT: "tenants/{tenant}",
+        ACTOR: "tenants/{tenant}/actors/{actor}",
+        API_KEY: "tenants/{tenant}/actors/{actor}/apiKeys/{api_key}",
+    }.get(pattern, pattern.pattern)

@@ -1,0 +1,90 @@
+"""Permissions as the HACS library spells them: `action:resource` strings.
+
+Matching follows `hacs_models.Actor.has_permission`: an exact grant, the
+action's wildcard (`read:*`), or `admin:*` / `admin:all` (which grant every
+action) satisfy a requirement. Permissions never cross tenants: that is
+enforced by tenancy, not here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+ROLES = (
+    "physician",
+    "nurse",
+    "pharmacist",
+    "therapist",
+    "technician",
+    "administrator",
+    "patient",
+    "caregiver",
+    "agent",
+    "system",
+    "researcher",
+    "auditor",
+)
+
+SECURITY_LEVELS = ("low", "medium", "high", "critical")
+
+# Role defaults, as in the HACS library (hacs_models.actor), extended with the
+# HACS record types the mesh adds (condition, memory, evidence, knowledge).
+ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "physician": (
+        "read:patient", "write:patient", "read:observation", "write:observation",
+        "read:encounter", "write:encounter", "read:diagnosis", "write:diagnosis",
+        "read:condition", "write:condition", "read:medication", "write:medication",
+        "read:procedure", "write:procedure", "read:evidence", "read:knowledge",
+        "read:memory", "write:memory",
+    ),
+    "nurse": (
+        "read:patient", "read:observation", "write:observation", "read:encounter",
+        "write:encounter", "read:medication", "write:medication", "read:condition",
+        "read:knowledge",
+    ),
+    "pharmacist": (
+        "read:patient", "read:medication", "write:medication", "read:observation",
+        "read:allergy", "read:condition", "read:knowledge",
+    ),
+    "therapist": (
+        "read:patient", "read:observation", "write:observation", "read:encounter",
+        "write:encounter", "read:procedure", "write:procedure",
+    ),
+    "technician": (
+        "read:patient", "read:observation", "write:observation", "read:procedure",
+        "write:procedure",
+    ),
+    "administrator": ("admin:*", "audit:*"),
+    "patient": ("read:own_data", "write:own_data"),
+    "caregiver": ("read:patient", "read:observation", "read:encounter"),
+    "agent": (
+        "read:patient", "write:patient", "read:observation", "write:observation",
+        "read:encounter", "write:encounter", "read:memory", "write:memory",
+        "read:condition", "read:medication", "read:evidence", "read:knowledge",
+    ),
+    "system": ("admin:*", "audit:*"),
+    "researcher": ("read:patient", "read:observation", "read:encounter", "audit:research"),
+    "auditor": ("audit:*", "read:*"),
+}
+
+ACTIONS = ("read", "write", "delete", "admin", "audit")
+_PERMISSION = re.compile(r"^(read|write|delete|admin|audit|\*):([a-z_]+|\*)$")
+
+
+def is_valid_permission(permission: str) -> bool:
+    """True for `action:resource` with a known action and a lowercase resource."""
+    return bool(_PERMISSION.match(permission))
+
+
+def default_permissions(role: str) -> list[str]:
+    return list(ROLE_DEFAULT_PERMISSIONS.get(role, ("read:basic",)))
+
+
+def grants(granted: Iterable[str], required: str) -> bool:
+    """Whether the granted permissions satisfy `required` (HACS wildcard rules)."""
+    held = set(granted)
+    if required in held or "admin:*" in held or "admin:all" in held or "*:*" in held:
+        return True
+    action, _, resource = required.partition(":")
+    return f"{action}:*" in held or f"*:{resource}" in held

@@ -1,0 +1,289 @@
+"""Cross-cutting concerns of every RPC, each in its own interceptor.
+
+An interceptor here is an async context manager around one call (`scope`),
+so the same code serves unary and streaming RPCs. `InterceptorChain` adapts
+an ordered list of them to grpc.aio; the first is outermost:
+
+  metrics -> error mapping -> authentication -> audit -> rate limit -> validation -> servicer
+
+A domain error raised anywhere inside is seen by audit (outcome), turned into
+a status by error mapping, and counted by metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf.message import Message
+
+from services.common.audit import AuditLog
+from services.common.caller import CallState, begin_call, end_call
+from services.common.errors import HacsError
+from services.common.runtime import metrics
+from services.common.runtime.error_mapping import (
+    STATUS_DETAILS_KEY,
+    internal_status,
+    status_code_for,
+    to_status,
+)
+from services.common.runtime.rate_limit import TenantRateLimiter
+from services.common.tokens import TokenVerifier, bearer_token
+from services.common.usage import UsageMeter
+from services.common.validation import validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Call:
+    """One RPC as the interceptors see it."""
+
+    method: str
+    metadata: dict[str, str]
+    context: grpc.aio.ServicerContext[Any, Any]
+    state: CallState
+    # The request message, or an async iterator of them for client streaming.
+    request: Any = None
+    request_streaming: bool = False
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class CallInterceptor(Protocol):
+    def scope(self, call: Call) -> AbstractAsyncContextManager[None]: ...
+
+
+class InterceptorChain(grpc.aio.ServerInterceptor):
+    def __init__(self, interceptors: Iterable[CallInterceptor]) -> None:
+        self._interceptors = list(interceptors)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        return _wrap(handler, method, metadata, self._interceptors)
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler,
+    method: str,
+    metadata: dict[str, str],
+    interceptors: list[CallInterceptor],
+) -> grpc.RpcMethodHandler:
+    request_streaming = handler.request_streaming
+
+    def new_call(request: Any, context: Any) -> Call:
+        return Call(
+            method=method,
+            metadata=metadata,
+            context=context,
+            state=CallState(method=method),
+            request=request,
+            request_streaming=request_streaming,
+        )
+
+    async def enter(stack: AsyncExitStack, call: Call) -> None:
+        stack.callback(end_call, begin_call(call.state))
+        for interceptor in interceptors:
+            await stack.enter_async_context(interceptor.scope(call))
+
+    if not handler.response_streaming:
+        inner = handler.stream_unary if request_streaming else handler.unary_unary
+
+        async def unary_response(request: Any, context: Any) -> Any:
+            call = new_call(request, context)
+            async with AsyncExitStack() as stack:
+                await enter(stack, call)
+                return await inner(call.request, context)
+
+        factory = grpc.stream_unary_rpc_method_handler if request_streaming else grpc.unary_unary_rpc_method_handler
+        return factory(
+            unary_response,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    inner_stream = handler.stream_stream if request_streaming else handler.unary_stream
+
+    async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
+        call = new_call(request, context)
+        async with AsyncExitStack() as stack:
+            await enter(stack, call)
+            result = inner_stream(call.request, context)
+            if inspect.isawaitable(result):  # a handler that writes with context.write()
+                await result
+                return
+            async for response in result:
+                yield response
+
+    factory = grpc.stream_stream_rpc_method_handler if request_streaming else grpc.unary_stream_rpc_method_handler
+    return factory(
+        stream_response,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _code_of(call: Call, exc: BaseException | None) -> grpc.StatusCode:
+    if exc is None:
+        return grpc.StatusCode.OK
+    if isinstance(exc, grpc.aio.AbortError):
+        code = call.context.code()
+        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    if isinstance(exc, HacsError):
+        return status_code_for(exc)
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.INTERNAL
+
+
+class MetricsInterceptor:
+    """RED metrics per method and tenant, and usage metering per tenant."""
+
+    def __init__(self, usage: UsageMeter | None) -> None:
+        self._usage = usage
+
+    @asynccontextmanager
+    async def scope(self, call: Call) -> AsyncIterator[None]:
+        service, method = metrics.split_method(call.method)
+        in_flight = metrics.IN_FLIGHT.labels(service, method)
+        in_flight.inc()
+        started = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            in_flight.dec()
+            code = _code_of(call, failure)
+            caller = call.state.caller
+            tenant = caller.tenant_id if caller else ""
+            metrics.REQUESTS.labels(service, method, code.name, tenant).inc()
+            metrics.LATENCY.labels(service, method).observe(time.perf_counter() - started)
+            if self._usage is not None and caller is not None:
+                self._usage.record(tenant, call.method, code == grpc.StatusCode.OK)
+
+
+class ErrorMappingInterceptor:
+    """Domain errors -> statuses with details; anything unexpected -> INTERNAL + incident id."""
+
+    @asynccontextmanager
+    async def scope(self, call: Call) -> AsyncIterator[None]:
+        try:
+            yield
+        except HacsError as exc:
+            code, message, status = to_status(exc)
+            await call.context.abort(
+                code, message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+            )
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message, status = internal_status(exc, call.method)
+            await call.context.abort(
+                code, message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+            )
+
+
+class AuthInterceptor:
+    """Verifies the bearer token again (zero trust) and makes it the call's `Caller`.
+
+    Methods in `open_methods` (token issue, JWKS, health, reflection) take no
+    token; every other method is refused without a valid one.
+    """
+
+    def __init__(self, verifier: TokenVerifier, open_methods: Iterable[str]) -> None:
+        self._verifier = verifier
+        self._open = frozenset(open_methods)
+
+    @asynccontextmanager
+    async def scope(self, call: Call) -> AsyncIterator[None]:
+        if call.method in self._open or call.method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            yield
+            return
+        call.state.caller = await self._verifier.verify(bearer_token(call.metadata))
+        yield
+
+
+class AuditInterceptor:
+    """Appends one audit event per authenticated call, with its outcome."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+
+    @asynccontextmanager
+    async def scope(self, call: Call) -> AsyncIterator[None]:
+        failure: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            caller = call.state.caller
+            if caller is not None:
+                code = _code_of(call, failure)
+                details = dict(call.state.details)
+                if peer := call.context.peer():
+                    details["peer"] = peer
+                if request_id := call.metadata.get("x-request-id"):
+                    details["request_id"] = request_id
+                try:
+                    await self._audit.append(
+                        tenant_id=caller.tenant_id,
+                        actor=caller.actor_name,
+                        method=call.method,
+                        permission=call.state.permission,
+                        resource=call.state.resource,
+                        outcome=code.name,
+                        details=details,
+                    )
+                except Exception:
+                    # An unwritable audit log must not pass silently: fail the call.
+                    log.exception("audit write failed for %s", call.method)
+                    if failure is None:
+                        raise
+
+
+class RateLimitInterceptor:
+    def __init__(self, limiter: TenantRateLimiter) -> None:
+        self._limiter = limiter
+
+    @asynccontextmanager
+    async def scope(self, call: Call) -> AsyncIterator[None]:
+        if call.state.caller is not None:
+            await self._limiter.check(call.state.caller.tenant_id)
+        yield
+
+
+class ValidationInterceptor:
+    """Runs the registered validator of each request message (streamed ones too)."""
+
+    @asynccontextmanager
+    async def scope(self, call: Call) -> AsyncIterator[None]:
+        if call.request_streaming:
+            call.request = _validated_stream(call.request)
+        elif isinstance(call.request, Message):
+            validate(call.request)
+        yield
+
+
+async def _validated_stream(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
+    async for request in requests:
+        validate(request)
+        yield request

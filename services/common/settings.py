@@ -1,0 +1,188 @@
+"""One settings object per process, read from the environment once.
+
+Every field has a default that gives the embedded (all-in-one) mode, so
+`hacs serve` needs no configuration. `hacs config --markdown` prints the table
+the README carries, from the declarations below, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ALL_SERVICES = ("tenant", "records", "embedding", "search", "rag", "memory", "sync")
+
+
+def _env(name: str, default: str, help_text: str) -> Any:
+    """A setting: its environment variable, its default (as text) and what it does."""
+    return field(default=default, metadata={"env": name, "help": help_text})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = _env(
+        "HACS_DATA_DIR", ".hacs", "Where embedded state lives: SQLite file, signing keys, Milvus Lite."
+    )
+    database_url: str = _env(
+        "HACS_DATABASE_URL",
+        "",
+        "SQLAlchemy URL. Empty: SQLite at `$HACS_DATA_DIR/hacs.db`. "
+        "PostgreSQL: `postgresql+asyncpg://user:pass@host:5432/hacs`.",
+    )
+    database_pool_size: int = _env(
+        "HACS_DATABASE_POOL_SIZE", "10", "Connections per process (PostgreSQL)."
+    )
+    auto_migrate: bool = _env(
+        "HACS_AUTO_MIGRATE", "true", "Run Alembic migrations at start (mesh: run `hacs migrate` once)."
+    )
+    services: str = _env(
+        "HACS_SERVICES", "all", "Services this process hosts: `all` or e.g. `search,rag` (same as `--only`)."
+    )
+    grpc_listen: str = _env(
+        "HACS_GRPC_LISTEN", "127.0.0.1:50051", "gRPC bind address (pods: `0.0.0.0:50051`)."
+    )
+    http_listen: str = _env(
+        "HACS_HTTP_LISTEN",
+        "127.0.0.1:9464",
+        "HTTP bind address for `/metrics`, `/healthz`, `/readyz`, `/.well-known/jwks.json`.",
+    )
+    max_message_bytes: int = _env(
+        "HACS_MAX_MESSAGE_BYTES", "16777216", "Largest gRPC message accepted or sent (16 MiB)."
+    )
+    shutdown_grace_seconds: int = _env(
+        "HACS_SHUTDOWN_GRACE_SECONDS", "20", "On SIGTERM, time in-flight calls get to finish."
+    )
+    jwt_issuer: str = _env("HACS_JWT_ISSUER", "hacs", "`iss` of issued tokens; verified on every call.")
+    jwt_audience: str = _env("HACS_JWT_AUDIENCE", "hacs", "`aud` of issued tokens; verified on every call.")
+    token_ttl_seconds: int = _env("HACS_TOKEN_TTL_SECONDS", "900", "Default token lifetime.")
+    token_max_ttl_seconds: int = _env("HACS_TOKEN_MAX_TTL_SECONDS", "3600", "Longest lifetime a caller may ask for.")
+    signing_keys_dir: str = _env(
+        "HACS_SIGNING_KEYS_DIR",
+        "",
+        "Directory of RS256 private keys (PEM); the newest signs, all are published. "
+        "Empty: `$HACS_DATA_DIR/keys`, generated on first start.",
+    )
+    jwks_url: str = _env(
+        "HACS_JWKS_URL",
+        "",
+        "Where services without the tenant service in-process fetch the JWKS, e.g. "
+        "`http://tenant.hacs.svc:9464/.well-known/jwks.json`.",
+    )
+    bootstrap_operator_key: str = _env(
+        "HACS_BOOTSTRAP_OPERATOR_KEY",
+        "",
+        "Platform operator API key to install at start (e.g. from a Secret). Empty: one is generated "
+        "on first start and written to `$HACS_DATA_DIR/operator.key`.",
+    )
+    rate_limit_enabled: bool = _env(
+        "HACS_RATE_LIMIT_ENABLED", "true", "Enforce each tenant's plan `calls_per_minute` in the service."
+    )
+    log_level: str = _env("HACS_LOG_LEVEL", "INFO", "Python log level.")
+    log_format: str = _env("HACS_LOG_FORMAT", "text", "`text` or `json` (one JSON object per line).")
+    otel_exporter: str = _env(
+        "HACS_OTEL_EXPORTER",
+        "none",
+        "Trace exporter: `none`, `console`, or `otlp` (uses the standard `OTEL_EXPORTER_OTLP_*`).",
+    )
+    edge_listen_port: int = _env("HACS_EDGE_LISTEN_PORT", "8080", "`hacs up`: Envoy's public port.")
+    edge_admin_port: int = _env("HACS_EDGE_ADMIN_PORT", "9901", "`hacs up`: Envoy admin port (loopback).")
+    edge_calls_per_minute: int = _env(
+        "HACS_EDGE_CALLS_PER_MINUTE", "6000", "`hacs up`: Envoy's per-tenant rate limit."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: str) -> Settings:
+        """Read every HACS_* variable once; a malformed value fails here, naming it."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in fields(cls):
+            raw = overrides.get(f.name, env.get(f.metadata["env"], f.default))
+            try:
+                values[f.name] = _convert(f.type, raw)
+            except ValueError:
+                problems.append(f"{f.metadata['env']}={raw!r} is not a valid {f.type}")
+        if problems:
+            raise ValueError("bad configuration: " + "; ".join(problems))
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_path / 'hacs.db'}"
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(self.signing_keys_dir).expanduser() if self.signing_keys_dir else self.data_path / "keys"
+
+    @property
+    def enabled_services(self) -> tuple[str, ...]:
+        return parse_services(self.services)
+
+    def _check(self) -> None:
+        problems = []
+        for name in ("grpc_listen", "http_listen"):
+            host, _, port = str(getattr(self, name)).rpartition(":")
+            if not host or not port.isdigit():
+                problems.append(f"{_env_name(name)}={getattr(self, name)!r} is not host:port")
+        try:
+            parse_services(self.services)
+        except ValueError as exc:
+            problems.append(f"HACS_SERVICES: {exc}")
+        if self.log_format not in ("text", "json"):
+            problems.append(f"HACS_LOG_FORMAT={self.log_format!r} must be text or json")
+        if self.otel_exporter not in ("none", "console", "otlp"):
+            problems.append(f"HACS_OTEL_EXPORTER={self.otel_exporter!r} must be none, console or otlp")
+        if self.token_ttl_seconds > self.token_max_ttl_seconds:
+            problems.append("HACS_TOKEN_TTL_SECONDS must not exceed HACS_TOKEN_MAX_TTL_SECONDS")
+        if problems:
+            raise ValueError("bad configuration: " + "; ".join(problems))
+
+
+def _convert(kind: object, raw: Any) -> Any:
+    if kind in ("int", int):
+        value = int(str(raw).strip())
+        if value < 0:
+            raise ValueError(raw)
+        return value
+    if kind in ("bool", bool):
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    return str(raw)
+
+
+def _env_name(field_name: str) -> str:
+    return next(str(f.metadata["env"]) for f in fields(Settings) if f.name == field_name)
+
+
+def parse_services(spec: str) -> tuple[str, ...]:
+    spec = spec.strip()
+    if spec in ("", "all"):
+        return ALL_SERVICES
+    names = tuple(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip()))
+    unknown = [n for n in names if n not in ALL_SERVICES]
+    if unknown:
+        raise ValueError(
+            f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(ALL_SERVICES)}"
+        )
+    return names
+
+
+def settings_markdown() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = f"`{f.default}`" if f.default else "(empty)"
+        rows.append(f"| `{f.metadata['env']}` | {default} | {f.metadata['help']} |")
+    return "\n".join(rows)

@@ -1,0 +1,106 @@
+"""Which services exist, and how to build each one into a running server.
+
+`hacs serve` hosts every entry; `hacs serve --only search,rag` hosts some.
+A service whose domain is not built yet is still served from its contract:
+reflection lists it, its health reports NOT_SERVING, and every method answers
+UNIMPLEMENTED with a message saying so, rather than the process pretending.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+
+from services.common.errors import NotImplementedYet
+from services.common.runtime.platform import Platform
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    key: str
+    full_name: str
+    proto_module: str
+    # Builds the servicer and returns how to add it to a server; None = contract only.
+    build: Callable[[Platform], Awaitable[Registrar]] | None = None
+    # Methods callable without a token (full gRPC paths).
+    open_methods: tuple[str, ...] = ()
+
+    @property
+    def descriptor(self) -> ServiceDescriptor:
+        module = importlib.import_module(self.proto_module)
+        return module.DESCRIPTOR.services_by_name[self.full_name.rsplit(".", 1)[1]]  # type: ignore[no-any-return]
+
+    @property
+    def implemented(self) -> bool:
+        return self.build is not None
+
+
+async def _build_tenant(platform: Platform) -> Registrar:
+    from hacs.tenant.v1 import tenant_service_pb2_grpc
+
+    from services.tenant.wiring import tenant_servicer
+
+    servicer = await tenant_servicer(platform)
+    return lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(servicer, server)
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec(
+        key="tenant",
+        full_name="hacs.tenant.v1.TenantService",
+        proto_module="hacs.tenant.v1.tenant_service_pb2",
+        build=_build_tenant,
+        open_methods=(
+            "/hacs.tenant.v1.TenantService/IssueToken",
+            "/hacs.tenant.v1.TenantService/GetJwks",
+        ),
+    ),
+    ServiceSpec("records", "hacs.records.v1.RecordService", "hacs.records.v1.record_service_pb2"),
+    ServiceSpec("embedding", "hacs.embedding.v1.EmbeddingService", "hacs.embedding.v1.embedding_service_pb2"),
+    ServiceSpec("search", "hacs.search.v1.SearchService", "hacs.search.v1.search_service_pb2"),
+    ServiceSpec("rag", "hacs.rag.v1.RagService", "hacs.rag.v1.rag_service_pb2"),
+    ServiceSpec("memory", "hacs.memory.v1.MemoryService", "hacs.memory.v1.memory_service_pb2"),
+    ServiceSpec("sync", "hacs.sync.v1.SyncService", "hacs.sync.v1.sync_service_pb2"),
+)
+
+BY_KEY = {spec.key: spec for spec in SERVICES}
+
+
+def contract_only(spec: ServiceSpec) -> grpc.GenericRpcHandler:
+    """Handlers for every method of a service not built yet: UNIMPLEMENTED, clearly."""
+    descriptor = spec.descriptor
+    handlers = {m.name: _unimplemented(spec.full_name, m) for m in descriptor.methods}
+    return grpc.method_handlers_generic_handler(spec.full_name, handlers)
+
+
+def _unimplemented(service: str, method: MethodDescriptor) -> grpc.RpcMethodHandler:
+    request_class = message_factory.GetMessageClass(method.input_type)
+    response_class = message_factory.GetMessageClass(method.output_type)
+    message = (
+        f"{service}/{method.name} is part of the HACS v1 contract but this release does not "
+        "serve it yet"
+    )
+
+    async def refuse(request: Any, context: Any) -> Any:
+        raise NotImplementedYet(message)
+
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    factory = kinds[(method.client_streaming, method.server_streaming)]
+    return factory(  # type: ignore[no-any-return, operator]
+        refuse,
+        request_deserializer=request_class.FromString,
+        response_serializer=response_class.SerializeToString,
+    )

@@ -1,0 +1,98 @@
+"""The first credential: the platform tenant and its operator's API key.
+
+Platform operators create tenants; each new tenant comes with its own first
+administrator and key (see `TenantAdmin.create`). The operator's own key
+comes from `HACS_BOOTSTRAP_OPERATOR_KEY` (a Secret, in the cluster) or, on a
+fresh embedded install, is generated once and written to
+`$HACS_DATA_DIR/operator.key` with mode 0600. The key itself is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from services.common.caller import PLATFORM_TENANT
+from services.common.db.base import utcnow
+from services.tenant.api_keys import hash_key, issue_key, parse_key
+from services.tenant.models import ACTIVE, Actor, ApiKey, Limits, Tenant
+from services.tenant.store import TenantStore
+
+log = logging.getLogger(__name__)
+
+OPERATOR_ID = "operator"
+OPERATOR_KEY_FILE = "operator.key"
+OPERATOR_PERMISSIONS = ("admin:platform", "audit:platform")
+
+
+async def ensure_platform(store: TenantStore, *, operator_key: str, key_file: Path) -> None:
+    now = utcnow()
+    async with store.transaction(PLATFORM_TENANT) as tx:
+        if await tx.get_tenant(PLATFORM_TENANT) is None:
+            await tx.add_tenant(
+                Tenant(
+                    id=PLATFORM_TENANT,
+                    display_name="HACS platform operators",
+                    plan="enterprise",
+                    limit_overrides=Limits(),
+                    state=ACTIVE,
+                    labels={},
+                    create_time=now,
+                    update_time=now,
+                    version=1,
+                )
+            )
+        if await tx.get_actor(PLATFORM_TENANT, OPERATOR_ID) is None:
+            await tx.add_actor(
+                Actor(
+                    tenant_id=PLATFORM_TENANT,
+                    id=OPERATOR_ID,
+                    display_name="Platform operator",
+                    role="system",
+                    permissions=OPERATOR_PERMISSIONS,
+                    security_level="critical",
+                    create_time=now,
+                    update_time=now,
+                )
+            )
+        if operator_key:
+            parsed = parse_key(operator_key)
+            if parsed is None or parsed.tenant_id != PLATFORM_TENANT:
+                raise ValueError(
+                    "HACS_BOOTSTRAP_OPERATOR_KEY must look like hk_platform_<key id>_<secret>; "
+                    "generate one with `hacs admin new-operator-key`"
+                )
+            if await tx.get_api_key(PLATFORM_TENANT, parsed.key_id) is None:
+                await tx.add_api_key(
+                    ApiKey(
+                        tenant_id=PLATFORM_TENANT,
+                        id=parsed.key_id,
+                        actor_id=OPERATOR_ID,
+                        display_name="bootstrap operator key (from environment)",
+                        secret_prefix=operator_key[: len(PLATFORM_TENANT) + len(parsed.key_id) + 8],
+                        create_time=now,
+                    ),
+                    hash_key(operator_key),
+                )
+                log.info("installed the platform operator key from HACS_BOOTSTRAP_OPERATOR_KEY")
+            return
+        created = None
+        if await tx.count_live_api_keys(PLATFORM_TENANT, OPERATOR_ID) == 0:
+            created = await issue_key(tx, PLATFORM_TENANT, OPERATOR_ID, "bootstrap operator key", None)
+    if created is not None:  # written only once the key is committed
+        _write_secret(key_file, created.secret)
+        log.warning(
+            "created the platform operator API key and wrote it to %s (mode 0600); "
+            "keep it safe and delete the file once stored elsewhere",
+            key_file,
+        )
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    tmp.replace(path)

@@ -1,0 +1,42 @@
+"""Builds the tenant servicer from the shared platform parts."""
+
+from __future__ import annotations
+
+from services.common.runtime.platform import Platform
+from services.tenant.actors import ActorDirectory
+from services.tenant.api_keys import ApiKeys
+from services.tenant.bootstrap import OPERATOR_KEY_FILE, ensure_platform
+from services.tenant.reports import TenantReports
+from services.tenant.servicer import TenantServicer
+from services.tenant.store import TenantStore
+from services.tenant.tenants import TenantAdmin
+from services.tenant.token_issuer import TokenIssuer
+
+
+async def tenant_servicer(platform: Platform) -> TenantServicer:
+    """The servicer, after making sure the platform tenant and its operator key exist."""
+    keys = platform.signing_keys
+    if keys is None:
+        raise RuntimeError("the tenant service needs the signing keys; they were not loaded")
+    settings = platform.settings
+    store = TenantStore(platform.db)
+    await ensure_platform(
+        store,
+        operator_key=settings.bootstrap_operator_key,
+        key_file=settings.data_path / OPERATOR_KEY_FILE,
+    )
+    return TenantServicer(
+        tenants=TenantAdmin(store, on_change=platform.limiter.forget),
+        actors=ActorDirectory(store),
+        api_keys=ApiKeys(store),
+        issuer=TokenIssuer(
+            store,
+            keys,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            default_ttl_seconds=settings.token_ttl_seconds,
+            max_ttl_seconds=settings.token_max_ttl_seconds,
+        ),
+        keys=keys,
+        reports=TenantReports(platform.usage, platform.audit),
+    )

@@ -1,0 +1,43 @@
+"""Shared fixtures: real PostgreSQL, databases per backend, an in-process HACS server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.harness import Harness, make_settings, running_platform
+from tests.support.postgres import PostgresServer, create_database
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    external = os.environ.get("HACS_TEST_POSTGRES_ADMIN_URL")
+    if external:
+        yield external
+        return
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server.admin_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Each test using this runs twice: on SQLite (embedded) and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'hacs.db'}"
+    else:
+        admin_url = request.getfixturevalue("postgres_admin_url")
+        yield await create_database(admin_url)
+
+
+@pytest.fixture
+async def hacs(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A HACS server hosting every service, in this process, on free ports."""
+    async with running_platform(make_settings(tmp_path / "data", database_url)) as harness:
+        yield harness
