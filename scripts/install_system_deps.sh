@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests start as real servers
-# (PostgreSQL). Skips what is already there; needs root (or sudo) otherwise.
+# (PostgreSQL) and make. Skips what is already there; needs root (or sudo) otherwise.
 set -euo pipefail
 
 need=()
+command -v make >/dev/null 2>&1 || need+=(make)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi

@@ -1,10 +1,10 @@
 """`hacs`: one binary, many roles.
 
-  hacs serve [--only search,rag]   host services (all by default) on one gRPC port
-  hacs up                          the whole platform on this machine: serve + Envoy
-  hacs migrate                     bring the database schema to this build's version
-  hacs config [--markdown]         print the settings (or the README's table of them)
-  hacs admin new-operator-key      print a fresh platform operator key for a Secret
+hacs serve [--only search,rag]   host services (all by default) on one gRPC port
+hacs up                          the whole platform on this machine: serve + Envoy
+hacs migrate                     bring the database schema to this build's version
+hacs config [--markdown]         print the settings (or the README's table of them)
+hacs admin new-operator-key      print a fresh platform operator key for a Secret
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ log = logging.getLogger("hacs")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hacs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hacs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="host HACS services on one gRPC port")
@@ -31,10 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"comma-separated services to host (default: all of {', '.join(ALL_SERVICES)})",
     )
-    commands.add_parser("up", help="start every service and Envoy on localhost:8080 (embedded defaults)")
+    commands.add_parser(
+        "up", help="start every service and Envoy on localhost:8080 (embedded defaults)"
+    )
     commands.add_parser("migrate", help="run database migrations to head")
     config = commands.add_parser("config", help="print the effective settings")
-    config.add_argument("--markdown", action="store_true", help="print the README table of variables")
+    config.add_argument(
+        "--markdown", action="store_true", help="print the README table of variables"
+    )
     admin = commands.add_parser("admin", help="operator utilities")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     admin_commands.add_parser("new-operator-key", help="print a new platform operator API key")

@@ -49,7 +49,9 @@ async def _build_tenant(platform: Platform) -> Registrar:
     from services.tenant.wiring import tenant_servicer
 
     servicer = await tenant_servicer(platform)
-    return lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(servicer, server)
+    return lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(
+        servicer, server
+    )
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -64,7 +66,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
         ),
     ),
     ServiceSpec("records", "hacs.records.v1.RecordService", "hacs.records.v1.record_service_pb2"),
-    ServiceSpec("embedding", "hacs.embedding.v1.EmbeddingService", "hacs.embedding.v1.embedding_service_pb2"),
+    ServiceSpec(
+        "embedding", "hacs.embedding.v1.EmbeddingService", "hacs.embedding.v1.embedding_service_pb2"
+    ),
     ServiceSpec("search", "hacs.search.v1.SearchService", "hacs.search.v1.search_service_pb2"),
     ServiceSpec("rag", "hacs.rag.v1.RagService", "hacs.rag.v1.rag_service_pb2"),
     ServiceSpec("memory", "hacs.memory.v1.MemoryService", "hacs.memory.v1.memory_service_pb2"),
@@ -81,7 +85,7 @@ def contract_only(spec: ServiceSpec) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(spec.full_name, handlers)
 
 
-def _unimplemented(service: str, method: MethodDescriptor) -> grpc.RpcMethodHandler:
+def _unimplemented(service: str, method: MethodDescriptor) -> grpc.RpcMethodHandler[Any, Any]:
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
     message = (

@@ -18,7 +18,9 @@ def parse(pattern: re.Pattern[str], name: str, field: str = "name") -> dict[str,
     """The name's parts, or INVALID_ARGUMENT naming the field and the expected shape."""
     match = pattern.match(name)
     if match is None:
-        raise Invalid(FieldViolation(field, f"{name!r} does not match {pattern_example(pattern)!r}"))
+        raise Invalid(
+            FieldViolation(field, f"{name!r} does not match {pattern_example(pattern)!r}")
+        )
     return match.groupdict()
 
 

@@ -17,7 +17,9 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
-def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
+def page_size(
+    requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE
+) -> int:
     """0 means the default; above the maximum is clamped (AIP-158), negative is invalid."""
     if requested < 0:
         raise Invalid(FieldViolation("page_size", "must not be negative"))
@@ -34,7 +36,9 @@ def decode_page_token(kind: str, token: str) -> str:
     """The key to continue after; INVALID_ARGUMENT for a token of another list."""
     try:
         padded = token + "=" * (-len(token) % 4)
-        found_kind, sep, after = base64.urlsafe_b64decode(padded.encode()).decode().partition("\x00")
+        found_kind, sep, after = (
+            base64.urlsafe_b64decode(padded.encode()).decode().partition("\x00")
+        )
     except (binascii.Error, UnicodeDecodeError, ValueError):
         found_kind, sep, after = "", "", ""
     if not sep or found_kind != kind:

@@ -24,7 +24,9 @@ def _env(name: str, default: str, help_text: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     data_dir: str = _env(
-        "HACS_DATA_DIR", ".hacs", "Where embedded state lives: SQLite file, signing keys, Milvus Lite."
+        "HACS_DATA_DIR",
+        ".hacs",
+        "Where embedded state lives: SQLite file, signing keys, Milvus Lite.",
     )
     database_url: str = _env(
         "HACS_DATABASE_URL",
@@ -36,10 +38,14 @@ class Settings:
         "HACS_DATABASE_POOL_SIZE", "10", "Connections per process (PostgreSQL)."
     )
     auto_migrate: bool = _env(
-        "HACS_AUTO_MIGRATE", "true", "Run Alembic migrations at start (mesh: run `hacs migrate` once)."
+        "HACS_AUTO_MIGRATE",
+        "true",
+        "Run Alembic migrations at start (mesh: run `hacs migrate` once).",
     )
     services: str = _env(
-        "HACS_SERVICES", "all", "Services this process hosts: `all` or e.g. `search,rag` (same as `--only`)."
+        "HACS_SERVICES",
+        "all",
+        "Services this process hosts: `all` or e.g. `search,rag` (same as `--only`).",
     )
     grpc_listen: str = _env(
         "HACS_GRPC_LISTEN", "127.0.0.1:50051", "gRPC bind address (pods: `0.0.0.0:50051`)."
@@ -55,10 +61,16 @@ class Settings:
     shutdown_grace_seconds: int = _env(
         "HACS_SHUTDOWN_GRACE_SECONDS", "20", "On SIGTERM, time in-flight calls get to finish."
     )
-    jwt_issuer: str = _env("HACS_JWT_ISSUER", "hacs", "`iss` of issued tokens; verified on every call.")
-    jwt_audience: str = _env("HACS_JWT_AUDIENCE", "hacs", "`aud` of issued tokens; verified on every call.")
+    jwt_issuer: str = _env(
+        "HACS_JWT_ISSUER", "hacs", "`iss` of issued tokens; verified on every call."
+    )
+    jwt_audience: str = _env(
+        "HACS_JWT_AUDIENCE", "hacs", "`aud` of issued tokens; verified on every call."
+    )
     token_ttl_seconds: int = _env("HACS_TOKEN_TTL_SECONDS", "900", "Default token lifetime.")
-    token_max_ttl_seconds: int = _env("HACS_TOKEN_MAX_TTL_SECONDS", "3600", "Longest lifetime a caller may ask for.")
+    token_max_ttl_seconds: int = _env(
+        "HACS_TOKEN_MAX_TTL_SECONDS", "3600", "Longest lifetime a caller may ask for."
+    )
     signing_keys_dir: str = _env(
         "HACS_SIGNING_KEYS_DIR",
         "",
@@ -74,21 +86,33 @@ class Settings:
     bootstrap_operator_key: str = _env(
         "HACS_BOOTSTRAP_OPERATOR_KEY",
         "",
-        "Platform operator API key to install at start (e.g. from a Secret). Empty: one is generated "
+        "Platform operator API key to install at start (e.g. from a Secret). "
+        "Empty: one is generated "
         "on first start and written to `$HACS_DATA_DIR/operator.key`.",
     )
     rate_limit_enabled: bool = _env(
-        "HACS_RATE_LIMIT_ENABLED", "true", "Enforce each tenant's plan `calls_per_minute` in the service."
+        "HACS_RATE_LIMIT_ENABLED",
+        "true",
+        "Enforce each tenant's plan `calls_per_minute` in the service.",
     )
     log_level: str = _env("HACS_LOG_LEVEL", "INFO", "Python log level.")
-    log_format: str = _env("HACS_LOG_FORMAT", "text", "`text` or `json` (one JSON object per line).")
+    log_format: str = _env(
+        "HACS_LOG_FORMAT", "text", "`text` or `json` (one JSON object per line)."
+    )
     otel_exporter: str = _env(
         "HACS_OTEL_EXPORTER",
         "none",
         "Trace exporter: `none`, `console`, or `otlp` (uses the standard `OTEL_EXPORTER_OTLP_*`).",
     )
+    edge_listen_host: str = _env(
+        "HACS_EDGE_LISTEN_HOST",
+        "127.0.0.1",
+        "`hacs up`: Envoy's bind address (`0.0.0.0` to expose it).",
+    )
     edge_listen_port: int = _env("HACS_EDGE_LISTEN_PORT", "8080", "`hacs up`: Envoy's public port.")
-    edge_admin_port: int = _env("HACS_EDGE_ADMIN_PORT", "9901", "`hacs up`: Envoy admin port (loopback).")
+    edge_admin_port: int = _env(
+        "HACS_EDGE_ADMIN_PORT", "9901", "`hacs up`: Envoy admin port (loopback)."
+    )
     edge_calls_per_minute: int = _env(
         "HACS_EDGE_CALLS_PER_MINUTE", "6000", "`hacs up`: Envoy's per-tenant rate limit."
     )
@@ -121,7 +145,11 @@ class Settings:
 
     @property
     def keys_path(self) -> Path:
-        return Path(self.signing_keys_dir).expanduser() if self.signing_keys_dir else self.data_path / "keys"
+        return (
+            Path(self.signing_keys_dir).expanduser()
+            if self.signing_keys_dir
+            else self.data_path / "keys"
+        )
 
     @property
     def enabled_services(self) -> tuple[str, ...]:
@@ -140,7 +168,9 @@ class Settings:
         if self.log_format not in ("text", "json"):
             problems.append(f"HACS_LOG_FORMAT={self.log_format!r} must be text or json")
         if self.otel_exporter not in ("none", "console", "otlp"):
-            problems.append(f"HACS_OTEL_EXPORTER={self.otel_exporter!r} must be none, console or otlp")
+            problems.append(
+                f"HACS_OTEL_EXPORTER={self.otel_exporter!r} must be none, console or otlp"
+            )
         if self.token_ttl_seconds > self.token_max_ttl_seconds:
             problems.append("HACS_TOKEN_TTL_SECONDS must not exceed HACS_TOKEN_MAX_TTL_SECONDS")
         if problems:

@@ -98,9 +98,13 @@ def thumbprint(key: rsa.RSAPrivateKey) -> str:
     """RFC 7638 JWK thumbprint: a key id that is the same wherever the key is loaded."""
     numbers = key.public_key().public_numbers()
     canonical = json.dumps(
-        {"e": _b64(numbers.e), "kty": "RSA", "n": _b64(numbers.n)}, separators=(",", ":"), sort_keys=True
+        {"e": _b64(numbers.e), "kty": "RSA", "n": _b64(numbers.n)},
+        separators=(",", ":"),
+        sort_keys=True,
     )
-    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).decode().rstrip("=")
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).decode().rstrip("=")
+    )
 
 
 def _b64(value: int) -> str:

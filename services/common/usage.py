@@ -82,10 +82,18 @@ class UsageMeter:
             pending.setdefault(tenant_id, []).append((day, method))
         for tenant_id in list(pending):
             try:
-                await self._write(tenant_id, [
-                    (day, method, calls[(tenant_id, day, method)], errors[(tenant_id, day, method)])
-                    for day, method in pending[tenant_id]
-                ])
+                await self._write(
+                    tenant_id,
+                    [
+                        (
+                            day,
+                            method,
+                            calls[(tenant_id, day, method)],
+                            errors[(tenant_id, day, method)],
+                        )
+                        for day, method in pending[tenant_id]
+                    ],
+                )
             except Exception:
                 # Put back what was not written, so the next flush carries it.
                 for other, keys in pending.items():

@@ -25,7 +25,9 @@ ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 ID_RULE = "3-40 characters: lowercase letters, digits and hyphens, starting with a letter"
 
 
-def validates(message_type: type[M]) -> Callable[[Callable[[M, Violations], None]], Callable[[M, Violations], None]]:
+def validates(
+    message_type: type[M],
+) -> Callable[[Callable[[M, Violations], None]], Callable[[M, Violations], None]]:
     def register(fn: Callable[[M, Violations], None]) -> Callable[[M, Violations], None]:
         name = message_type.DESCRIPTOR.full_name
         if name in _VALIDATORS:
@@ -77,7 +79,9 @@ class Violations:
         if len(value) > limit:
             self.add(field, f"is {len(value)} characters long; the limit is {limit}")
 
-    def one_of(self, field: str, value: str, allowed: Iterable[str], *, allow_empty: bool = False) -> None:
+    def one_of(
+        self, field: str, value: str, allowed: Iterable[str], *, allow_empty: bool = False
+    ) -> None:
         allowed = tuple(allowed)
         if (value or not allow_empty) and value not in allowed:
             self.add(field, f"{value!r} is not one of: {', '.join(allowed)}")
@@ -93,16 +97,22 @@ class Violations:
     def update_mask(self, mask: FieldMask, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)
         if not mask.paths:
-            self.add("update_mask", f"is required; name the fields to change ({', '.join(allowed)})")
+            self.add(
+                "update_mask", f"is required; name the fields to change ({', '.join(allowed)})"
+            )
         for path in mask.paths:
             if path not in allowed:
-                self.add("update_mask", f"{path!r} cannot be updated; updatable: {', '.join(allowed)}")
+                self.add(
+                    "update_mask", f"{path!r} cannot be updated; updatable: {', '.join(allowed)}"
+                )
 
     def labels(self, field: str, labels: dict[str, str]) -> None:
         if len(labels) > 64:
             self.add(field, "at most 64 labels")
         for key, value in labels.items():
             if not re.match(r"^[a-z][a-z0-9_.-]{0,62}$", key):
-                self.add(f"{field}[{key!r}]", "label keys are 1-63 lowercase letters, digits, _ . -")
+                self.add(
+                    f"{field}[{key!r}]", "label keys are 1-63 lowercase letters, digits, _ . -"
+                )
             if len(value) > 63:
                 self.add(f"{field}[{key!r}]", "label values are at most 63 characters")

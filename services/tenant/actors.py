@@ -61,7 +61,8 @@ class ActorDirectory:
             limit = tenant.limits.max_users
             if await tx.count_active_actors(actor.tenant_id) >= limit:
                 raise QuotaExceeded(
-                    f"tenant {tenant.name!r} has reached its plan's limit of {limit} active actors; "
+                    f"tenant {tenant.name!r} has reached its plan's limit of "
+                    f"{limit} active actors; "
                     "deactivate one or move to a larger plan",
                     [QuotaViolation(tenant.name, f"max_users={limit}")],
                 )
@@ -128,7 +129,9 @@ class ActorDirectory:
                 raise NotFound("Actor", name)
             check_etag(name, current.version, etag)
             now = utcnow()
-            updated = current.with_changes(is_active=False, update_time=now, version=current.version + 1)
+            updated = current.with_changes(
+                is_active=False, update_time=now, version=current.version + 1
+            )
             if not await tx.save_actor(updated, expected_version=current.version):
                 raise concurrent_update(name)
             await tx.revoke_api_keys(tenant_id, now, actor_id=actor_id)

@@ -55,7 +55,9 @@ def parse_key(full_key: str) -> ParsedKey | None:
 def authorize_key_management(caller: Caller, tenant_id: str, actor_id: str) -> None:
     """Actors manage their own keys; tenant admins manage everyone's in their tenant."""
     if caller.tenant_id != tenant_id:
-        raise Forbidden(f"tenants/{tenant_id} is not the caller's tenant", permission="admin:tenant")
+        raise Forbidden(
+            f"tenants/{tenant_id} is not the caller's tenant", permission="admin:tenant"
+        )
     if caller.actor_id != actor_id:
         caller.require("admin:tenant", f"tenants/{tenant_id}/actors/{actor_id}")
 
@@ -65,7 +67,12 @@ class ApiKeys:
         self._store = store
 
     async def create(
-        self, caller: Caller, tenant_id: str, actor_id: str, display_name: str, expire_time: datetime | None
+        self,
+        caller: Caller,
+        tenant_id: str,
+        actor_id: str,
+        display_name: str,
+        expire_time: datetime | None,
     ) -> ApiKey:
         authorize_key_management(caller, tenant_id, actor_id)
         async with self._store.transaction(tenant_id) as tx:

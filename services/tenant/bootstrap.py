@@ -79,7 +79,9 @@ async def ensure_platform(store: TenantStore, *, operator_key: str, key_file: Pa
             return
         created = None
         if await tx.count_live_api_keys(PLATFORM_TENANT, OPERATOR_ID) == 0:
-            created = await issue_key(tx, PLATFORM_TENANT, OPERATOR_ID, "bootstrap operator key", None)
+            created = await issue_key(
+                tx, PLATFORM_TENANT, OPERATOR_ID, "bootstrap operator key", None
+            )
     if created is not None:  # written only once the key is committed
         _write_secret(key_file, created.secret)
         log.warning(

@@ -38,4 +38,6 @@ class TenantReports:
 
 def _require_own(caller: Caller, tenant_id: str) -> None:
     if caller.tenant_id != tenant_id:
-        raise Forbidden(f"tenants/{tenant_id} is not the caller's tenant", permission="audit:tenant")
+        raise Forbidden(
+            f"tenants/{tenant_id} is not the caller's tenant", permission="audit:tenant"
+        )

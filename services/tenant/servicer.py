@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hacs.tenant.v1 import tenant_service_pb2 as pb, tenant_service_pb2_grpc as pb_grpc
+from hacs.tenant.v1 import tenant_service_pb2 as pb
+from hacs.tenant.v1 import tenant_service_pb2_grpc as pb_grpc
 
 from services.common import names
 from services.common.audit import AuditQuery
@@ -51,26 +52,38 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
 
     # -- tenants -------------------------------------------------------------
 
-    async def CreateTenant(self, request: pb.CreateTenantRequest, context: Context) -> pb.CreateTenantResponse:
+    async def CreateTenant(
+        self, request: pb.CreateTenantRequest, context: Context
+    ) -> pb.CreateTenantResponse:
         tenant = tenant_from_proto(request.tenant_id, request.tenant, DEFAULT_PLAN)
         admin = actor_from_proto(request.tenant_id, FIRST_ADMIN_ID, request.admin)
         tenant, admin, key = await self._tenants.create(current_caller(), tenant, admin)
         return pb.CreateTenantResponse(
-            tenant=tenant_to_proto(tenant), admin=actor_to_proto(admin), admin_api_key=api_key_to_proto(key)
+            tenant=tenant_to_proto(tenant),
+            admin=actor_to_proto(admin),
+            admin_api_key=api_key_to_proto(key),
         )
 
-    async def GetTenant(self, request: pb.GetTenantRequest, context: Context) -> pb.GetTenantResponse:
+    async def GetTenant(
+        self, request: pb.GetTenantRequest, context: Context
+    ) -> pb.GetTenantResponse:
         tenant_id = names.parse(names.TENANT, request.name)["tenant"]
         tenant = await self._tenants.get(current_caller(), tenant_id)
         return pb.GetTenantResponse(tenant=tenant_to_proto(tenant))
 
-    async def ListTenants(self, request: pb.ListTenantsRequest, context: Context) -> pb.ListTenantsResponse:
+    async def ListTenants(
+        self, request: pb.ListTenantsRequest, context: Context
+    ) -> pb.ListTenantsResponse:
         tenants, token = await self._tenants.list(
             current_caller(), page_size(request.page_size), request.page_token, request.show_deleted
         )
-        return pb.ListTenantsResponse(tenants=[tenant_to_proto(t) for t in tenants], next_page_token=token)
+        return pb.ListTenantsResponse(
+            tenants=[tenant_to_proto(t) for t in tenants], next_page_token=token
+        )
 
-    async def UpdateTenant(self, request: pb.UpdateTenantRequest, context: Context) -> pb.UpdateTenantResponse:
+    async def UpdateTenant(
+        self, request: pb.UpdateTenantRequest, context: Context
+    ) -> pb.UpdateTenantResponse:
         tenant_id = names.parse(names.TENANT, request.tenant.name, "tenant.name")["tenant"]
         changes = tenant_from_proto(tenant_id, request.tenant, DEFAULT_PLAN)
         tenant = await self._tenants.update(
@@ -78,14 +91,18 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         )
         return pb.UpdateTenantResponse(tenant=tenant_to_proto(tenant))
 
-    async def DeleteTenant(self, request: pb.DeleteTenantRequest, context: Context) -> pb.DeleteTenantResponse:
+    async def DeleteTenant(
+        self, request: pb.DeleteTenantRequest, context: Context
+    ) -> pb.DeleteTenantResponse:
         tenant_id = names.parse(names.TENANT, request.name)["tenant"]
         tenant = await self._tenants.delete(current_caller(), tenant_id, request.etag)
         return pb.DeleteTenantResponse(tenant=tenant_to_proto(tenant))
 
     # -- actors --------------------------------------------------------------
 
-    async def CreateActor(self, request: pb.CreateActorRequest, context: Context) -> pb.CreateActorResponse:
+    async def CreateActor(
+        self, request: pb.CreateActorRequest, context: Context
+    ) -> pb.CreateActorResponse:
         tenant_id = names.parse(names.TENANT, request.parent, "parent")["tenant"]
         actor = actor_from_proto(tenant_id, request.actor_id, request.actor)
         created = await self._actors.create(current_caller(), actor)
@@ -96,14 +113,24 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         actor = await self._actors.get(current_caller(), parts["tenant"], parts["actor"])
         return pb.GetActorResponse(actor=actor_to_proto(actor))
 
-    async def ListActors(self, request: pb.ListActorsRequest, context: Context) -> pb.ListActorsResponse:
+    async def ListActors(
+        self, request: pb.ListActorsRequest, context: Context
+    ) -> pb.ListActorsResponse:
         tenant_id = names.parse(names.TENANT, request.parent, "parent")["tenant"]
         actors, token = await self._actors.list(
-            current_caller(), tenant_id, page_size(request.page_size), request.page_token, request.show_deleted
+            current_caller(),
+            tenant_id,
+            page_size(request.page_size),
+            request.page_token,
+            request.show_deleted,
         )
-        return pb.ListActorsResponse(actors=[actor_to_proto(a) for a in actors], next_page_token=token)
+        return pb.ListActorsResponse(
+            actors=[actor_to_proto(a) for a in actors], next_page_token=token
+        )
 
-    async def UpdateActor(self, request: pb.UpdateActorRequest, context: Context) -> pb.UpdateActorResponse:
+    async def UpdateActor(
+        self, request: pb.UpdateActorRequest, context: Context
+    ) -> pb.UpdateActorResponse:
         parts = names.parse(names.ACTOR, request.actor.name, "actor.name")
         changes = actor_from_proto(parts["tenant"], parts["actor"], request.actor)
         actor = await self._actors.update(
@@ -111,35 +138,61 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         )
         return pb.UpdateActorResponse(actor=actor_to_proto(actor))
 
-    async def DeleteActor(self, request: pb.DeleteActorRequest, context: Context) -> pb.DeleteActorResponse:
+    async def DeleteActor(
+        self, request: pb.DeleteActorRequest, context: Context
+    ) -> pb.DeleteActorResponse:
         parts = names.parse(names.ACTOR, request.name)
-        actor = await self._actors.delete(current_caller(), parts["tenant"], parts["actor"], request.etag)
+        actor = await self._actors.delete(
+            current_caller(), parts["tenant"], parts["actor"], request.etag
+        )
         return pb.DeleteActorResponse(actor=actor_to_proto(actor))
 
     # -- API keys and tokens -------------------------------------------------
 
-    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Context) -> pb.CreateApiKeyResponse:
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: Context
+    ) -> pb.CreateApiKeyResponse:
         parts = names.parse(names.ACTOR, request.parent, "parent")
         expire_time = from_timestamp(request.api_key, "expire_time")
         key = await self._api_keys.create(
-            current_caller(), parts["tenant"], parts["actor"], request.api_key.display_name, expire_time
+            current_caller(),
+            parts["tenant"],
+            parts["actor"],
+            request.api_key.display_name,
+            expire_time,
         )
         return pb.CreateApiKeyResponse(api_key=api_key_to_proto(key))
 
-    async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: Context) -> pb.ListApiKeysResponse:
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Context
+    ) -> pb.ListApiKeysResponse:
         parts = names.parse(names.ACTOR, request.parent, "parent")
         keys, token = await self._api_keys.list(
-            current_caller(), parts["tenant"], parts["actor"], page_size(request.page_size), request.page_token
+            current_caller(),
+            parts["tenant"],
+            parts["actor"],
+            page_size(request.page_size),
+            request.page_token,
         )
-        return pb.ListApiKeysResponse(api_keys=[api_key_to_proto(k) for k in keys], next_page_token=token)
+        return pb.ListApiKeysResponse(
+            api_keys=[api_key_to_proto(k) for k in keys], next_page_token=token
+        )
 
-    async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context: Context) -> pb.RevokeApiKeyResponse:
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: Context
+    ) -> pb.RevokeApiKeyResponse:
         parts = names.parse(names.API_KEY, request.name)
-        key = await self._api_keys.revoke(current_caller(), parts["tenant"], parts["actor"], parts["api_key"])
+        key = await self._api_keys.revoke(
+            current_caller(), parts["tenant"], parts["actor"], parts["api_key"]
+        )
         return pb.RevokeApiKeyResponse(api_key=api_key_to_proto(key))
 
-    async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
-        issued = await self._issuer.issue(request.api_key, request.ttl_seconds, list(request.scopes))
+    async def IssueToken(
+        self, request: pb.IssueTokenRequest, context: Context
+    ) -> pb.IssueTokenResponse:
+        issued = await self._issuer.issue(
+            request.api_key, request.ttl_seconds, list(request.scopes)
+        )
         return pb.IssueTokenResponse(
             access_token=issued.token,
             token_type="Bearer",
@@ -149,19 +202,26 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         )
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
-        return pb.GetJwksResponse(jwks_json=self._keys.jwks_json(), key_ids=[k.kid for k in self._keys.keys])
+        return pb.GetJwksResponse(
+            jwks_json=self._keys.jwks_json(), key_ids=[k.kid for k in self._keys.keys]
+        )
 
     # -- usage and audit -------------------------------------------------------
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
         tenant_id = names.parse(names.TENANT, request.name)["tenant"]
         records = await self._reports.usage(
-            current_caller(), tenant_id, from_timestamp(request, "start_time"), from_timestamp(request, "end_time")
+            current_caller(),
+            tenant_id,
+            from_timestamp(request, "start_time"),
+            from_timestamp(request, "end_time"),
         )
         return pb.GetUsageResponse(
             name=request.name,
             records=[
-                pb.UsageRecord(day=timestamp(day_start(r.day)), method=r.method, calls=r.calls, errors=r.errors)
+                pb.UsageRecord(
+                    day=timestamp(day_start(r.day)), method=r.method, calls=r.calls, errors=r.errors
+                )
                 for r in records
             ],
             total_calls=sum(r.calls for r in records),

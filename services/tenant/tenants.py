@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from services.common.caller import PLATFORM_TENANT, Caller
 from services.common.db.base import utcnow
-from services.common.errors import AlreadyExists, Forbidden, FieldViolation, Invalid, NotFound
+from services.common.errors import AlreadyExists, FieldViolation, Forbidden, Invalid, NotFound
 from services.common.etags import check_etag, concurrent_update
 from services.common.pagination import decode_page_token, encode_page_token
 from services.common.permissions import default_permissions
@@ -30,7 +30,9 @@ UPDATABLE_FIELDS = (
 
 
 class TenantAdmin:
-    def __init__(self, store: TenantStore, on_change: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self, store: TenantStore, on_change: Callable[[str], None] = lambda _: None
+    ) -> None:
         self._store = store
         # Told the tenant id after a plan, limit or state change (the rate
         # limiter in this process drops its cached standing).
@@ -39,7 +41,7 @@ class TenantAdmin:
     async def create(
         self, caller: Caller, tenant: Tenant, admin: Actor
     ) -> tuple[Tenant, Actor, ApiKey]:
-        """Create the tenant, its first administrator and that administrator's API key, atomically."""
+        """Create the tenant, its first administrator and the administrator's key, atomically."""
         caller.require_platform_operator()
         if tenant.id == PLATFORM_TENANT:
             raise Invalid(FieldViolation("tenant_id", f"{PLATFORM_TENANT!r} is reserved"))
@@ -81,7 +83,9 @@ class TenantAdmin:
         caller.require_platform_operator()
         after = decode_page_token("tenants", page_token) if page_token else ""
         async with self._store.transaction(None) as tx:
-            tenants = await tx.list_tenants(after_id=after, limit=page_size + 1, show_deleted=show_deleted)
+            tenants = await tx.list_tenants(
+                after_id=after, limit=page_size + 1, show_deleted=show_deleted
+            )
         more = len(tenants) > page_size
         tenants = tenants[:page_size]
         return tenants, encode_page_token("tenants", tenants[-1].id) if more else ""
@@ -113,7 +117,9 @@ class TenantAdmin:
             if current is None:
                 raise NotFound("Tenant", name)
             check_etag(name, current.version, etag)
-            updated = replace(current, state=SUSPENDED, update_time=utcnow(), version=current.version + 1)
+            updated = replace(
+                current, state=SUSPENDED, update_time=utcnow(), version=current.version + 1
+            )
             if not await tx.save_tenant(updated, expected_version=current.version):
                 raise concurrent_update(name)
         self._on_change(updated.id)

@@ -55,7 +55,9 @@ class TokenIssuer:
             if found is None or not matches(parsed.full, found[1]):
                 raise Unauthenticated(BAD_KEY)
             key = found[0]
-            if key.revoke_time is not None or (key.expire_time is not None and key.expire_time <= now):
+            if key.revoke_time is not None or (
+                key.expire_time is not None and key.expire_time <= now
+            ):
                 raise Unauthenticated(BAD_KEY)
             actor = await tx.get_actor(key.tenant_id, key.actor_id)
             tenant = await tx.get_tenant(key.tenant_id)
@@ -89,5 +91,7 @@ class TokenIssuer:
             "jti": uuid.uuid4().hex,
         }
         signing = self._keys.active
-        token = jwt.encode(claims, signing.private_key, algorithm="RS256", headers={"kid": signing.kid})
+        token = jwt.encode(
+            claims, signing.private_key, algorithm="RS256", headers={"kid": signing.kid}
+        )
         return IssuedToken(token, expire_time, actor.name, permissions)

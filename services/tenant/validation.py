@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2 as pb
+from hacs.tenant.v1 import tenant_pb2
+from hacs.tenant.v1 import tenant_service_pb2 as pb
 
 from services.common import names
 from services.common.permissions import ROLES, SECURITY_LEVELS, is_valid_permission
@@ -13,7 +14,9 @@ from services.tenant.tenants import UPDATABLE_FIELDS as TENANT_FIELDS
 MAX_TTL_FIELD = 24 * 3600
 
 
-def _actor_fields(v: Violations, prefix: str, actor: tenant_pb2.Actor, *, role_required: bool) -> None:
+def _actor_fields(
+    v: Violations, prefix: str, actor: tenant_pb2.Actor, *, role_required: bool
+) -> None:
     if role_required or actor.role:
         v.one_of(f"{prefix}.role", actor.role, ROLES)
     v.max_length(f"{prefix}.display_name", actor.display_name, 200)
@@ -151,9 +154,9 @@ def _get_jwks(r: pb.GetJwksRequest, v: Violations) -> None:
 @validates(pb.GetUsageRequest)
 def _get_usage(r: pb.GetUsageRequest, v: Violations) -> None:
     v.resource_name("name", r.name, names.TENANT, "tenants/{tenant}")
-    if r.HasField("start_time") and r.HasField("end_time"):
-        if r.end_time.ToDatetime() <= r.start_time.ToDatetime():
-            v.add("end_time", "must be after start_time")
+    both = r.HasField("start_time") and r.HasField("end_time")
+    if both and r.end_time.ToDatetime() <= r.start_time.ToDatetime():
+        v.add("end_time", "must be after start_time")
 
 
 @validates(pb.ListAuditEventsRequest)

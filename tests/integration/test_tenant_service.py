@@ -15,7 +15,8 @@ import jwt
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from hacs.client import error_details
-from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2 as pb
+from hacs.tenant.v1 import tenant_pb2
+from hacs.tenant.v1 import tenant_service_pb2 as pb
 
 from tests.support.harness import Harness, bearer
 
@@ -47,7 +48,10 @@ async def test_operator_creates_tenant_whose_admin_gets_a_working_token(hacs: Ha
 async def test_tenant_id_is_unique_and_platform_is_reserved(hacs: Harness) -> None:
     await hacs.new_tenant("mercy")
     operator = bearer(await hacs.operator_token())
-    for tenant_id, code in (("mercy", grpc.StatusCode.ALREADY_EXISTS), ("platform", grpc.StatusCode.INVALID_ARGUMENT)):
+    for tenant_id, code in (
+        ("mercy", grpc.StatusCode.ALREADY_EXISTS),
+        ("platform", grpc.StatusCode.INVALID_ARGUMENT),
+    ):
         await expect_error(
             hacs.tenant.CreateTenant(
                 pb.CreateTenantRequest(
@@ -76,7 +80,9 @@ async def test_actor_gets_role_default_permissions_and_no_more(hacs: Harness) ->
     error = await expect_error(
         hacs.tenant.CreateActor(
             pb.CreateActorRequest(
-                parent=tenant.name, actor_id="intruder", actor=tenant_pb2.Actor(display_name="X", role="nurse")
+                parent=tenant.name,
+                actor_id="intruder",
+                actor=tenant_pb2.Actor(display_name="X", role="nurse"),
             ),
             metadata=bearer(token),
         ),
@@ -94,7 +100,9 @@ async def test_invalid_requests_name_each_bad_field(hacs: Harness) -> None:
             pb.CreateActorRequest(
                 parent=tenant.name,
                 actor_id="Bad_Id",
-                actor=tenant_pb2.Actor(display_name="", role="wizard", permissions=["fly:everywhere"]),
+                actor=tenant_pb2.Actor(
+                    display_name="", role="wizard", permissions=["fly:everywhere"]
+                ),
             ),
             metadata=bearer(tenant.admin_token),
         ),
@@ -126,7 +134,9 @@ async def test_cross_tenant_access_is_refused_on_every_rpc(hacs: Harness) -> Non
             ),
             metadata=as_a,
         ),
-        "DeleteTenant": hacs.tenant.DeleteTenant(pb.DeleteTenantRequest(name=b.name), metadata=as_a),
+        "DeleteTenant": hacs.tenant.DeleteTenant(
+            pb.DeleteTenantRequest(name=b.name), metadata=as_a
+        ),
         "ListTenants": hacs.tenant.ListTenants(pb.ListTenantsRequest(), metadata=as_a),
         "CreateTenant": hacs.tenant.CreateTenant(
             pb.CreateTenantRequest(
@@ -138,7 +148,9 @@ async def test_cross_tenant_access_is_refused_on_every_rpc(hacs: Harness) -> Non
         ),
         "CreateActor": hacs.tenant.CreateActor(
             pb.CreateActorRequest(
-                parent=b.name, actor_id="mole", actor=tenant_pb2.Actor(display_name="Mole", role="physician")
+                parent=b.name,
+                actor_id="mole",
+                actor=tenant_pb2.Actor(display_name="Mole", role="physician"),
             ),
             metadata=as_a,
         ),
@@ -152,8 +164,12 @@ async def test_cross_tenant_access_is_refused_on_every_rpc(hacs: Harness) -> Non
             metadata=as_a,
         ),
         "DeleteActor": hacs.tenant.DeleteActor(pb.DeleteActorRequest(name=b_actor), metadata=as_a),
-        "CreateApiKey": hacs.tenant.CreateApiKey(pb.CreateApiKeyRequest(parent=b_actor), metadata=as_a),
-        "ListApiKeys": hacs.tenant.ListApiKeys(pb.ListApiKeysRequest(parent=b_actor), metadata=as_a),
+        "CreateApiKey": hacs.tenant.CreateApiKey(
+            pb.CreateApiKeyRequest(parent=b_actor), metadata=as_a
+        ),
+        "ListApiKeys": hacs.tenant.ListApiKeys(
+            pb.ListApiKeysRequest(parent=b_actor), metadata=as_a
+        ),
         "RevokeApiKey": hacs.tenant.RevokeApiKey(
             pb.RevokeApiKeyRequest(name=f"{b_actor}/apiKeys/{key_id}"), metadata=as_a
         ),
@@ -172,7 +188,9 @@ async def test_cross_tenant_access_is_refused_on_every_rpc(hacs: Harness) -> Non
 
     # Tenant B is untouched: same name, nurse still active, her key still works.
     as_b = bearer(b.admin_token)
-    assert (await hacs.tenant.GetTenant(pb.GetTenantRequest(name=b.name), metadata=as_b)).tenant.display_name == "Hospital tenant-b"
+    assert (
+        await hacs.tenant.GetTenant(pb.GetTenantRequest(name=b.name), metadata=as_b)
+    ).tenant.display_name == "Hospital tenant-b"
     nurse = await hacs.tenant.GetActor(pb.GetActorRequest(name=b_actor), metadata=as_b)
     assert nurse.actor.is_active and "admin:*" not in nurse.actor.permissions
     assert await hacs.token(b_key)
@@ -216,7 +234,9 @@ async def test_max_users_quota_is_enforced(hacs: Harness) -> None:
     error = await expect_error(
         hacs.tenant.CreateActor(
             pb.CreateActorRequest(
-                parent=tenant.name, actor_id="two", actor=tenant_pb2.Actor(display_name="Two", role="nurse")
+                parent=tenant.name,
+                actor_id="two",
+                actor=tenant_pb2.Actor(display_name="Two", role="nurse"),
             ),
             metadata=bearer(tenant.admin_token),
         ),
@@ -231,28 +251,38 @@ async def test_revoked_keys_and_deleted_actors_get_no_tokens(hacs: Harness) -> N
     key, _ = await hacs.new_actor(tenant, "temp-agent", "agent")
     key_id = key.split("_")[2]
     await hacs.tenant.RevokeApiKey(
-        pb.RevokeApiKeyRequest(name=f"{tenant.name}/actors/temp-agent/apiKeys/{key_id}"), metadata=admin
+        pb.RevokeApiKeyRequest(name=f"{tenant.name}/actors/temp-agent/apiKeys/{key_id}"),
+        metadata=admin,
     )
-    await expect_error(hacs.tenant.IssueToken(pb.IssueTokenRequest(api_key=key)), grpc.StatusCode.UNAUTHENTICATED)
+    await expect_error(
+        hacs.tenant.IssueToken(pb.IssueTokenRequest(api_key=key)), grpc.StatusCode.UNAUTHENTICATED
+    )
 
     second = await hacs.tenant.CreateApiKey(
         pb.CreateApiKeyRequest(parent=f"{tenant.name}/actors/temp-agent"), metadata=admin
     )
     assert await hacs.token(second.api_key.secret)
-    await hacs.tenant.DeleteActor(pb.DeleteActorRequest(name=f"{tenant.name}/actors/temp-agent"), metadata=admin)
+    await hacs.tenant.DeleteActor(
+        pb.DeleteActorRequest(name=f"{tenant.name}/actors/temp-agent"), metadata=admin
+    )
     await expect_error(
         hacs.tenant.IssueToken(pb.IssueTokenRequest(api_key=second.api_key.secret)),
         grpc.StatusCode.UNAUTHENTICATED,
     )
     # A key with a right shape but a wrong secret is refused the same way.
-    forged = "_".join(second.api_key.secret.split("_")[:3] + ["x" * 43])
-    await expect_error(hacs.tenant.IssueToken(pb.IssueTokenRequest(api_key=forged)), grpc.StatusCode.UNAUTHENTICATED)
+    forged = "_".join([*second.api_key.secret.split("_")[:3], "x" * 43])
+    await expect_error(
+        hacs.tenant.IssueToken(pb.IssueTokenRequest(api_key=forged)),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
 
 
 async def test_token_scopes_narrow_permissions(hacs: Harness) -> None:
     tenant = await hacs.new_tenant()
     key, _ = await hacs.new_actor(tenant, "scribe", "agent")
-    narrow = await hacs.tenant.IssueToken(pb.IssueTokenRequest(api_key=key, scopes=["read:patient"]))
+    narrow = await hacs.tenant.IssueToken(
+        pb.IssueTokenRequest(api_key=key, scopes=["read:patient"])
+    )
     assert list(narrow.permissions) == ["read:patient"]
     await expect_error(
         hacs.tenant.IssueToken(pb.IssueTokenRequest(api_key=key, scopes=["admin:tenant"])),
@@ -270,7 +300,9 @@ async def test_suspended_tenant_gets_no_tokens_and_no_service(hacs: Harness) -> 
     )
     # A token issued before the suspension stops working too.
     await expect_error(
-        hacs.tenant.GetTenant(pb.GetTenantRequest(name=tenant.name), metadata=bearer(tenant.admin_token)),
+        hacs.tenant.GetTenant(
+            pb.GetTenantRequest(name=tenant.name), metadata=bearer(tenant.admin_token)
+        ),
         grpc.StatusCode.PERMISSION_DENIED,
     )
 
@@ -282,11 +314,14 @@ async def test_rate_limit_applies_per_tenant(hacs: Harness) -> None:
     for _ in range(5):
         await hacs.tenant.GetTenant(request, metadata=bearer(slow.admin_token))
     error = await expect_error(
-        hacs.tenant.GetTenant(request, metadata=bearer(slow.admin_token)), grpc.StatusCode.RESOURCE_EXHAUSTED
+        hacs.tenant.GetTenant(request, metadata=bearer(slow.admin_token)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
     )
     assert error_details(error)["RetryInfo"].retry_delay.seconds >= 1
     for _ in range(10):
-        await hacs.tenant.GetTenant(pb.GetTenantRequest(name=other.name), metadata=bearer(other.admin_token))
+        await hacs.tenant.GetTenant(
+            pb.GetTenantRequest(name=other.name), metadata=bearer(other.admin_token)
+        )
 
 
 async def test_audit_log_records_denials_for_the_tenants_auditors(hacs: Harness) -> None:
@@ -306,7 +341,9 @@ async def test_audit_log_records_denials_for_the_tenants_auditors(hacs: Harness)
     assert denied[0].permission == "read:actor"
     # Nurses hold no audit permission.
     await expect_error(
-        hacs.tenant.ListAuditEvents(pb.ListAuditEventsRequest(parent=tenant.name), metadata=bearer(nurse)),
+        hacs.tenant.ListAuditEvents(
+            pb.ListAuditEventsRequest(parent=tenant.name), metadata=bearer(nurse)
+        ),
         grpc.StatusCode.PERMISSION_DENIED,
     )
 
@@ -340,7 +377,8 @@ async def test_actor_pages_cover_everyone_once(hacs: Harness) -> None:
     assert len(seen) == len(set(seen)) == 8
     await expect_error(
         hacs.tenant.ListActors(
-            pb.ListActorsRequest(parent=tenant.name, page_token="bm9wZQ"), metadata=bearer(tenant.admin_token)
+            pb.ListActorsRequest(parent=tenant.name, page_token="bm9wZQ"),
+            metadata=bearer(tenant.admin_token),
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2 as pb, tenant_service_pb2_grpc
+from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2_grpc
+from hacs.tenant.v1 import tenant_service_pb2 as pb
 
 from services.common.runtime.server import HacsServer
 from services.common.settings import Settings
@@ -83,7 +84,9 @@ class Harness:
             pb.CreateActorRequest(
                 parent=tenant.name,
                 actor_id=actor_id,
-                actor=tenant_pb2.Actor(display_name=actor_id.title(), role=role, permissions=permissions or []),
+                actor=tenant_pb2.Actor(
+                    display_name=actor_id.title(), role=role, permissions=permissions or []
+                ),
             ),
             metadata=bearer(tenant.admin_token),
         )

@@ -33,7 +33,8 @@ def _bin(name: str) -> str:
     if which:
         return which
     raise RuntimeError(
-        f"PostgreSQL's {name} is not installed; run scripts/install_system_deps.sh (apt-get install postgresql)"
+        f"PostgreSQL's {name} is not installed; "
+        "run scripts/install_system_deps.sh (apt-get install postgresql)"
     )
 
 
@@ -58,13 +59,19 @@ class PostgresServer:
     def start(self) -> None:
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
-        self._run(_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._run(
+            _bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
+        )
         self._run(
             _bin("pg_ctl"),
-            "-D", str(self.data),
-            "-l", str(self.root / "server.log"),
-            "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
-            "-w", "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-w",
+            "start",
         )
         self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         deadline = time.monotonic() + 30

@@ -45,14 +45,13 @@ class Database:
         `tenant_id=None` is for the few cross-tenant reads (the tenant registry);
         on PostgreSQL it leaves every tenant-owned table looking empty.
         """
-        async with self._sessions() as session:
-            async with session.begin():
-                if self.is_postgres:
-                    await session.execute(
-                        text("SELECT set_config(:setting, :tenant, true)"),
-                        {"setting": TENANT_SETTING, "tenant": tenant_id or ""},
-                    )
-                yield session
+        async with self._sessions() as session, session.begin():
+            if self.is_postgres:
+                await session.execute(
+                    text("SELECT set_config(:setting, :tenant, true)"),
+                    {"setting": TENANT_SETTING, "tenant": tenant_id or ""},
+                )
+            yield session
 
     async def ping(self) -> None:
         try:

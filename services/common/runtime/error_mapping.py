@@ -53,7 +53,9 @@ def to_status(exc: errors.HacsError) -> tuple[grpc.StatusCode, str, status_pb2.S
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
                     for v in exc.violations
                 ]
             )
@@ -80,7 +82,9 @@ def to_status(exc: errors.HacsError) -> tuple[grpc.StatusCode, str, status_pb2.S
         details.append(
             error_details_pb2.QuotaFailure(
                 violations=[
-                    error_details_pb2.QuotaFailure.Violation(subject=v.subject, description=v.description)
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=v.subject, description=v.description
+                    )
                     for v in exc.violations
                 ]
             )
@@ -102,7 +106,9 @@ def to_status(exc: errors.HacsError) -> tuple[grpc.StatusCode, str, status_pb2.S
     return code, exc.message, status
 
 
-def internal_status(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str, status_pb2.Status]:
+def internal_status(
+    exc: BaseException, method: str
+) -> tuple[grpc.StatusCode, str, status_pb2.Status]:
     incident = uuid.uuid4().hex[:12]
     log.error("unexpected error in %s (incident %s)", method, incident, exc_info=exc)
     message = f"internal error (incident {incident}); the operators have the details"

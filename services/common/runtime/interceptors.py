@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
@@ -40,6 +40,9 @@ from services.common.usage import UsageMeter
 from services.common.validation import validate
 
 log = logging.getLogger(__name__)
+
+# Subscripted only for the type checker: grpc's runtime class is not generic.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 @dataclass
@@ -66,23 +69,25 @@ class InterceptorChain(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
-        metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        metadata = {
+            k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)
+        }
         return _wrap(handler, method, metadata, self._interceptors)
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler,
+    handler: Handler,
     method: str,
     metadata: dict[str, str],
     interceptors: list[CallInterceptor],
-) -> grpc.RpcMethodHandler:
+) -> Handler:
     request_streaming = handler.request_streaming
 
     def new_call(request: Any, context: Any) -> Call:
@@ -101,7 +106,7 @@ def _wrap(
             await stack.enter_async_context(interceptor.scope(call))
 
     if not handler.response_streaming:
-        inner = handler.stream_unary if request_streaming else handler.unary_unary
+        inner: Any = handler.stream_unary if request_streaming else handler.unary_unary
 
         async def unary_response(request: Any, context: Any) -> Any:
             call = new_call(request, context)
@@ -109,14 +114,18 @@ def _wrap(
                 await enter(stack, call)
                 return await inner(call.request, context)
 
-        factory = grpc.stream_unary_rpc_method_handler if request_streaming else grpc.unary_unary_rpc_method_handler
+        factory = (
+            grpc.stream_unary_rpc_method_handler
+            if request_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
         return factory(
             unary_response,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    inner_stream = handler.stream_stream if request_streaming else handler.unary_stream
+    inner_stream: Any = handler.stream_stream if request_streaming else handler.unary_stream
 
     async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
         call = new_call(request, context)
@@ -129,7 +138,11 @@ def _wrap(
             async for response in result:
                 yield response
 
-    factory = grpc.stream_stream_rpc_method_handler if request_streaming else grpc.unary_stream_rpc_method_handler
+    factory = (
+        grpc.stream_stream_rpc_method_handler
+        if request_streaming
+        else grpc.unary_stream_rpc_method_handler
+    )
     return factory(
         stream_response,
         request_deserializer=handler.request_deserializer,
@@ -213,7 +226,9 @@ class AuthInterceptor:
 
     @asynccontextmanager
     async def scope(self, call: Call) -> AsyncIterator[None]:
-        if call.method in self._open or call.method.startswith(("/grpc.health.", "/grpc.reflection.")):
+        if call.method in self._open or call.method.startswith(
+            ("/grpc.health.", "/grpc.reflection.")
+        ):
             yield
             return
         call.state.caller = await self._verifier.verify(bearer_token(call.metadata))

@@ -32,6 +32,6 @@ IN_FLIGHT = Gauge(
 
 
 def split_method(full_method: str) -> tuple[str, str]:
-    """'/hacs.tenant.v1.TenantService/GetTenant' -> ('hacs.tenant.v1.TenantService', 'GetTenant')."""
+    """'/hacs.tenant.v1.TenantService/GetTenant' -> (service, method) names."""
     service, _, method = full_method.lstrip("/").partition("/")
     return service, method

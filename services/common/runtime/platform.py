@@ -64,7 +64,8 @@ async def open_platform(settings: Settings) -> Platform:
         source = RemoteJwks(settings.jwks_url)
     else:
         raise RuntimeError(
-            "this process does not host the tenant service, so it needs HACS_JWKS_URL to verify tokens"
+            "this process does not host the tenant service, "
+            "so it needs HACS_JWKS_URL to verify tokens"
         )
 
     usage = UsageMeter(db)
@@ -75,6 +76,6 @@ async def open_platform(settings: Settings) -> Platform:
         audit=AuditLog(db),
         usage=usage,
         verifier=TokenVerifier(source, issuer=settings.jwt_issuer, audience=settings.jwt_audience),
-        limiter=TenantRateLimiter(standing_lookup(db)),
+        limiter=TenantRateLimiter(standing_lookup(db), enforce_rate=settings.rate_limit_enabled),
         signing_keys=signing_keys,
     )

@@ -36,8 +36,11 @@ class _Bucket:
 
 
 class TenantRateLimiter:
-    def __init__(self, lookup: StandingLookup) -> None:
+    def __init__(self, lookup: StandingLookup, *, enforce_rate: bool = True) -> None:
         self._lookup = lookup
+        # Off (HACS_RATE_LIMIT_ENABLED=false): only the edge limits rates;
+        # suspended tenants are still refused.
+        self._enforce_rate = enforce_rate
         self._standing: dict[str, tuple[float, TenantStanding | None]] = {}
         self._buckets: dict[str, _Bucket] = {}
 
@@ -47,7 +50,7 @@ class TenantRateLimiter:
         if standing is None or not standing.active:
             raise Forbidden(f"tenant {tenant_id!r} is suspended or does not exist")
         limit = standing.calls_per_minute
-        if limit <= 0:
+        if limit <= 0 or not self._enforce_rate:
             return
         bucket = self._buckets.get(tenant_id)
         if bucket is None or bucket.capacity != limit:

@@ -98,7 +98,11 @@ class HacsServer:
             self._serving[spec.full_name] = spec.implemented
         names = [spec.full_name for spec in specs]
         reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             server,
         )
 

@@ -27,9 +27,7 @@ def configure_tracing(exporter_name: str, service_names: tuple[str, ...]) -> Tra
     if _provider is not None:
         return _provider
     provider = TracerProvider(
-        resource=Resource.create(
-            {"service.name": "hacs", "hacs.services": ",".join(service_names)}
-        )
+        resource=Resource.create({"service.name": "hacs", "hacs.services": ",".join(service_names)})
     )
     exporter: SpanExporter | None = None
     if exporter_name == "console":
@@ -51,4 +49,4 @@ def configure_tracing(exporter_name: str, service_names: tuple[str, ...]) -> Tra
 
 
 def tracing_interceptor(provider: TracerProvider) -> grpc.aio.ServerInterceptor:
-    return aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-any-return]
+    return aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call, no-any-return]

@@ -96,11 +96,16 @@ class HacsClient:
         if self._api_key is None:
             return self._token
         async with self._lock:
-            if self._token and time.monotonic() < self._token_expiry - REFRESH_BEFORE_EXPIRY_SECONDS:
+            if (
+                self._token
+                and time.monotonic() < self._token_expiry - REFRESH_BEFORE_EXPIRY_SECONDS
+            ):
                 return self._token
             stub = tenant_service_pb2_grpc.TenantServiceStub(self._token_channel)
             reply = await stub.IssueToken(
-                tenant_service_pb2.IssueTokenRequest(api_key=self._api_key, ttl_seconds=self._token_ttl),
+                tenant_service_pb2.IssueTokenRequest(
+                    api_key=self._api_key, ttl_seconds=self._token_ttl
+                ),
                 timeout=15,
             )
             self._token = reply.access_token
@@ -115,17 +120,23 @@ class HacsClient:
 
 
 def _channel(
-    target: str, credentials: grpc.ChannelCredentials | None, interceptors: list[grpc.aio.ClientInterceptor]
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    interceptors: list[grpc.aio.ClientInterceptor],
 ) -> grpc.aio.Channel:
     if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options=_OPTIONS, interceptors=interceptors)
+        return grpc.aio.secure_channel(
+            target, credentials, options=_OPTIONS, interceptors=interceptors
+        )
     return grpc.aio.insecure_channel(target, options=_OPTIONS, interceptors=interceptors)
 
 
 class _CallDecorator:
     """Adds the bearer token and a default deadline to every outgoing call."""
 
-    def __init__(self, metadata: Callable[[str], Awaitable[list[tuple[str, str]]]], timeout: float) -> None:
+    def __init__(
+        self, metadata: Callable[[str], Awaitable[list[tuple[str, str]]]], timeout: float
+    ) -> None:
         self._metadata = metadata
         self._timeout = timeout
 
@@ -133,7 +144,7 @@ class _CallDecorator:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         for key, value in await self._metadata(method):
-            if key not in metadata:
+            if not metadata.get_all(key):
                 metadata.add(key, value)
         return grpc.aio.ClientCallDetails(
             method=details.method,
@@ -164,7 +175,9 @@ class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
     def __init__(self, decorator: _CallDecorator) -> None:
         self._d = decorator
 
-    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+    async def intercept_stream_unary(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
         return await continuation(await self._d.decorate(details), request_iterator)
 
 
@@ -172,5 +185,7 @@ class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
     def __init__(self, decorator: _CallDecorator) -> None:
         self._d = decorator
 
-    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+    async def intercept_stream_stream(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
         return await continuation(await self._d.decorate(details), request_iterator)

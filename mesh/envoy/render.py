@@ -1,0 +1,301 @@
+"""Render the Envoy edge config for HACS from one Jinja2 template.
+
+The edge is the only door into the mesh: it verifies the caller's JWT, copies the
+token's tenant claim into ``x-hacs-tenant``, rate-limits per tenant and routes each
+gRPC service to its cluster. Everything that differs between a laptop (all-in-one)
+and a cluster (mesh) is a value of :class:`EdgeSettings`; the template holds the rest.
+
+    python -m mesh.envoy.render --out /tmp/envoy.yaml --grpc-upstream 127.0.0.1:50051
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+
+TEMPLATE_PATH = Path(__file__).with_name("envoy.yaml.j2")
+
+HACS_SERVICES: tuple[str, ...] = (
+    "hacs.tenant.v1.TenantService",
+    "hacs.records.v1.RecordService",
+    "hacs.embedding.v1.EmbeddingService",
+    "hacs.search.v1.SearchService",
+    "hacs.rag.v1.RagService",
+    "hacs.memory.v1.MemoryService",
+    "hacs.sync.v1.SyncService",
+)
+
+# Health and reflection are answered by every HACS process, so they go to the
+# tenant service's cluster (the only cluster in all-in-one mode).
+SHARED_SERVICES: tuple[str, ...] = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+# Methods a caller must reach before it has a token.
+TOKEN_FREE_METHODS: tuple[str, ...] = (
+    "/hacs.tenant.v1.TenantService/IssueToken",
+    "/hacs.tenant.v1.TenantService/GetJwks",
+)
+
+DEFAULT_GRPC_PORT = 50051
+DEFAULT_JWKS_URI = "http://127.0.0.1:9464/.well-known/jwks.json"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One gRPC endpoint: an IP literal or a DNS name (e.g. ``tenant.hacs.svc``)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Upstream:
+        """Parse ``host:port`` (or ``[v6]:port``)."""
+        host, sep, port = text.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {text!r}")
+        return cls(host, int(port))
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+def all_in_one_upstreams(upstream: Upstream) -> dict[str, Upstream]:
+    """Every HACS service served by one process (``hacs serve``)."""
+    return {service: upstream for service in HACS_SERVICES}
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """Every value the edge config depends on; defaults give the embedded mode."""
+
+    upstreams: dict[str, Upstream] = field(
+        default_factory=lambda: all_in_one_upstreams(Upstream("127.0.0.1", DEFAULT_GRPC_PORT))
+    )
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8080
+    admin_port: int = 9901
+    jwks_uri: str = DEFAULT_JWKS_URI
+    jwt_issuer: str = "hacs"
+    jwt_audiences: list[str] = field(default_factory=lambda: ["hacs"])
+    tenant_claim: str = "tenant"
+    tenant_header: str = "x-hacs-tenant"
+    default_calls_per_minute: int = 600
+    tenant_calls_per_minute: dict[str, int] = field(default_factory=dict)
+    # Calls without a tenant (IssueToken, GetJwks, health, reflection) share one bucket.
+    unauthenticated_calls_per_minute: int = 600
+    # Size of the LRU of per-tenant buckets; an evicted tenant restarts with a full bucket.
+    max_tracked_tenants: int = 10_000
+    access_log_path: str = "/dev/stdout"
+    cors_allowed_origins: list[str] = field(default_factory=list)
+    # The gRPC servers' max message size. Bodies stream through Envoy under flow
+    # control, so this bounds what the router may hold for a safe retry, not what passes.
+    max_message_bytes: int = 16 * 1024 * 1024
+
+    @property
+    def admin_host(self) -> str:
+        """The admin API can drain and reconfigure Envoy: loopback only, never a setting."""
+        return "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if not self.upstreams:
+            raise ValueError("at least one upstream service is required")
+        for port in (self.listen_port, self.admin_port, *(u.port for u in self.upstreams.values())):
+            if not 0 < port < 65536:
+                raise ValueError(f"port out of range: {port}")
+        if self.listen_port == self.admin_port:
+            raise ValueError("listen_port and admin_port must differ")
+        for limit in (
+            self.default_calls_per_minute,
+            self.unauthenticated_calls_per_minute,
+            *self.tenant_calls_per_minute.values(),
+        ):
+            if limit < 1:
+                raise ValueError(f"calls per minute must be >= 1, got {limit}")
+        if urlsplit(self.jwks_uri).scheme != "http" or not urlsplit(self.jwks_uri).hostname:
+            raise ValueError(f"jwks_uri must be an http:// URL, got {self.jwks_uri!r}")
+        if self.tenant_header != self.tenant_header.lower():
+            raise ValueError("tenant_header must be lower case (HTTP/2 header names are)")
+
+
+def _short_name(service: str) -> str:
+    """``hacs.tenant.v1.TenantService`` -> ``tenant``."""
+    parts = service.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "hacs" else parts[-1].lower()
+
+
+def _ordered_services(upstreams: Mapping[str, Upstream]) -> list[str]:
+    known = [s for s in HACS_SERVICES if s in upstreams]
+    return known + sorted(s for s in upstreams if s not in HACS_SERVICES)
+
+
+def _clusters(settings: EdgeSettings) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """One cluster per distinct endpoint; returns the clusters and service -> cluster name."""
+    services_by_endpoint: dict[Upstream, list[str]] = {}
+    for service in _ordered_services(settings.upstreams):
+        services_by_endpoint.setdefault(settings.upstreams[service], []).append(service)
+
+    clusters: list[dict[str, Any]] = []
+    cluster_of: dict[str, str] = {}
+    for upstream, services in services_by_endpoint.items():
+        if len(services_by_endpoint) == 1:
+            name = "hacs"
+        else:
+            name = "hacs_" + "_".join(_short_name(s) for s in services)
+        clusters.append(
+            {
+                "name": name,
+                "host": upstream.host,
+                "port": upstream.port,
+                "type": "STATIC" if upstream.is_ip else "STRICT_DNS",
+                # A process hosting several services reports overall health as "".
+                "health_service": services[0] if len(services) == 1 else "",
+                "services": services,
+            }
+        )
+        cluster_of.update(dict.fromkeys(services, name))
+    return clusters, cluster_of
+
+
+def _template_context(settings: EdgeSettings) -> dict[str, Any]:
+    clusters, cluster_of = _clusters(settings)
+    services = _ordered_services(settings.upstreams)
+    shared_cluster = cluster_of.get(HACS_SERVICES[0], cluster_of[services[0]])
+    routes = [{"prefix": f"/{s}/", "cluster": cluster_of[s]} for s in services]
+    routes += [{"prefix": f"/{s}/", "cluster": shared_cluster} for s in SHARED_SERVICES]
+    jwks = urlsplit(settings.jwks_uri)
+    jwks_endpoint = Upstream(jwks.hostname or "", jwks.port or 80)
+    return {
+        "s": settings,
+        "clusters": clusters,
+        "routes": routes,
+        "open_paths": list(TOKEN_FREE_METHODS),
+        "open_prefixes": [f"/{s}/" for s in SHARED_SERVICES],
+        "jwks_host": jwks_endpoint.host,
+        "jwks_port": jwks_endpoint.port,
+        "jwks_type": "STATIC" if jwks_endpoint.is_ip else "STRICT_DNS",
+    }
+
+
+def render(settings: EdgeSettings) -> str:
+    """Return the Envoy bootstrap YAML for ``settings``."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_PATH.parent),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    # JSON strings are valid YAML scalars: every user value is quoted safely.
+    environment.filters["q"] = json.dumps
+    return environment.get_template(TEMPLATE_PATH.name).render(**_template_context(settings))
+
+
+def _service_name(name: str) -> str:
+    """Accept a full service name or its short form (``search``)."""
+    if name in HACS_SERVICES or "." in name:
+        return name
+    for service in HACS_SERVICES:
+        if _short_name(service) == name:
+            return service
+    raise ValueError(f"unknown service {name!r}; use one of {', '.join(HACS_SERVICES)}")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key, value
+
+
+def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[EdgeSettings, str]:
+    """Build settings from the environment, then let CLI flags override; returns (settings, out)."""
+    parser = argparse.ArgumentParser(prog="python -m mesh.envoy.render", description=__doc__)
+    parser.add_argument("--out", required=True, help="file to write ('-' for stdout)")
+    parser.add_argument("--grpc-upstream", help="host:port serving every service (all-in-one)")
+    parser.add_argument(
+        "--service-upstream",
+        action="append",
+        default=[],
+        type=_pair,
+        metavar="NAME=HOST:PORT",
+        help="one service's endpoint (mesh mode); NAME is the full or short name",
+    )
+    parser.add_argument("--jwks-uri")
+    parser.add_argument("--listen-port", type=int)
+    parser.add_argument("--admin-port", type=int)
+    parser.add_argument("--default-calls-per-minute", type=int)
+    parser.add_argument(
+        "--tenant-calls-per-minute",
+        action="append",
+        default=[],
+        type=_pair,
+        metavar="TENANT=N",
+        help="per-tenant override of the default limit",
+    )
+    parser.add_argument("--cors-origin", action="append", default=[], help="gRPC-Web origin")
+    parser.add_argument("--access-log-path")
+    args = parser.parse_args(argv)
+
+    def pick(flag: Any, env_name: str) -> str | None:
+        return str(flag) if flag is not None else environ.get(env_name) or None
+
+    default_upstream = Upstream.parse(
+        pick(args.grpc_upstream, "HACS_EDGE_GRPC_UPSTREAM") or f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+    )
+    upstreams = all_in_one_upstreams(default_upstream)
+    for name, endpoint in args.service_upstream:
+        upstreams[_service_name(name)] = Upstream.parse(endpoint)
+
+    overrides: dict[str, Any] = {"upstreams": upstreams}
+    for key, flag, env_name, convert in (
+        ("listen_port", args.listen_port, "HACS_EDGE_LISTEN_PORT", int),
+        ("admin_port", args.admin_port, "HACS_EDGE_ADMIN_PORT", int),
+        ("jwks_uri", args.jwks_uri, "HACS_EDGE_JWKS_URI", str),
+        (
+            "default_calls_per_minute",
+            args.default_calls_per_minute,
+            "HACS_EDGE_CALLS_PER_MINUTE",
+            int,
+        ),
+        ("access_log_path", args.access_log_path, "HACS_EDGE_ACCESS_LOG_PATH", str),
+    ):
+        value = pick(flag, env_name)
+        if value is not None:
+            overrides[key] = convert(value)
+    if args.tenant_calls_per_minute:
+        overrides["tenant_calls_per_minute"] = {t: int(n) for t, n in args.tenant_calls_per_minute}
+    if args.cors_origin:
+        overrides["cors_allowed_origins"] = list(args.cors_origin)
+    return EdgeSettings(**overrides), args.out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, out = settings_from(sys.argv[1:] if argv is None else argv, os.environ)
+    config = render(settings)
+    if out == "-":
+        sys.stdout.write(config)
+    else:
+        Path(out).write_text(config, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

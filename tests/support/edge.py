@@ -1,0 +1,123 @@
+"""`hacs up` run as a newcomer runs it, on free ports, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.postgres import free_port
+
+
+@dataclass
+class RunningPlatform:
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    edge: str
+    grpc_target: str
+    log: Path
+
+    @property
+    def operator_key(self) -> str:
+        return (self.data_dir / "operator.key").read_text().strip()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def start_hacs_up(data_dir: Path, database_url: str = "", **env: str) -> RunningPlatform:
+    ports = {name: free_port() for name in ("grpc", "http", "edge", "admin")}
+    environ = {
+        **os.environ,
+        "HACS_DATA_DIR": str(data_dir),
+        "HACS_DATABASE_URL": database_url,
+        "HACS_GRPC_LISTEN": f"127.0.0.1:{ports['grpc']}",
+        "HACS_HTTP_LISTEN": f"127.0.0.1:{ports['http']}",
+        "HACS_EDGE_LISTEN_PORT": str(ports["edge"]),
+        "HACS_EDGE_ADMIN_PORT": str(ports["admin"]),
+        "HACS_SHUTDOWN_GRACE_SECONDS": "2",
+        **env,
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "hacs-up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "up"],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    platform = RunningPlatform(
+        process, data_dir, f"127.0.0.1:{ports['edge']}", f"127.0.0.1:{ports['grpc']}", log
+    )
+    deadline = time.monotonic() + 120
+    while "HACS is up" not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"hacs up did not start:\n{log.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.2)
+    return platform
+
+
+def start_serve(
+    name: str, log_dir: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """One `hacs serve` process on free ports; returns (process, grpc address, http address)."""
+    grpc_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    environ = {
+        **os.environ,
+        "HACS_GRPC_LISTEN": grpc_addr,
+        "HACS_HTTP_LISTEN": http_addr,
+        "HACS_SHUTDOWN_GRACE_SECONDS": "2",
+        **env,
+    }
+    log = log_dir / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve"],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_ready(f"http://{http_addr}/readyz", process, log)
+    return process, grpc_addr, http_addr
+
+
+def start_envoy(config: str, log_dir: Path, edge_port: int) -> subprocess.Popen[bytes]:
+    path = log_dir / "envoy.yaml"
+    path.write_text(config)
+    with (log_dir / "envoy.log").open("wb") as out:
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "envoy"),
+                "-c",
+                str(path),
+                "--base-id",
+                str(edge_port),
+                "--log-level",
+                "warn",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: process exited:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready:\n{log.read_text(errors='replace')[-3000:]}")

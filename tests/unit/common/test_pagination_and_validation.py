@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from hacs.tenant.v1 import tenant_service_pb2
+
+from services.common.errors import Invalid
+from services.common.pagination import decode_page_token, encode_page_token, page_size
+from services.common.validation import Violations, has_validator
+from services.tenant import validation  # noqa: F401  (registers validators)
+
+
+def test_page_tokens_round_trip_and_belong_to_one_list() -> None:
+    token = encode_page_token("actors", "nurse-7")
+    assert decode_page_token("actors", token) == "nurse-7"
+    with pytest.raises(Invalid):
+        decode_page_token("tenants", token)
+    with pytest.raises(Invalid):
+        decode_page_token("actors", "%%%not-base64")
+
+
+def test_page_size_defaults_and_clamps() -> None:
+    assert page_size(0) == 50
+    assert page_size(10_000) == 500
+    with pytest.raises(Invalid):
+        page_size(-1)
+
+
+def test_violations_collect_every_problem() -> None:
+    v = Violations()
+    v.identifier("tenant_id", "Not_OK")
+    v.required("display_name", "")
+    v.update_mask(FieldMask(paths=["secret"]), ["display_name"])
+    with pytest.raises(Invalid) as caught:
+        v.raise_if_any()
+    assert [x.field for x in caught.value.violations] == [
+        "tenant_id",
+        "display_name",
+        "update_mask",
+    ]
+
+
+def test_every_tenant_service_request_has_a_validator() -> None:
+    service = tenant_service_pb2.DESCRIPTOR.services_by_name["TenantService"]
+    missing = [
+        m.input_type.name
+        for m in service.methods
+        if not has_validator(getattr(tenant_service_pb2, m.input_type.name))
+    ]
+    assert missing == []

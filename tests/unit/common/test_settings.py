@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from services.common.settings import ALL_SERVICES, Settings, parse_services, settings_markdown
+
+
+def test_defaults_give_the_embedded_mode() -> None:
+    settings = Settings.from_env({})
+    assert settings.enabled_services == ALL_SERVICES
+    assert settings.resolved_database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.resolved_database_url.endswith("/.hacs/hacs.db")
+    assert settings.grpc_listen == "127.0.0.1:50051"
+    assert settings.token_ttl_seconds == 900 and settings.auto_migrate is True
+
+
+def test_environment_overrides_and_types() -> None:
+    settings = Settings.from_env(
+        {
+            "HACS_DATABASE_URL": "postgresql+asyncpg://u:p@db/hacs",
+            "HACS_AUTO_MIGRATE": "false",
+            "HACS_SERVICES": "search, rag",
+            "HACS_TOKEN_TTL_SECONDS": "60",
+        }
+    )
+    assert settings.resolved_database_url == "postgresql+asyncpg://u:p@db/hacs"
+    assert settings.auto_migrate is False
+    assert settings.enabled_services == ("search", "rag")
+    assert settings.token_ttl_seconds == 60
+
+
+def test_bad_values_are_named_at_start() -> None:
+    with pytest.raises(ValueError) as caught:
+        Settings.from_env({"HACS_TOKEN_TTL_SECONDS": "soon", "HACS_AUTO_MIGRATE": "maybe"})
+    assert "HACS_TOKEN_TTL_SECONDS='soon'" in str(caught.value)
+    assert "HACS_AUTO_MIGRATE='maybe'" in str(caught.value)
+    with pytest.raises(ValueError, match="HACS_GRPC_LISTEN"):
+        Settings.from_env({"HACS_GRPC_LISTEN": "50051"})
+    with pytest.raises(ValueError, match="unknown service"):
+        Settings.from_env({"HACS_SERVICES": "search,billing"})
+
+
+def test_parse_services_keeps_order_and_drops_repeats() -> None:
+    assert parse_services("rag,search,rag") == ("rag", "search")
+
+
+def test_markdown_table_lists_every_variable() -> None:
+    table = settings_markdown()
+    for name in ("HACS_DATA_DIR", "HACS_DATABASE_URL", "HACS_JWKS_URL", "HACS_SERVICES"):
+        assert f"`{name}`" in table

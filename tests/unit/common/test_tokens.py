@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from services.common.errors import Unauthenticated
+from services.common.signing_keys import SigningKeys, generate_key_file
+from services.common.tokens import LocalKeys, TokenVerifier, bearer_token
+
+
+def _claims(**overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": "hacs",
+        "aud": "hacs",
+        "sub": "tenants/acme/actors/bot",
+        "tenant": "acme",
+        "actor": "bot",
+        "role": "agent",
+        "permissions": ["read:patient"],
+        "iat": now,
+        "exp": now + 60,
+    }
+    claims.update(overrides)
+    return claims
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> SigningKeys:
+    return SigningKeys.load(tmp_path / "keys", generate_if_empty=True)
+
+
+def _sign(keys: SigningKeys, claims: dict[str, object]) -> str:
+    key = keys.active
+    return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid})
+
+
+async def test_valid_token_becomes_a_caller(keys: SigningKeys) -> None:
+    caller = await TokenVerifier(LocalKeys(keys), issuer="hacs", audience="hacs").verify(
+        _sign(keys, _claims())
+    )
+    assert (caller.tenant_id, caller.actor_id) == ("acme", "bot")
+    assert caller.can("read:patient") and not caller.can("write:patient")
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        (_claims(exp=int(time.time()) - 120), "expired"),
+        (_claims(aud="someone-else"), "rejected"),
+        (_claims(iss="evil"), "rejected"),
+        (_claims(sub="tenants/other/actors/bot"), "subject"),
+        (_claims(permissions="admin:*"), "permissions"),
+    ],
+)
+async def test_bad_tokens_are_refused(
+    keys: SigningKeys, claims: dict[str, object], message: str
+) -> None:
+    verifier = TokenVerifier(LocalKeys(keys), issuer="hacs", audience="hacs")
+    with pytest.raises(Unauthenticated, match=message):
+        await verifier.verify(_sign(keys, claims))
+
+
+async def test_token_signed_by_another_key_is_refused(keys: SigningKeys, tmp_path: Path) -> None:
+    other = SigningKeys.load(tmp_path / "other", generate_if_empty=True)
+    forged = jwt.encode(
+        _claims(), other.active.private_key, algorithm="RS256", headers={"kid": keys.active.kid}
+    )
+    with pytest.raises(Unauthenticated):
+        await TokenVerifier(LocalKeys(keys), issuer="hacs", audience="hacs").verify(forged)
+
+
+def test_rotation_signs_with_newest_and_publishes_all(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    first = SigningKeys.load(directory, generate_if_empty=True)
+    time.sleep(1.1)  # key files are named by creation second
+    generate_key_file(directory)
+    rotated = SigningKeys.load(directory, generate_if_empty=False)
+    assert rotated.active.kid != first.active.kid
+    assert {k["kid"] for k in rotated.jwks()["keys"]} == {first.active.kid, rotated.active.kid}
+
+
+def test_missing_keys_in_a_mounted_directory_fail_clearly(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="signing-key Secret"):
+        SigningKeys.load(tmp_path / "empty", generate_if_empty=False)
+
+
+def test_bearer_metadata_is_parsed_strictly() -> None:
+    assert bearer_token({"authorization": "Bearer abc"}) == "abc"
+    for bad in ({}, {"authorization": "Basic abc"}, {"authorization": "Bearer "}):
+        with pytest.raises(Unauthenticated):
+            bearer_token(bad)

