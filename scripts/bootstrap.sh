@@ -18,8 +18,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 echo "==> installing Python dependencies into $VENV (pinned in requirements/)"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -r requirements/dev.txt
-"$VENV/bin/python" -m pip install --quiet --no-deps -e clients/python -e .
+log="$VENV/pip-install.log"
+{
+  "$VENV/bin/python" -m pip install --upgrade pip &&
+  "$VENV/bin/python" -m pip install -r requirements/dev.txt &&
+  "$VENV/bin/python" -m pip install --no-deps -e clients/python -e .
+} >"$log" 2>&1 || { tail -40 "$log"; echo "pip install failed; full log in $log" >&2; exit 1; }
 echo "$want" > "$STAMP"
 echo "==> $VENV ready"

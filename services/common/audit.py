@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from services.common.db.base import Base, JsonDocument, UtcDateTime, utcnow
 from services.common.db.engine import Database
 from services.common.errors import FieldViolation, Invalid
-from services.common.pagination import decode_page_token, encode_page_token
+from services.common.pagination import decode_page_token, take_page
 
 
 class AuditEventRow(Base):
@@ -104,9 +104,7 @@ class AuditLog:
         stmt = stmt.order_by(AuditEventRow.id.desc()).limit(query.page_size + 1)
         async with self._db.transaction(query.tenant_id) as session:
             rows = list((await session.scalars(stmt)).all())
-        more = len(rows) > query.page_size
-        rows = rows[: query.page_size]
-        token = encode_page_token("audit", str(rows[-1].id)) if more and rows else ""
+        rows, token = take_page(rows, query.page_size, "audit", lambda r: str(r.id))
         return [
             AuditEvent(
                 id=r.id,

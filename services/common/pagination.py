@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
+from typing import TypeVar
 
 from services.common.errors import FieldViolation, Invalid
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -44,3 +48,10 @@ def decode_page_token(kind: str, token: str) -> str:
     if not sep or found_kind != kind:
         raise Invalid(FieldViolation("page_token", "is not a page token returned by this list"))
     return after
+
+
+def take_page(items: list[T], size: int, kind: str, key: Callable[[T], str]) -> tuple[list[T], str]:
+    """Cut a list fetched with `size + 1` rows into a page and the token for the next one."""
+    page = items[:size]
+    more = len(items) > size and bool(page)
+    return page, encode_page_token(kind, key(page[-1])) if more else ""

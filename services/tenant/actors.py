@@ -15,7 +15,7 @@ from services.common.errors import (
     QuotaViolation,
 )
 from services.common.etags import check_etag, concurrent_update
-from services.common.pagination import decode_page_token, encode_page_token
+from services.common.pagination import decode_page_token, take_page
 from services.common.permissions import default_permissions
 from services.tenant.models import Actor
 from services.tenant.store import TenantStore
@@ -90,9 +90,7 @@ class ActorDirectory:
             actors = await tx.list_actors(
                 tenant_id, after_id=after, limit=page_size + 1, show_deleted=show_deleted
             )
-        more = len(actors) > page_size
-        actors = actors[:page_size]
-        return actors, encode_page_token("actors", actors[-1].id) if more else ""
+        return take_page(actors, page_size, "actors", lambda a: a.id)
 
     async def update(
         self, caller: Caller, changes: Actor, paths: Sequence[str], etag: str

@@ -17,7 +17,7 @@ from datetime import datetime
 from services.common.caller import Caller
 from services.common.db.base import utcnow
 from services.common.errors import Forbidden, NotFound, QuotaExceeded, QuotaViolation
-from services.common.pagination import decode_page_token, encode_page_token
+from services.common.pagination import decode_page_token, take_page
 from services.tenant.models import ApiKey
 from services.tenant.store import TenantStore, TenantTx
 
@@ -96,9 +96,7 @@ class ApiKeys:
             if await tx.get_actor(tenant_id, actor_id) is None:
                 raise NotFound("Actor", f"tenants/{tenant_id}/actors/{actor_id}")
             keys = await tx.list_api_keys(tenant_id, actor_id, after_id=after, limit=page_size + 1)
-        more = len(keys) > page_size
-        keys = keys[:page_size]
-        return keys, encode_page_token("apiKeys", keys[-1].id) if more else ""
+        return take_page(keys, page_size, "apiKeys", lambda k: k.id)
 
     async def revoke(self, caller: Caller, tenant_id: str, actor_id: str, key_id: str) -> ApiKey:
         authorize_key_management(caller, tenant_id, actor_id)

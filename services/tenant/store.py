@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,19 +46,7 @@ class TenantTx:
 
     async def add_tenant(self, tenant: Tenant) -> None:
         self._s.add(
-            TenantRow(
-                id=tenant.id,
-                display_name=tenant.display_name,
-                plan=tenant.plan,
-                max_users=tenant.limit_overrides.max_users,
-                max_patients=tenant.limit_overrides.max_patients,
-                calls_per_minute=tenant.limit_overrides.calls_per_minute,
-                state=tenant.state,
-                labels=dict(tenant.labels),
-                create_time=tenant.create_time,
-                update_time=tenant.update_time,
-                version=tenant.version,
-            )
+            TenantRow(id=tenant.id, create_time=tenant.create_time, **_tenant_columns(tenant))
         )
         await self._s.flush()
 
@@ -73,17 +62,7 @@ class TenantTx:
         result = await self._s.execute(
             update(TenantRow)
             .where(TenantRow.id == tenant.id, TenantRow.version == expected_version)
-            .values(
-                display_name=tenant.display_name,
-                plan=tenant.plan,
-                max_users=tenant.limit_overrides.max_users,
-                max_patients=tenant.limit_overrides.max_patients,
-                calls_per_minute=tenant.limit_overrides.calls_per_minute,
-                state=tenant.state,
-                labels=dict(tenant.labels),
-                update_time=tenant.update_time,
-                version=tenant.version,
-            )
+            .values(**_tenant_columns(tenant))
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -96,22 +75,13 @@ class TenantTx:
         return _actor(row) if row else None
 
     async def add_actor(self, actor: Actor) -> None:
-        assert actor.create_time and actor.update_time
+        assert actor.create_time is not None
         self._s.add(
             ActorRow(
                 tenant_id=actor.tenant_id,
                 id=actor.id,
-                display_name=actor.display_name,
-                role=actor.role,
-                permissions=list(actor.permissions),
-                organization=actor.organization,
-                department=actor.department,
-                is_active=actor.is_active,
-                security_level=actor.security_level,
-                labels=dict(actor.labels),
                 create_time=actor.create_time,
-                update_time=actor.update_time,
-                version=actor.version,
+                **_actor_columns(actor),
             )
         )
         await self._s.flush()
@@ -141,18 +111,7 @@ class TenantTx:
                 ActorRow.id == actor.id,
                 ActorRow.version == expected_version,
             )
-            .values(
-                display_name=actor.display_name,
-                role=actor.role,
-                permissions=list(actor.permissions),
-                organization=actor.organization,
-                department=actor.department,
-                is_active=actor.is_active,
-                security_level=actor.security_level,
-                labels=dict(actor.labels),
-                update_time=actor.update_time,
-                version=actor.version,
-            )
+            .values(**_actor_columns(actor))
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -226,6 +185,36 @@ class TenantTx:
             .where(ApiKeyRow.tenant_id == tenant_id, ApiKeyRow.id == key_id)
             .values(last_use_time=when)
         )
+
+
+def _tenant_columns(tenant: Tenant) -> dict[str, Any]:
+    """The columns a tenant write sets (all but the key and the creation time)."""
+    return {
+        "display_name": tenant.display_name,
+        "plan": tenant.plan,
+        "max_users": tenant.limit_overrides.max_users,
+        "max_patients": tenant.limit_overrides.max_patients,
+        "calls_per_minute": tenant.limit_overrides.calls_per_minute,
+        "state": tenant.state,
+        "labels": dict(tenant.labels),
+        "update_time": tenant.update_time,
+        "version": tenant.version,
+    }
+
+
+def _actor_columns(actor: Actor) -> dict[str, Any]:
+    return {
+        "display_name": actor.display_name,
+        "role": actor.role,
+        "permissions": list(actor.permissions),
+        "organization": actor.organization,
+        "department": actor.department,
+        "is_active": actor.is_active,
+        "security_level": actor.security_level,
+        "labels": dict(actor.labels),
+        "update_time": actor.update_time,
+        "version": actor.version,
+    }
 
 
 def _tenant(row: TenantRow) -> Tenant:

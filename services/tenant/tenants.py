@@ -9,7 +9,7 @@ from services.common.caller import PLATFORM_TENANT, Caller
 from services.common.db.base import utcnow
 from services.common.errors import AlreadyExists, FieldViolation, Forbidden, Invalid, NotFound
 from services.common.etags import check_etag, concurrent_update
-from services.common.pagination import decode_page_token, encode_page_token
+from services.common.pagination import decode_page_token, take_page
 from services.common.permissions import default_permissions
 from services.tenant.api_keys import issue_key
 from services.tenant.models import ACTIVE, SUSPENDED, Actor, ApiKey, Tenant
@@ -86,9 +86,7 @@ class TenantAdmin:
             tenants = await tx.list_tenants(
                 after_id=after, limit=page_size + 1, show_deleted=show_deleted
             )
-        more = len(tenants) > page_size
-        tenants = tenants[:page_size]
-        return tenants, encode_page_token("tenants", tenants[-1].id) if more else ""
+        return take_page(tenants, page_size, "tenants", lambda t: t.id)
 
     async def update(
         self, caller: Caller, changes: Tenant, paths: Sequence[str], etag: str
