@@ -54,6 +54,17 @@ async def _build_tenant(platform: Platform) -> Registrar:
     )
 
 
+async def _build_records(platform: Platform) -> Registrar:
+    from hacs.records.v1 import record_service_pb2_grpc
+
+    from services.records.wiring import record_servicer
+
+    servicer = record_servicer(platform)
+    return lambda server: record_service_pb2_grpc.add_RecordServiceServicer_to_server(
+        servicer, server
+    )
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         key="tenant",
@@ -65,7 +76,12 @@ SERVICES: tuple[ServiceSpec, ...] = (
             "/hacs.tenant.v1.TenantService/GetJwks",
         ),
     ),
-    ServiceSpec("records", "hacs.records.v1.RecordService", "hacs.records.v1.record_service_pb2"),
+    ServiceSpec(
+        "records",
+        "hacs.records.v1.RecordService",
+        "hacs.records.v1.record_service_pb2",
+        build=_build_records,
+    ),
     ServiceSpec(
         "embedding", "hacs.embedding.v1.EmbeddingService", "hacs.embedding.v1.embedding_service_pb2"
     ),

@@ -29,7 +29,8 @@ ROLES = (
 SECURITY_LEVELS = ("low", "medium", "high", "critical")
 
 # Role defaults, as in the HACS library (hacs_models.actor), extended with the
-# HACS record types the mesh adds (condition, memory, evidence, knowledge).
+# record types the mesh stores (condition, allergy, diagnostic_report,
+# care_plan, goal, message, memory, evidence, knowledge).
 ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "physician": (
         "read:patient",
@@ -50,6 +51,17 @@ ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "read:knowledge",
         "read:memory",
         "write:memory",
+        "read:allergy",
+        "write:allergy",
+        "read:diagnostic_report",
+        "write:diagnostic_report",
+        "read:care_plan",
+        "write:care_plan",
+        "read:goal",
+        "write:goal",
+        "read:organization",
+        "read:practitioner",
+        "read:message",
     ),
     "nurse": (
         "read:patient",
@@ -61,6 +73,10 @@ ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "write:medication",
         "read:condition",
         "read:knowledge",
+        "read:allergy",
+        "read:diagnostic_report",
+        "read:care_plan",
+        "read:goal",
     ),
     "pharmacist": (
         "read:patient",
@@ -103,6 +119,12 @@ ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "read:medication",
         "read:evidence",
         "read:knowledge",
+        "read:allergy",
+        "read:diagnostic_report",
+        "read:care_plan",
+        "read:goal",
+        "read:message",
+        "write:message",
     ),
     "system": ("admin:*", "audit:*"),
     "researcher": ("read:patient", "read:observation", "read:encounter", "audit:research"),

@@ -23,6 +23,10 @@ def standing_lookup(db: Database) -> StandingLookup:
             return None
         overrides = Limits(row.max_users, row.max_patients, row.calls_per_minute)
         limits = overrides.over(PLANS[row.plan])
-        return TenantStanding(active=row.state == ACTIVE, calls_per_minute=limits.calls_per_minute)
+        return TenantStanding(
+            active=row.state == ACTIVE,
+            calls_per_minute=limits.calls_per_minute,
+            max_patients=limits.max_patients,
+        )
 
     return lookup

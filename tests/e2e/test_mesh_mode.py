@@ -99,9 +99,9 @@ async def test_each_service_is_reached_in_its_own_process(mesh: dict[str, str]) 
                 if error.code() == grpc.StatusCode.UNAUTHENTICATED and time.monotonic() < deadline:
                     continue  # the edge's JWKS fetch is still in flight
                 # The records process verified the token against the tenant
-                # process's JWKS and answered from its own contract.
-                assert error.code() == grpc.StatusCode.UNIMPLEMENTED, error.details()
-                assert "RecordService/GetRecord" in (error.details() or "")
+                # process's JWKS, then refused: operators hold no read:patient.
+                assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
+                assert "read:patient" in (error.details() or "")
                 break
         tenants = tenant_service_pb2_grpc.TenantServiceStub(channel)
         listed = await tenants.ListTenants(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from services.common import audit, usage  # noqa: F401  (registers tables)
 from services.common.db.base import Base
+from services.records import tables as record_tables  # noqa: F401
 from services.tenant import tables as tenant_tables  # noqa: F401
 
 metadata = Base.metadata
@@ -14,4 +15,16 @@ metadata = Base.metadata
 # Tables whose rows belong to one tenant, protected by row-level security on
 # PostgreSQL. Every later tenant-owned table must be listed here and get its
 # policy in a migration (tests check both).
-TENANT_OWNED_TABLES = ("actors", "api_keys", "audit_events", "usage_counters")
+TENANT_OWNED_TABLES = (
+    "actors",
+    "api_keys",
+    "audit_events",
+    "usage_counters",
+    "records",
+    "record_versions",
+    "record_codes",
+    "record_labels",
+    "change_log",
+    "tenant_counters",
+    "idempotent_requests",
+)

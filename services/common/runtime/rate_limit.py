@@ -21,6 +21,7 @@ CACHE_SECONDS = 30.0
 class TenantStanding:
     active: bool
     calls_per_minute: int
+    max_patients: int = 0
 
 
 StandingLookup = Callable[[str], Awaitable[TenantStanding | None]]

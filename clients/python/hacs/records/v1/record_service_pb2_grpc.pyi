@@ -37,11 +37,13 @@ class RecordServiceStub:
     disclosed) and PERMISSION_DENIED for parents and writes; nothing is ever
     read from or written to another tenant.
 
-    Authorization: each call checks "read:{type}" or "write:{type}" for the
-    record's type, where {type} is the type in lower snake case
-    ("read:patient", "write:observation", "read:medication_statement"), except
-    MemoryBlock whose permission resource is "memory" ("write:memory") and
-    AgentMessage's "message". Wildcards apply ("read:*"). ListChanges needs
+    Authorization: each call checks "read:{resource}" or "write:{resource}"
+    for the record's type, with the HACS library's resource names: patient,
+    observation, encounter, condition, procedure, medication
+    (MedicationStatement and MedicationRequest), allergy (AllergyIntolerance),
+    diagnostic_report, care_plan, goal, organization, practitioner, evidence,
+    memory (MemoryBlock) and message (AgentMessage). Wildcards apply
+    ("read:*"; "admin:*" grants every action). ListChanges needs
     "read:changes". Every call, allowed or not, appends an audit event
     (hacs.tenant.v1.TenantService.ListAuditEvents).
 
@@ -101,11 +103,13 @@ class RecordServiceAsyncStub(RecordServiceStub):
     disclosed) and PERMISSION_DENIED for parents and writes; nothing is ever
     read from or written to another tenant.
 
-    Authorization: each call checks "read:{type}" or "write:{type}" for the
-    record's type, where {type} is the type in lower snake case
-    ("read:patient", "write:observation", "read:medication_statement"), except
-    MemoryBlock whose permission resource is "memory" ("write:memory") and
-    AgentMessage's "message". Wildcards apply ("read:*"). ListChanges needs
+    Authorization: each call checks "read:{resource}" or "write:{resource}"
+    for the record's type, with the HACS library's resource names: patient,
+    observation, encounter, condition, procedure, medication
+    (MedicationStatement and MedicationRequest), allergy (AllergyIntolerance),
+    diagnostic_report, care_plan, goal, organization, practitioner, evidence,
+    memory (MemoryBlock) and message (AgentMessage). Wildcards apply
+    ("read:*"; "admin:*" grants every action). ListChanges needs
     "read:changes". Every call, allowed or not, appends an audit event
     (hacs.tenant.v1.TenantService.ListAuditEvents).
 
@@ -161,11 +165,13 @@ class RecordServiceServicer(metaclass=_abc_1.ABCMeta):
     disclosed) and PERMISSION_DENIED for parents and writes; nothing is ever
     read from or written to another tenant.
 
-    Authorization: each call checks "read:{type}" or "write:{type}" for the
-    record's type, where {type} is the type in lower snake case
-    ("read:patient", "write:observation", "read:medication_statement"), except
-    MemoryBlock whose permission resource is "memory" ("write:memory") and
-    AgentMessage's "message". Wildcards apply ("read:*"). ListChanges needs
+    Authorization: each call checks "read:{resource}" or "write:{resource}"
+    for the record's type, with the HACS library's resource names: patient,
+    observation, encounter, condition, procedure, medication
+    (MedicationStatement and MedicationRequest), allergy (AllergyIntolerance),
+    diagnostic_report, care_plan, goal, organization, practitioner, evidence,
+    memory (MemoryBlock) and message (AgentMessage). Wildcards apply
+    ("read:*"; "admin:*" grants every action). ListChanges needs
     "read:changes". Every call, allowed or not, appends an audit event
     (hacs.tenant.v1.TenantService.ListAuditEvents).
 

@@ -1,0 +1,25 @@
+"""Builds the record servicer from the shared platform parts."""
+
+from __future__ import annotations
+
+from services.common.runtime.platform import Platform
+from services.records.changes import ChangeFeed
+from services.records.fhir_exchange import FhirExchange
+from services.records.reads import RecordReader
+from services.records.servicer import RecordServicer
+from services.records.store import RecordStore
+from services.records.writes import RecordWriter
+from services.tenant.standing import standing_lookup
+
+
+def record_servicer(platform: Platform) -> RecordServicer:
+    store = RecordStore(platform.db)
+    lookup = standing_lookup(platform.db)
+
+    async def patient_limit(tenant_id: str) -> int:
+        standing = await lookup(tenant_id)
+        return standing.max_patients if standing else 0
+
+    writer = RecordWriter(store, patient_limit)
+    reader = RecordReader(store)
+    return RecordServicer(writer, reader, ChangeFeed(store), FhirExchange(store, writer, reader))
