@@ -438,12 +438,23 @@ class RecordTx:
         return (row[0], row[1], row[2]) if row else None
 
     async def remember(
-        self, request_id: str, method: str, request_hash: str, response: bytes, when: datetime
+        self,
+        request_id: str,
+        method: str,
+        request_hash: str,
+        response: bytes,
+        when: datetime,
+        *,
+        expire_before: datetime,
     ) -> None:
         r = IdempotentRequestRow
-        # An expired entry with the same id gives way to the new one.
+        # Expired entries, this id's included, give way; the index on
+        # (tenant_id, create_time) keeps the sweep cheap.
         await self._s.execute(
-            delete(r).where(r.tenant_id == self._tenant, r.request_id == request_id)
+            delete(r).where(
+                r.tenant_id == self._tenant,
+                or_(r.request_id == request_id, r.create_time < expire_before),
+            )
         )
         await self._s.execute(
             insert(r).values(

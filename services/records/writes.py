@@ -28,6 +28,7 @@ from services.records.names import RecordName, new_record_id, parse_record_name
 from services.records.resource_types import ResourceTypeInfo, of_record
 from services.records.store import ChangeEntry, RecordStore, Stored
 from services.records.write_checks import (
+    IDEMPOTENCY_WINDOW,
     check_new,
     check_new_ids,
     check_patient_quota,
@@ -157,7 +158,12 @@ class RecordWriter:
             if request_id:
                 response = record_service_pb2.BatchCreateRecordsResponse(records=records)
                 await tx.remember(
-                    request_id, method, request_hash, response.SerializeToString(), now
+                    request_id,
+                    method,
+                    request_hash,
+                    response.SerializeToString(),
+                    now,
+                    expire_before=now - IDEMPOTENCY_WINDOW,
                 )
         note_resource(f"tenants/{tenant_id}" if len(records) > 1 else records[0].name)
         return records
@@ -206,7 +212,12 @@ class RecordWriter:
             )
             if request_id:
                 await tx.remember(
-                    request_id, "UpdateRecord", request_hash, stored.record.SerializeToString(), now
+                    request_id,
+                    "UpdateRecord",
+                    request_hash,
+                    stored.record.SerializeToString(),
+                    now,
+                    expire_before=now - IDEMPOTENCY_WINDOW,
                 )
         return stored.record
 

@@ -123,3 +123,31 @@ async def test_policies_exist_and_the_app_role_cannot_bypass_them(
         assert {r["tablename"] for r in policies} == set(TENANT_OWNED_TABLES)
     finally:
         await conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_row_level_security_covers_records_and_the_change_log(db: Database) -> None:
+    from hacs.records.v1 import record_pb2
+
+    from services.records.store import ChangeEntry, RecordStore, Stored
+    from services.records.tables import ChangeRow, RecordRow
+
+    await _two_tenants_with_actors(db)
+    store = RecordStore(db)
+    now = utcnow()
+    for tenant in ("north", "south"):
+        record = record_pb2.Record(name=f"tenants/{tenant}/patients/p-1", version=1)
+        record.patient.gender = "female"
+        record.create_time.FromDatetime(now)
+        record.update_time.FromDatetime(now)
+        async with store.transaction(tenant) as tx:
+            await tx.insert_many([Stored(record, "patients", "p-1", "p-1", now, frozenset())])
+            await tx.append_changes(
+                [ChangeEntry("patients", "p-1", "CREATE", 1, now, "a", "p-1", None, {}, [])]
+            )
+    async with db.transaction("south") as s:
+        # Unscoped on purpose: no WHERE tenant_id anywhere.
+        assert (await s.execute(select(RecordRow.tenant_id))).scalars().all() == ["south"]
+        assert (await s.execute(select(ChangeRow.tenant_id))).scalars().all() == ["south"]
+        assert (await s.execute(text("SELECT count(*) FROM record_versions"))).scalar() == 1
