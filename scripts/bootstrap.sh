@@ -21,6 +21,8 @@ echo "==> installing Python dependencies into $VENV (pinned in requirements/)"
 log="$VENV/pip-install.log"
 {
   "$VENV/bin/python" -m pip install --upgrade pip &&
+  # First and alone: the CPU build of torch (a local wheel); see COMPONENTS.md.
+  "$VENV/bin/python" -m pip install "$(grep '^torch==' requirements/runtime.txt)" &&
   "$VENV/bin/python" -m pip install -r requirements/dev.txt &&
   "$VENV/bin/python" -m pip install --no-deps -e clients/python -e .
 } >"$log" 2>&1 || { tail -40 "$log"; echo "pip install failed; full log in $log" >&2; exit 1; }

@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from services.common.settings import ALL_SERVICES, Settings, settings_markdown
 
@@ -41,6 +42,29 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument(
         "--markdown", action="store_true", help="print the README table of variables"
     )
+    evaluation = commands.add_parser("eval", help="quality figures on a labelled data set")
+    evals = evaluation.add_subparsers(dest="eval_command", required=True)
+    retrieval = evals.add_parser(
+        "retrieval", help="nDCG@10 / Recall@100 of bm25, dense and hybrid search on a BEIR data set"
+    )
+    retrieval.add_argument(
+        "--dataset", required=True, help="directory with corpus.jsonl, queries.jsonl, qrels/"
+    )
+    retrieval.add_argument(
+        "--split", default="test", help="qrels split to evaluate (default: test)"
+    )
+    retrieval.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
+    retrieval.add_argument(
+        "--max-queries", type=int, default=0, help="evaluate only the first N queries"
+    )
+    retrieval.add_argument(
+        "--dump-candidates",
+        type=Path,
+        default=None,
+        help="write every mode's ranked lists (depth 200) to FILE",
+    )
     admin = commands.add_parser("admin", help="operator utilities")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     admin_commands.add_parser("new-operator-key", help="print a new platform operator API key")
@@ -49,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config" and args.markdown:
         print(settings_markdown())
         return 0
+    if args.command == "eval":
+        from services.evals import retrieval as retrieval_eval
+
+        return retrieval_eval.main(args)
     if args.command == "admin":
         from services.tenant.api_keys import new_secret
 

@@ -65,6 +65,28 @@ async def _build_records(platform: Platform) -> Registrar:
     )
 
 
+async def _build_embedding(platform: Platform) -> Registrar:
+    from hacs.embedding.v1 import embedding_service_pb2_grpc
+
+    from services.embedding.wiring import embedding_servicer
+
+    servicer = await embedding_servicer(platform)
+    return lambda server: embedding_service_pb2_grpc.add_EmbeddingServiceServicer_to_server(
+        servicer, server
+    )
+
+
+async def _build_search(platform: Platform) -> Registrar:
+    from hacs.search.v1 import search_service_pb2_grpc
+
+    from services.search.wiring import search_servicer
+
+    servicer = await search_servicer(platform)
+    return lambda server: search_service_pb2_grpc.add_SearchServiceServicer_to_server(
+        servicer, server
+    )
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         key="tenant",
@@ -83,9 +105,17 @@ SERVICES: tuple[ServiceSpec, ...] = (
         build=_build_records,
     ),
     ServiceSpec(
-        "embedding", "hacs.embedding.v1.EmbeddingService", "hacs.embedding.v1.embedding_service_pb2"
+        "embedding",
+        "hacs.embedding.v1.EmbeddingService",
+        "hacs.embedding.v1.embedding_service_pb2",
+        build=_build_embedding,
     ),
-    ServiceSpec("search", "hacs.search.v1.SearchService", "hacs.search.v1.search_service_pb2"),
+    ServiceSpec(
+        "search",
+        "hacs.search.v1.SearchService",
+        "hacs.search.v1.search_service_pb2",
+        build=_build_search,
+    ),
     ServiceSpec("rag", "hacs.rag.v1.RagService", "hacs.rag.v1.rag_service_pb2"),
     ServiceSpec("memory", "hacs.memory.v1.MemoryService", "hacs.memory.v1.memory_service_pb2"),
     ServiceSpec("sync", "hacs.sync.v1.SyncService", "hacs.sync.v1.sync_service_pb2"),

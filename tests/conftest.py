@@ -38,6 +38,14 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 @pytest.fixture
 async def hacs(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    """A HACS server hosting every service, in this process, on free ports."""
-    async with running_platform(make_settings(tmp_path / "data", database_url)) as harness:
+    """A HACS server hosting the tenant and record services, in this process, on free ports.
+
+    The model-backed services (embedding, search, RAG, memory) have their own
+    module-scoped fixtures: loading a model and starting Milvus per test would
+    make the suite slow for no added coverage.
+    """
+    settings = make_settings(
+        tmp_path / "data", database_url, services="tenant,records,sync,rag,memory"
+    )
+    async with running_platform(settings) as harness:
         yield harness

@@ -62,6 +62,7 @@ ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "read:organization",
         "read:practitioner",
         "read:message",
+        "read:embedding",
     ),
     "nurse": (
         "read:patient",
@@ -77,6 +78,7 @@ ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "read:diagnostic_report",
         "read:care_plan",
         "read:goal",
+        "read:embedding",
     ),
     "pharmacist": (
         "read:patient",
@@ -86,6 +88,7 @@ ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "read:allergy",
         "read:condition",
         "read:knowledge",
+        "read:embedding",
     ),
     "therapist": (
         "read:patient",
@@ -125,9 +128,16 @@ ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "read:goal",
         "read:message",
         "write:message",
+        "read:embedding",
     ),
     "system": ("admin:*", "audit:*"),
-    "researcher": ("read:patient", "read:observation", "read:encounter", "audit:research"),
+    "researcher": (
+        "read:patient",
+        "read:observation",
+        "read:encounter",
+        "audit:research",
+        "read:embedding",
+    ),
     "auditor": ("audit:*", "read:*"),
 }
 

@@ -95,6 +95,37 @@ class Settings:
         "true",
         "Enforce each tenant's plan `calls_per_minute` in the service.",
     )
+    embedding_device: str = _env(
+        "HACS_EMBEDDING_DEVICE",
+        "auto",
+        "`auto` (CUDA when a GPU is visible, else CPU), `cpu` or `cuda[:n]`.",
+    )
+    embedding_max_batch: int = _env(
+        "HACS_EMBEDDING_MAX_BATCH", "64", "Most texts one micro-batch (one forward pass) carries."
+    )
+    embedding_max_wait_ms: int = _env(
+        "HACS_EMBEDDING_MAX_WAIT_MS",
+        "4",
+        "How long a micro-batch waits for more requests to join it.",
+    )
+    embedding_url: str = _env(
+        "HACS_EMBEDDING_URL",
+        "",
+        "Mesh: the embedding pods (`embedding.hacs.svc:50051`). Empty: embed in this process.",
+    )
+    service_api_key: str = _env(
+        "HACS_SERVICE_API_KEY",
+        "",
+        "Mesh: API key of a platform service actor, used for service-to-service calls.",
+    )
+    milvus_uri: str = _env(
+        "HACS_MILVUS_URI",
+        "",
+        "Vector index. Empty: Milvus Lite at `$HACS_DATA_DIR/milvus.db`; a cluster: `http://milvus:19530`.",
+    )
+    indexer_enabled: bool = _env(
+        "HACS_INDEXER_ENABLED", "true", "Run the record indexer in processes that host search."
+    )
     log_level: str = _env("HACS_LOG_LEVEL", "INFO", "Python log level.")
     log_format: str = _env(
         "HACS_LOG_FORMAT", "text", "`text` or `json` (one JSON object per line)."
@@ -150,6 +181,10 @@ class Settings:
             if self.signing_keys_dir
             else self.data_path / "keys"
         )
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_path / "milvus.db")
 
     @property
     def enabled_services(self) -> tuple[str, ...]:

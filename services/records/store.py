@@ -230,6 +230,47 @@ class RecordTx:
         rows = await self._s.scalars(stmt.limit(query.limit))
         return [from_body(body) for body in rows]
 
+    async def compartment(
+        self, patient_ids: Sequence[str], collections: Sequence[str] | None = None
+    ) -> list[record_pb2.Record]:
+        """Live records in these patients' compartments (of these collections)."""
+        found: list[record_pb2.Record] = []
+        ids = list(patient_ids)
+        for start in range(0, len(ids), 500):
+            stmt = select(RecordRow.body).where(
+                RecordRow.tenant_id == self._tenant,
+                RecordRow.patient_id.in_(ids[start : start + 500]),
+                RecordRow.delete_time.is_(None),
+            )
+            if collections:
+                stmt = stmt.where(RecordRow.collection.in_(list(collections)))
+            found += [from_body(body) for body in await self._s.scalars(stmt)]
+        return found
+
+    async def scan(
+        self, *, after: tuple[str, str] | None, limit: int, collections: Sequence[str] | None = None
+    ) -> list[record_pb2.Record]:
+        """Live records in (collection, id) order, for rebuilding derived indexes."""
+        stmt = select(RecordRow.body).where(
+            RecordRow.tenant_id == self._tenant, RecordRow.delete_time.is_(None)
+        )
+        if collections:
+            stmt = stmt.where(RecordRow.collection.in_(list(collections)))
+        if after is not None:
+            stmt = stmt.where(tuple_(RecordRow.collection, RecordRow.id) > tuple_(*after))
+        stmt = stmt.order_by(RecordRow.collection, RecordRow.id).limit(limit)
+        return [from_body(body) for body in await self._s.scalars(stmt)]
+
+    async def count_live_records(self, collections: Sequence[str] | None = None) -> int:
+        stmt = (
+            select(func.count())
+            .select_from(RecordRow)
+            .where(RecordRow.tenant_id == self._tenant, RecordRow.delete_time.is_(None))
+        )
+        if collections:
+            stmt = stmt.where(RecordRow.collection.in_(list(collections)))
+        return int(await self._s.scalar(stmt) or 0)
+
     async def history(
         self, collection: str, record_id: str, *, before_version: int | None, limit: int
     ) -> list[record_pb2.Record]:

@@ -10,7 +10,7 @@ import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hacs.embedding.v1 import embedding_service_pb2, embedding_service_pb2_grpc
+from hacs.sync.v1 import sync_service_pb2, sync_service_pb2_grpc
 from hacs.tenant.v1 import tenant_service_pb2 as pb
 
 from services.common.runtime.server import HacsServer
@@ -26,26 +26,26 @@ async def test_health_is_reported_per_service(hacs: Harness) -> None:
             "",
             "hacs.tenant.v1.TenantService",
             "hacs.records.v1.RecordService",
-            "hacs.embedding.v1.EmbeddingService",
+            "hacs.sync.v1.SyncService",
         )
     }
     assert statuses == {
         "": health_pb2.HealthCheckResponse.SERVING,
         "hacs.tenant.v1.TenantService": health_pb2.HealthCheckResponse.SERVING,
         "hacs.records.v1.RecordService": health_pb2.HealthCheckResponse.SERVING,
-        "hacs.embedding.v1.EmbeddingService": health_pb2.HealthCheckResponse.NOT_SERVING,
+        "hacs.sync.v1.SyncService": health_pb2.HealthCheckResponse.NOT_SERVING,
     }
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_contract_only_services_authenticate_then_say_unimplemented(hacs: Harness) -> None:
-    embedding = embedding_service_pb2_grpc.EmbeddingServiceStub(hacs.channel)
-    request = embedding_service_pb2.ListModelsRequest()
+    sync = sync_service_pb2_grpc.SyncServiceStub(hacs.channel)
+    request = sync_service_pb2.GetSyncCursorRequest(parent="tenants/platform")
     with pytest.raises(grpc.aio.AioRpcError) as anonymous:
-        await embedding.ListModels(request)
+        await sync.GetSyncCursor(request)
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await embedding.ListModels(request, metadata=bearer(await hacs.operator_token()))
+        await sync.GetSyncCursor(request, metadata=bearer(await hacs.operator_token()))
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "does not serve it yet" in (caught.value.details() or "")
 

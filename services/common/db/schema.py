@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from services.common import audit, usage  # noqa: F401  (registers tables)
 from services.common.db.base import Base
+from services.embedding import registry as embedding_registry  # noqa: F401
 from services.records import tables as record_tables  # noqa: F401
+from services.search import tables as search_tables  # noqa: F401
 from services.tenant import tables as tenant_tables  # noqa: F401
 
 metadata = Base.metadata
@@ -27,4 +29,5 @@ TENANT_OWNED_TABLES = (
     "change_log",
     "tenant_counters",
     "idempotent_requests",
+    "index_cursors",
 )

@@ -32,5 +32,6 @@ def configure_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries chatter at INFO about things operators do not act on.
-    for noisy in ("aiosqlite", "alembic", "asyncio"):
+    # grpc._server: Milvus Lite's embedded server logs methods it does not implement.
+    for noisy in ("aiosqlite", "alembic", "asyncio", "grpc._server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

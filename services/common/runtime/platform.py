@@ -8,7 +8,9 @@ tenant service (the keeper of the signing keys) is among them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from services.common.audit import AuditLog
 from services.common.db import migrate
@@ -20,7 +22,12 @@ from services.common.tokens import KeySource, LocalKeys, RemoteJwks, TokenVerifi
 from services.common.usage import UsageMeter
 from services.tenant.standing import standing_lookup
 
+if TYPE_CHECKING:
+    from services.embedding.embedder import Embedder
+    from services.embedding.registry import ModelRegistry
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,10 +40,61 @@ class Platform:
     limiter: TenantRateLimiter
     # Present when this process hosts the tenant service (it signs tokens).
     signing_keys: SigningKeys | None
+    # Built on first use by the services that need them (embedding, search, RAG, memory).
+    _shared: dict[str, Any] = field(default_factory=dict)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def shared(self, key: str, build: Callable[[], Awaitable[T]]) -> T:
+        """One instance per process of an expensive part (model registry, vector index)."""
+        if key not in self._shared:
+            self._shared[key] = await build()
+        return cast(T, self._shared[key])
+
+    def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
+        self._closers.append(close)
 
     async def close(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                await close()
+            except Exception:  # keep closing the rest
+                log.exception("error while closing")
         await self.usage.stop()
         await self.db.close()
+
+    async def model_registry(self) -> ModelRegistry:
+        async def build() -> ModelRegistry:
+            from services.embedding.registry import ModelRegistry
+
+            registry = ModelRegistry(
+                self.db,
+                device=self.settings.embedding_device,
+                max_batch=self.settings.embedding_max_batch,
+                max_wait_ms=self.settings.embedding_max_wait_ms,
+            )
+            await registry.start()
+            self.on_close(registry.close)
+            return registry
+
+        return await self.shared("model_registry", build)
+
+    async def embedder(self) -> Embedder:
+        """In-process embedding, or the embedding pods when HACS_EMBEDDING_URL says so."""
+
+        async def build() -> Embedder:
+            from services.embedding.embedder import LocalEmbedder, RemoteEmbedder
+
+            if self.settings.embedding_url:
+                if not self.settings.service_api_key:
+                    raise RuntimeError(
+                        "HACS_EMBEDDING_URL needs HACS_SERVICE_API_KEY to authenticate"
+                    )
+                remote = RemoteEmbedder(self.settings.embedding_url, self.settings.service_api_key)
+                self.on_close(remote.close)
+                return remote
+            return LocalEmbedder(await self.model_registry())
+
+        return await self.shared("embedder", build)
 
 
 async def open_platform(settings: Settings) -> Platform:

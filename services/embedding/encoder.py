@@ -1,0 +1,100 @@
+"""Text -> vectors with transformers + torch, offline, on the GPU when there is one.
+
+Tokens beyond the model's maximum are cut off (or refused, by policy) and
+every result says how many tokens the text had, so truncation is never
+silent. Inference runs in a worker thread (the callers' event loop never
+blocks); torch uses the cores for one batch at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.embedding.model_config import ModelConfig, ModelLoadError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    vectors: np.ndarray  # (n, dimension) float32
+    token_counts: list[int]  # tokens used (after truncation), special tokens included
+    original_counts: list[int]  # tokens the text had
+    truncated: list[bool]
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "cpu":
+        return "cpu"
+    if requested.startswith("cuda") or requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda" if requested == "auto" else requested
+        if requested.startswith("cuda"):
+            raise ModelLoadError(f"device {requested!r} asked for, but torch sees no CUDA GPU")
+    return "cpu"
+
+
+class Encoder:
+    def __init__(self, config: ModelConfig, device: str = "auto") -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        self.config = config
+        self.device = pick_device(device)
+        self.dtype = "float16" if self.device.startswith("cuda") else "float32"
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(str(config.path), local_files_only=True)
+            model = AutoModel.from_pretrained(str(config.path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the model in {config.path}: {exc}") from exc
+        if self.device.startswith("cuda"):
+            model = model.half()
+        self._model = model.to(self.device).eval()
+        self._torch = torch
+        self._lock = threading.Lock()  # one batch at a time per model
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        encoded = self._tokenizer(texts, add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def encode(
+        self, texts: list[str], *, max_length: int, normalize: bool, batch_size: int = 64
+    ) -> Encoded:
+        """Vectors for `texts`, longest-first in batches so padding stays small."""
+        max_length = min(max_length or self.config.max_length, self.config.max_length)
+        originals = self.count_tokens(texts)
+        order = sorted(range(len(texts)), key=lambda i: -originals[i])
+        vectors = np.zeros((len(texts), self.config.dimension), dtype=np.float32)
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = self._tokenizer(
+                    [texts[i] for i in chunk],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                output = self._model(**batch).last_hidden_state
+                if self.config.pooling == "cls":
+                    pooled = output[:, 0]
+                else:
+                    mask = batch["attention_mask"].unsqueeze(-1).to(output.dtype)
+                    pooled = (output * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                if normalize:
+                    pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
+                vectors[chunk] = pooled.float().cpu().numpy()
+        used = [min(n, max_length) for n in originals]
+        return Encoded(vectors, used, originals, [n > max_length for n in originals])

@@ -1,0 +1,295 @@
+"""The record indexer: keeps the vector index in step with the records change log.
+
+It tails each tenant's change log from its committed cursor, loads the
+current state of every record the changes touch, renders it to text, embeds
+it and upserts it (or deletes it from the index when the record is gone),
+then commits the cursor. The index write happens before the cursor moves, and
+upserts are keyed by record, so a crash in between replays work instead of
+losing it: restart-safe, idempotent, no gaps, no duplicates.
+
+A Patient's document holds its conditions and every record's document holds
+its patient's sex and birth date (for age and gender filters), so a change to
+a Condition re-renders the patient and a change to a Patient re-renders its
+compartment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from hacs.records.v1 import record_pb2
+from sqlalchemy import select
+
+from services.common.db.base import utcnow
+from services.common.db.engine import Database
+from services.embedding.embedder import Embedder
+from services.records import derive
+from services.records.derive import parse_fhir_date
+from services.records.names import parse_record_name
+from services.records.resource_types import BY_COLLECTION, of_record
+from services.records.store import RecordStore, RecordTx
+from services.search.render import concept_text, render
+from services.search.tables import IndexCursorRow
+from services.search.vector_index import IndexDoc, VectorIndex
+from services.tenant.tables import TenantRow
+
+log = logging.getLogger(__name__)
+
+RECORDS_INDEX = "records"
+CHANGES_PER_ROUND = 1000
+EMBED_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Progress:
+    processed: int
+    total: int
+    seconds: float
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
+
+
+def record_pk(tenant_id: str, collection: str, record_id: str) -> str:
+    return f"{tenant_id}/{collection}/{record_id}"
+
+
+class RecordIndexer:
+    def __init__(
+        self, db: Database, index: VectorIndex, embedder: Embedder, *, poll_seconds: float = 0.5
+    ) -> None:
+        self._db = db
+        self._store = RecordStore(db)
+        self._index = index
+        self._embedder = embedder
+        self._poll = poll_seconds
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # -- the live loop ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="record-indexer")
+
+    def nudge(self) -> None:
+        """Look for new changes now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep indexing other tenants; the cursor did not move
+                log.exception("indexing round failed; retrying")
+                await asyncio.sleep(2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """One pass over every tenant; returns the number of documents written."""
+        async with self._db.transaction(None) as session:
+            tenants = list(await session.scalars(select(TenantRow.id).order_by(TenantRow.id)))
+        written = 0
+        for tenant_id in tenants:
+            written += await self.catch_up(tenant_id)
+        return written
+
+    async def catch_up(self, tenant_id: str) -> int:
+        """Index a tenant's changes until its cursor reaches the head."""
+        written = 0
+        while True:
+            cursor, _ = await indexed_sequence(self._db, tenant_id)
+            async with self._store.transaction(tenant_id) as tx:
+                head = await tx.head_sequence()
+                if cursor >= head:
+                    return written
+                changes = await tx.changes(
+                    after=cursor, up_to=head, limit=CHANGES_PER_ROUND, collections=None
+                )
+            if not changes:
+                return written
+            keys = list(dict.fromkeys((c.collection, c.record_id) for c in changes))
+            patients = {
+                c.patient_id for c in changes if c.patient_id and c.collection == "conditions"
+            }
+            patients |= {c.previous_patient_id for c in changes if c.previous_patient_id}
+            changed_patients = [rid for col, rid in keys if col == "patients"]
+            written += await self._reindex(tenant_id, keys, patients, changed_patients)
+            await _save_cursor(self._db, tenant_id, changes[-1].sequence)
+
+    async def _reindex(
+        self,
+        tenant_id: str,
+        keys: list[tuple[str, str]],
+        extra_patients: set[str],
+        changed_patients: list[str],
+    ) -> int:
+        async with self._store.transaction(tenant_id) as tx:
+            wanted = set(keys) | {("patients", p) for p in extra_patients}
+            if changed_patients:  # demographics are denormalised into the compartment
+                wanted |= {_key(r) for r in await tx.compartment(changed_patients)}
+            current = await tx.get_many(sorted(wanted))
+            live = [r for r in current.values() if not r.HasField("delete_time")]
+            live_keys = {_key(r) for r in live}
+            gone = [record_pk(tenant_id, c, i) for c, i in sorted(wanted - live_keys)]
+            docs = await _documents(tx, tenant_id, live)
+        await self._write(tenant_id, docs)
+        await self._index.delete(RECORDS_INDEX, tenant_id, gone)
+        return len(docs) + len(gone)
+
+    async def _write(self, tenant_id: str, docs: list[IndexDoc]) -> None:
+        for start in range(0, len(docs), EMBED_BATCH):
+            batch = docs[start : start + EMBED_BATCH]
+            vectors = await self._embedder.embed([d.text for d in batch], query=False)
+            for doc, vector in zip(batch, vectors, strict=True):
+                doc.vector = vector
+            await self._index.upsert(RECORDS_INDEX, batch)
+
+    # -- rebuilding ------------------------------------------------------------
+
+    async def backfill(
+        self,
+        tenant_id: str,
+        *,
+        collections: Sequence[str] | None = None,
+        batch_size: int = 256,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[int, int]:
+        """Rebuild a tenant's record index from the records; returns (indexed, sequence).
+
+        The live indexer continues from the head sequence read at the start:
+        changes committed during the rebuild are applied by it afterwards.
+        """
+        started = time.monotonic()
+        async with self._store.transaction(tenant_id) as tx:
+            head = await tx.head_sequence()
+            total = await tx.count_live_records(collections)
+        kinds = [BY_COLLECTION[c].name for c in collections] if collections else []
+        await self._index.delete_where(
+            RECORDS_INDEX, tenant_id, f"kind in {kinds!r}".replace("'", '"') if kinds else ""
+        )
+        done = 0
+        after: tuple[str, str] | None = None
+        while True:
+            async with self._store.transaction(tenant_id) as tx:
+                page = await tx.scan(after=after, limit=batch_size, collections=collections)
+                docs = await _documents(tx, tenant_id, page)
+            if not page:
+                break
+            name = parse_record_name(page[-1].name)
+            after = (name.info.collection, name.id)
+            await self._write(tenant_id, docs)
+            done += len(page)
+            if progress is not None:
+                await progress(Progress(done, total, time.monotonic() - started))
+        await _save_cursor(self._db, tenant_id, head, only_forward=False)
+        return done, head
+
+
+async def _save_cursor(
+    db: Database, tenant_id: str, sequence: int, *, only_forward: bool = True
+) -> None:
+    async with db.transaction(tenant_id) as session:
+        row = await session.get(IndexCursorRow, (tenant_id, RECORDS_INDEX), with_for_update=True)
+        if row is None:
+            session.add(
+                IndexCursorRow(
+                    tenant_id=tenant_id,
+                    index_name=RECORDS_INDEX,
+                    last_sequence=sequence,
+                    update_time=utcnow(),
+                )
+            )
+        elif sequence > row.last_sequence or not only_forward:
+            row.last_sequence = sequence
+            row.update_time = utcnow()
+
+
+async def indexed_sequence(db: Database, tenant_id: str) -> tuple[int, datetime | None]:
+    async with db.transaction(tenant_id) as session:
+        row = await session.get(IndexCursorRow, (tenant_id, RECORDS_INDEX))
+    return (row.last_sequence, row.update_time) if row else (0, None)
+
+
+async def _documents(
+    tx: RecordTx, tenant_id: str, records: list[record_pb2.Record]
+) -> list[IndexDoc]:
+    """Render records to index documents, with their patients' demographics and conditions."""
+    patient_ids = {
+        r.patient_compartment.rsplit("/", 1)[1] for r in records if r.patient_compartment
+    }
+    patients = {
+        key[1]: record
+        for key, record in (await tx.get_many([("patients", p) for p in patient_ids])).items()
+    }
+    own_patients = [r for r in records if r.WhichOneof("resource") == "patient"]
+    conditions: dict[str, list[str]] = {}
+    condition_codes: dict[str, set[tuple[str, str]]] = {}
+    if own_patients:
+        for condition in await tx.compartment([_key(r)[1] for r in own_patients], ["conditions"]):
+            pid = condition.patient_compartment.rsplit("/", 1)[1]
+            if condition.condition.clinical_status in ("", "active", "recurrence", "relapse"):
+                conditions.setdefault(pid, []).append(concept_text(condition.condition.code))
+                condition_codes.setdefault(pid, set()).update(
+                    derive.codes(condition, BY_COLLECTION["conditions"])
+                )
+    docs = []
+    for record in records:
+        info = of_record(record)
+        if info is None:
+            continue
+        name = parse_record_name(record.name)
+        pid = record.patient_compartment.rsplit("/", 1)[1] if record.patient_compartment else ""
+        title, text = render(
+            record, info, conditions=conditions.get(name.id) if info.field == "patient" else None
+        )
+        patient = patients.get(pid)
+        gender, birth = "", -1
+        if patient is not None:
+            gender = patient.patient.gender
+            born = parse_fhir_date(patient.patient.birth_date)
+            birth = int(born.strftime("%Y%m%d")) if born else -1
+        # A patient matches the codes of its active conditions too.
+        pairs = derive.codes(record, info) | condition_codes.get(name.id, set())
+        codes = sorted(
+            {f"{system}|{code}" for system, code in pairs} | {f"*|{code}" for _, code in pairs}
+        )
+        docs.append(
+            IndexDoc(
+                pk=record_pk(tenant_id, name.info.collection, name.id),
+                tenant_id=tenant_id,
+                name=record.name,
+                kind=info.name,
+                text=text,
+                vector=None,  # type: ignore[arg-type]  # filled by the embedder
+                title=title,
+                patient_id=pid,
+                clinical_time=int(record.clinical_time.ToDatetime(tzinfo=UTC).timestamp()),
+                gender=gender,
+                birth_ymd=birth,
+                codes=codes,
+                labels=dict(record.labels),
+                version=record.version,
+            )
+        )
+    return docs
+
+
+def _key(record: record_pb2.Record) -> tuple[str, str]:
+    name = parse_record_name(record.name)
+    return name.info.collection, name.id

@@ -1,0 +1,295 @@
+"""The vector index: Milvus Lite (a local file) by default, a Milvus server by URI.
+
+One collection per content kind (records, knowledge chunks), each with the
+text, a dense vector, a BM25 sparse vector computed by Milvus from the text,
+scalar fields for the filters, and the tenant as partition key. Every search
+carries the tenant in its own filter expression — never only in a shared
+hybrid filter — so one tenant's query cannot touch another's rows.
+
+Milvus servers before 2.5 have no BM25 function: there the collections are
+dense-only and `lexical_supported` is False (hybrid search degrades to
+dense and says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from services.common.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 16_000
+ANALYZER = {
+    "tokenizer": "standard",
+    "filter": [
+        "lowercase",
+        {"type": "stop", "stop_words": ["_english_"]},
+        {"type": "stemmer", "language": "english"},
+    ],
+}
+
+
+@dataclass
+class IndexDoc:
+    """One searchable thing: a record or a knowledge chunk."""
+
+    pk: str  # "{tenant}/{collection}/{id}" or the chunk name
+    tenant_id: str
+    name: str
+    kind: str  # HACS resource type, or "Chunk"
+    text: str
+    vector: np.ndarray
+    title: str = ""
+    patient_id: str = ""
+    clinical_time: int = 0  # epoch seconds
+    gender: str = ""
+    birth_ymd: int = -1  # YYYYMMDD of the patient's birth date; -1 unknown
+    codes: list[str] = field(default_factory=list)  # "system|code" and "*|code"
+    labels: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+    group: str = ""  # knowledge base of a chunk
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    pk: str
+    score: float
+    fields: dict[str, Any]
+
+
+def quote(value: str) -> str:
+    """A string literal for a Milvus filter expression."""
+    return json.dumps(value)
+
+
+class VectorIndex:
+    def __init__(self, uri: str, dimension: int) -> None:
+        self._uri = uri
+        self.dimension = dimension
+        self._client: MilvusClient | None = None
+        self.lexical_supported = True
+        self._ready: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        def connect() -> MilvusClient:
+            return MilvusClient(self._uri)
+
+        try:
+            client = await asyncio.to_thread(connect)
+        except MilvusException as exc:
+            raise Unavailable(f"cannot reach Milvus at {self._uri}: {exc}") from exc
+        self._client = client
+        version = await asyncio.to_thread(client.get_server_version)
+        self.lexical_supported = _supports_bm25(str(version))
+        log.info(
+            "Milvus %s at %s (BM25 %s)",
+            version,
+            self._uri,
+            "on" if self.lexical_supported else "off",
+        )
+
+    @property
+    def client(self) -> MilvusClient:
+        if self._client is None:
+            raise Unavailable("the vector index is not connected")
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await asyncio.to_thread(self._client.close)
+
+    def collection(self, kind: str) -> str:
+        return f"hacs_{kind}_{self.dimension}"
+
+    async def ensure(self, kind: str) -> str:
+        name = self.collection(kind)
+        if name in self._ready:
+            return name
+        async with self._lock:
+            if name not in self._ready:
+                exists = await asyncio.to_thread(self.client.has_collection, name)
+                if not exists:
+                    await asyncio.to_thread(self._create, name)
+                await asyncio.to_thread(self.client.load_collection, name)
+                self._ready.add(name)
+        return name
+
+    def _create(self, name: str) -> None:
+        client = self.client
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, max_length=512, is_primary=True)
+        schema.add_field("tenant_id", DataType.VARCHAR, max_length=40, is_partition_key=True)
+        schema.add_field("name", DataType.VARCHAR, max_length=512)
+        schema.add_field("kind", DataType.VARCHAR, max_length=40)
+        schema.add_field("title", DataType.VARCHAR, max_length=512)
+        if self.lexical_supported:
+            schema.add_field(
+                "text",
+                DataType.VARCHAR,
+                max_length=65_535,
+                enable_analyzer=True,
+                analyzer_params=ANALYZER,
+            )
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
+        else:
+            schema.add_field("text", DataType.VARCHAR, max_length=65_535)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dimension)
+        schema.add_field("patient_id", DataType.VARCHAR, max_length=64)
+        schema.add_field("clinical_time", DataType.INT64)
+        schema.add_field("gender", DataType.VARCHAR, max_length=16)
+        schema.add_field("birth_ymd", DataType.INT64)
+        schema.add_field(
+            "codes", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=256, max_length=256
+        )
+        schema.add_field("labels", DataType.JSON)
+        schema.add_field("version", DataType.INT64)
+        schema.add_field("grp", DataType.VARCHAR, max_length=512)
+        schema.add_field("extra", DataType.JSON)
+        index = client.prepare_index_params()
+        index.add_index(
+            "dense", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200}
+        )
+        if self.lexical_supported:
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        client.create_collection(name, schema=schema, index_params=index, num_partitions=64)
+        log.info("created Milvus collection %s", name)
+
+    async def upsert(self, kind: str, docs: list[IndexDoc]) -> None:
+        if not docs:
+            return
+        name = await self.ensure(kind)
+        rows = [
+            {
+                "pk": d.pk,
+                "tenant_id": d.tenant_id,
+                "name": d.name,
+                "kind": d.kind,
+                "title": d.title[:500],
+                "text": d.text[:MAX_TEXT],
+                "dense": d.vector.astype(np.float32).tolist(),
+                "patient_id": d.patient_id,
+                "clinical_time": d.clinical_time,
+                "gender": d.gender,
+                "birth_ymd": d.birth_ymd,
+                "codes": d.codes[:256],
+                "labels": d.labels,
+                "version": d.version,
+                "grp": d.group,
+                "extra": d.extra,
+            }
+            for d in docs
+        ]
+        await asyncio.to_thread(self.client.upsert, name, rows)
+
+    async def delete(self, kind: str, tenant_id: str, pks: list[str]) -> None:
+        if not pks:
+            return
+        name = await self.ensure(kind)
+        expr = f"tenant_id == {quote(tenant_id)} and pk in {json.dumps(pks)}"
+        await asyncio.to_thread(self.client.delete, name, filter=expr)
+
+    async def delete_where(self, kind: str, tenant_id: str, expr: str) -> None:
+        name = await self.ensure(kind)
+        full = f"tenant_id == {quote(tenant_id)}" + (f" and ({expr})" if expr else "")
+        await asyncio.to_thread(self.client.delete, name, filter=full)
+
+    async def dense_search(
+        self,
+        kind: str,
+        tenant_id: str,
+        vector: np.ndarray,
+        expr: str,
+        limit: int,
+        fields: list[str],
+    ) -> list[Hit]:
+        name = await self.ensure(kind)
+        result = await asyncio.to_thread(
+            self.client.search,
+            name,
+            data=[vector.astype(np.float32).tolist()],
+            anns_field="dense",
+            limit=limit,
+            filter=_scoped(tenant_id, expr),
+            output_fields=fields,
+            search_params={"metric_type": "IP", "params": {"ef": max(64, limit)}},
+        )
+        return [
+            Hit(r["pk"] if "pk" in r else r["id"], float(r["distance"]), dict(r["entity"]))
+            for r in result[0]
+        ]
+
+    async def lexical_search(
+        self, kind: str, tenant_id: str, text: str, expr: str, limit: int, fields: list[str]
+    ) -> list[Hit]:
+        if not self.lexical_supported:
+            return []
+        name = await self.ensure(kind)
+        result = await asyncio.to_thread(
+            self.client.search,
+            name,
+            data=[text],
+            anns_field="sparse",
+            limit=limit,
+            filter=_scoped(tenant_id, expr),
+            output_fields=fields,
+            search_params={"metric_type": "BM25", "params": {}},
+        )
+        # Milvus Lite reports BM25 as a negative distance, servers as a positive
+        # score; either way the magnitude is the BM25 score.
+        return [
+            Hit(r["pk"] if "pk" in r else r["id"], abs(float(r["distance"])), dict(r["entity"]))
+            for r in result[0]
+        ]
+
+    async def fetch(
+        self, kind: str, tenant_id: str, pks: list[str], fields: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        if not pks:
+            return {}
+        name = await self.ensure(kind)
+        rows = await asyncio.to_thread(
+            self.client.query,
+            name,
+            filter=_scoped(tenant_id, f"pk in {json.dumps(pks)}"),
+            output_fields=fields,
+        )
+        return {row["pk"]: dict(row) for row in rows}
+
+    async def count(self, kind: str, tenant_id: str, expr: str = "") -> int:
+        name = await self.ensure(kind)
+        rows = await asyncio.to_thread(
+            self.client.query, name, filter=_scoped(tenant_id, expr), output_fields=["count(*)"]
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+
+def _scoped(tenant_id: str, expr: str) -> str:
+    scope = f"tenant_id == {quote(tenant_id)}"
+    return f"{scope} and ({expr})" if expr else scope
+
+
+def _supports_bm25(version: str) -> bool:
+    if "lite" in version.lower():
+        return True
+    match = re.search(r"(\d+)\.(\d+)", version)
+    return match is not None and (int(match[1]), int(match[2])) >= (2, 5)

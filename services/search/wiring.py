@@ -1,0 +1,49 @@
+"""Builds the search servicer, the shared vector index and the live indexer."""
+
+from __future__ import annotations
+
+from services.common.runtime.platform import Platform
+from services.search.indexer import RecordIndexer
+from services.search.search import Searcher
+from services.search.servicer import SearchServicer
+from services.search.vector_index import VectorIndex
+
+
+async def vector_index(platform: Platform) -> VectorIndex:
+    """One Milvus connection per process, sized for the default embedding model."""
+
+    async def build() -> VectorIndex:
+        registry = await platform.model_registry()
+        dimension = registry.get("").config.dimension
+        index = VectorIndex(platform.settings.resolved_milvus_uri, dimension)
+        await index.connect()
+        platform.on_close(index.close)
+        return index
+
+    return await platform.shared("vector_index", build)
+
+
+async def record_indexer(platform: Platform) -> RecordIndexer:
+    async def build() -> RecordIndexer:
+        indexer = RecordIndexer(
+            platform.db, await vector_index(platform), await platform.embedder()
+        )
+        if platform.settings.indexer_enabled:
+            indexer.start()
+            platform.on_close(indexer.stop)
+        return indexer
+
+    return await platform.shared("record_indexer", build)
+
+
+async def search_servicer(platform: Platform) -> SearchServicer:
+    index = await vector_index(platform)
+    embedder = await platform.embedder()
+    registry = await platform.model_registry()
+    return SearchServicer(
+        Searcher(index, embedder),
+        index,
+        await record_indexer(platform),
+        platform.db,
+        registry.default_name,
+    )

@@ -1,0 +1,135 @@
+"""EmbeddingService over gRPC with the shipped model (and a registered copy of it)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from hacs.client import error_details
+from hacs.embedding.v1 import embedding_service_pb2 as pb
+from hacs.embedding.v1 import embedding_service_pb2_grpc, model_pb2
+
+from services.embedding.model_config import shipped_model_path
+from tests.support.harness import Harness, bearer, make_settings, running_platform
+
+
+@pytest.fixture(scope="module")
+async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+    root = tmp_path_factory.mktemp("embedding")
+    settings = make_settings(
+        root / "data", f"sqlite+aiosqlite:///{root / 'hacs.db'}", services="tenant,embedding"
+    )
+    async with running_platform(settings) as harness:
+        yield harness
+
+
+def stub(platform: Harness) -> embedding_service_pb2_grpc.EmbeddingServiceStub:
+    return embedding_service_pb2_grpc.EmbeddingServiceStub(platform.channel)
+
+
+async def test_embed_reports_model_device_tokens_and_truncation(platform: Harness) -> None:
+    tenant = await platform.new_tenant()
+    _, agent = await platform.new_actor(tenant, "scribe", "agent")
+    reply = await stub(platform).Embed(
+        pb.EmbedRequest(texts=["blood pressure 150/95", "word " * 400]), metadata=bearer(agent)
+    )
+    assert (reply.model, reply.dimension, reply.device) == ("models/all-minilm-l6-v2", 384, "cpu")
+    assert reply.normalized and reply.truncated_count == 1
+    first, second = reply.embeddings
+    assert (
+        not first.truncated
+        and second.truncated
+        and second.original_token_count > second.token_count == 256
+    )
+    assert abs(np.linalg.norm(np.array(first.values)) - 1.0) < 1e-4
+
+
+async def test_reject_policy_refuses_long_texts_by_index(platform: Harness) -> None:
+    tenant = await platform.new_tenant()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub(platform).Embed(
+            pb.EmbedRequest(
+                texts=["fine", "word " * 400],
+                options=pb.EmbedOptions(truncation=pb.TRUNCATION_POLICY_REJECT),
+            ),
+            metadata=bearer(tenant.admin_token),
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error_details(caught.value)["BadRequest"].field_violations] == [
+        "texts[1]"
+    ]
+
+
+async def test_streaming_embeds_groups_with_their_ids(platform: Harness) -> None:
+    tenant = await platform.new_tenant()
+
+    async def messages() -> AsyncIterator[pb.EmbedStreamRequest]:
+        yield pb.EmbedStreamRequest(config=pb.EmbedStreamConfig())
+        for start in (0, 3):
+            yield pb.EmbedStreamRequest(
+                texts=pb.EmbedStreamTexts(
+                    items=[
+                        pb.TextItem(id=f"t{i}", text=f"note {i}") for i in range(start, start + 3)
+                    ]
+                )
+            )
+
+    ids = []
+    async for reply in stub(platform).EmbedStream(messages(), metadata=bearer(tenant.admin_token)):
+        ids += [item.id for item in reply.items]
+        assert all(len(item.embedding.values) == 384 for item in reply.items)
+    assert ids == [f"t{i}" for i in range(6)]
+
+
+async def test_registering_models_is_for_operators_and_checks_files(
+    platform: Harness, tmp_path: Path
+) -> None:
+    operator = bearer(await platform.operator_token())
+    tenant = await platform.new_tenant()
+    copy = tmp_path / "minilm-copy"
+    shutil.copytree(shipped_model_path(), copy)
+    request = pb.RegisterModelRequest(model_id="minilm-copy", local_path=str(copy))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub(platform).RegisterModel(request, metadata=bearer(tenant.admin_token))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    registered = await stub(platform).RegisterModel(request, metadata=operator)
+    assert (
+        registered.model.state == model_pb2.MODEL_STATE_READY and registered.model.dimension == 384
+    )
+    user = bearer(tenant.admin_token)
+    reply = await stub(platform).Embed(
+        pb.EmbedRequest(model="models/minilm-copy", texts=["asthma"]), metadata=user
+    )
+    default = await stub(platform).Embed(pb.EmbedRequest(texts=["asthma"]), metadata=user)
+    np.testing.assert_allclose(reply.embeddings[0].values, default.embeddings[0].values, atol=1e-5)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(shipped_model_path(), broken)
+    (broken / "tokenizer.json").unlink()
+    (broken / "vocab.txt").unlink()
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub(platform).RegisterModel(
+            pb.RegisterModelRequest(model_id="broken", local_path=str(broken)), metadata=operator
+        )
+    assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert str(broken) in (missing.value.details() or "") and "tokenizer" in (
+        missing.value.details() or ""
+    )
+    listed = await stub(platform).ListModels(pb.ListModelsRequest(), metadata=user)
+    assert [m.name for m in listed.models] == ["models/all-minilm-l6-v2", "models/minilm-copy"]
+
+
+async def test_rerank_without_a_reranker_says_what_to_do(platform: Harness) -> None:
+    tenant = await platform.new_tenant()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub(platform).Rerank(
+            pb.RerankRequest(query="dose in CKD", passages=["renal dosing"]),
+            metadata=bearer(tenant.admin_token),
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "register" in (caught.value.details() or "").lower()
