@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 from dataclasses import fields
-from pathlib import Path
+from typing import Any
 
 from services.common.settings import ALL_SERVICES, Settings, settings_markdown
 
@@ -44,27 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     evaluation = commands.add_parser("eval", help="quality figures on a labelled data set")
     evals = evaluation.add_subparsers(dest="eval_command", required=True)
-    retrieval = evals.add_parser(
-        "retrieval", help="nDCG@10 / Recall@100 of bm25, dense and hybrid search on a BEIR data set"
+    for name, module in _eval_modules().items():
+        module.add_arguments(evals.add_parser(name, help=module.HELP))
+    index = commands.add_parser("index", help="search index maintenance")
+    index_commands = index.add_subparsers(dest="index_command", required=True)
+    backfill = index_commands.add_parser(
+        "backfill", help="rebuild a tenant's record index from the records"
     )
-    retrieval.add_argument(
-        "--dataset", required=True, help="directory with corpus.jsonl, queries.jsonl, qrels/"
-    )
-    retrieval.add_argument(
-        "--split", default="test", help="qrels split to evaluate (default: test)"
-    )
-    retrieval.add_argument(
-        "--json", action="store_true", help="print one JSON object as the last line"
-    )
-    retrieval.add_argument(
-        "--max-queries", type=int, default=0, help="evaluate only the first N queries"
-    )
-    retrieval.add_argument(
-        "--dump-candidates",
-        type=Path,
-        default=None,
-        help="write every mode's ranked lists (depth 200) to FILE",
-    )
+    backfill.add_argument("--tenant", required=True, help="tenant id, e.g. st-marys")
+    backfill.add_argument("--batch-size", type=int, default=256)
     admin = commands.add_parser("admin", help="operator utilities")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     admin_commands.add_parser("new-operator-key", help="print a new platform operator API key")
@@ -74,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(settings_markdown())
         return 0
     if args.command == "eval":
-        from services.evals import retrieval as retrieval_eval
-
-        return retrieval_eval.main(args)
+        return int(_eval_modules()[args.eval_command].main(args))
     if args.command == "admin":
         from services.tenant.api_keys import new_secret
 
@@ -99,11 +85,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "index":
+        return asyncio.run(_backfill(settings, args.tenant, args.batch_size))
     if args.command == "up":
         from services.up import run_up
 
         return run_up(settings)
     return asyncio.run(_serve(settings))
+
+
+def _eval_modules() -> dict[str, Any]:
+    """`hacs eval <name>` is `services/evals/<name>.py` (HELP, add_arguments(), main())."""
+    import importlib
+    import pkgutil
+
+    import services.evals
+
+    found = {}
+    for info in pkgutil.iter_modules(services.evals.__path__):
+        module = importlib.import_module(f"services.evals.{info.name}")
+        if hasattr(module, "add_arguments") and hasattr(module, "main"):
+            found[info.name] = module
+    return found
 
 
 async def _serve(settings: Settings) -> int:
@@ -123,6 +126,41 @@ async def _serve(settings: Settings) -> int:
     await stopping.wait()
     log.info("shutting down")
     await server.stop()
+    return 0
+
+
+async def _backfill(settings: Settings, tenant_id: str, batch_size: int) -> int:
+    """Rebuild one tenant's record index in this process, with a progress bar."""
+    from services.common.runtime.platform import open_platform
+    from services.search.indexer import Progress
+    from services.search.wiring import record_indexer
+
+    # The tenant role only supplies token verification, which this command does not use.
+    platform = await open_platform(
+        Settings.from_env(services="tenant,search", indexer_enabled="false")
+    )
+    try:
+        indexer = await record_indexer(platform)
+
+        async def show(progress: Progress) -> None:
+            width = 30
+            filled = int(width * progress.processed / max(progress.total, 1))
+            rate = progress.processed / max(progress.seconds, 1e-6)
+            print(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] "
+                f"{progress.processed:,}/{progress.total:,} "
+                f"records ({rate:,.0f}/s)",
+                end="",
+                flush=True,
+            )
+
+        indexed, sequence = await indexer.backfill(tenant_id, batch_size=batch_size, progress=show)
+        print(
+            f"\nindexed {indexed:,} records of {tenant_id}; "
+            f"live indexing continues after sequence {sequence}"
+        )
+    finally:
+        await platform.close()
     return 0
 
 

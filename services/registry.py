@@ -1,7 +1,8 @@
 """Which services exist, and how to build each one into a running server.
 
 `hacs serve` hosts every entry; `hacs serve --only search,rag` hosts some.
-A service whose domain is not built yet is still served from its contract:
+A service is built by its `services/<key>/wiring.py` (`register(platform,
+server)`). A service whose domain is not built yet is still served from its contract:
 reflection lists it, its health reports NOT_SERVING, and every method answers
 UNIMPLEMENTED with a message saying so, rather than the process pretending.
 """
@@ -9,7 +10,7 @@ UNIMPLEMENTED with a message saying so, rather than the process pretending.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,16 +21,12 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from services.common.errors import NotImplementedYet
 from services.common.runtime.platform import Platform
 
-Registrar = Callable[[grpc.aio.Server], None]
-
 
 @dataclass(frozen=True)
 class ServiceSpec:
     key: str
     full_name: str
     proto_module: str
-    # Builds the servicer and returns how to add it to a server; None = contract only.
-    build: Callable[[Platform], Awaitable[Registrar]] | None = None
     # Methods callable without a token (full gRPC paths).
     open_methods: tuple[str, ...] = ()
 
@@ -39,52 +36,21 @@ class ServiceSpec:
         return module.DESCRIPTOR.services_by_name[self.full_name.rsplit(".", 1)[1]]  # type: ignore[no-any-return]
 
     @property
+    def wiring(self) -> str:
+        """The module that builds this service: `services/<key>/wiring.py`, with `register()`."""
+        return f"services.{self.key}.wiring"
+
+    @property
     def implemented(self) -> bool:
-        return self.build is not None
+        return importlib.util.find_spec(self.wiring) is not None
 
-
-async def _build_tenant(platform: Platform) -> Registrar:
-    from hacs.tenant.v1 import tenant_service_pb2_grpc
-
-    from services.tenant.wiring import tenant_servicer
-
-    servicer = await tenant_servicer(platform)
-    return lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(
-        servicer, server
-    )
-
-
-async def _build_records(platform: Platform) -> Registrar:
-    from hacs.records.v1 import record_service_pb2_grpc
-
-    from services.records.wiring import record_servicer
-
-    servicer = record_servicer(platform)
-    return lambda server: record_service_pb2_grpc.add_RecordServiceServicer_to_server(
-        servicer, server
-    )
-
-
-async def _build_embedding(platform: Platform) -> Registrar:
-    from hacs.embedding.v1 import embedding_service_pb2_grpc
-
-    from services.embedding.wiring import embedding_servicer
-
-    servicer = await embedding_servicer(platform)
-    return lambda server: embedding_service_pb2_grpc.add_EmbeddingServiceServicer_to_server(
-        servicer, server
-    )
-
-
-async def _build_search(platform: Platform) -> Registrar:
-    from hacs.search.v1 import search_service_pb2_grpc
-
-    from services.search.wiring import search_servicer
-
-    servicer = await search_servicer(platform)
-    return lambda server: search_service_pb2_grpc.add_SearchServiceServicer_to_server(
-        servicer, server
-    )
+    async def register(self, platform: Platform, server: grpc.aio.Server) -> None:
+        """Build the servicer from the platform's parts and add it to `server`."""
+        if not self.implemented:
+            server.add_generic_rpc_handlers((contract_only(self),))
+            return
+        module = importlib.import_module(self.wiring)
+        await module.register(platform, server)
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -92,30 +58,16 @@ SERVICES: tuple[ServiceSpec, ...] = (
         key="tenant",
         full_name="hacs.tenant.v1.TenantService",
         proto_module="hacs.tenant.v1.tenant_service_pb2",
-        build=_build_tenant,
         open_methods=(
             "/hacs.tenant.v1.TenantService/IssueToken",
             "/hacs.tenant.v1.TenantService/GetJwks",
         ),
     ),
+    ServiceSpec("records", "hacs.records.v1.RecordService", "hacs.records.v1.record_service_pb2"),
     ServiceSpec(
-        "records",
-        "hacs.records.v1.RecordService",
-        "hacs.records.v1.record_service_pb2",
-        build=_build_records,
+        "embedding", "hacs.embedding.v1.EmbeddingService", "hacs.embedding.v1.embedding_service_pb2"
     ),
-    ServiceSpec(
-        "embedding",
-        "hacs.embedding.v1.EmbeddingService",
-        "hacs.embedding.v1.embedding_service_pb2",
-        build=_build_embedding,
-    ),
-    ServiceSpec(
-        "search",
-        "hacs.search.v1.SearchService",
-        "hacs.search.v1.search_service_pb2",
-        build=_build_search,
-    ),
+    ServiceSpec("search", "hacs.search.v1.SearchService", "hacs.search.v1.search_service_pb2"),
     ServiceSpec("rag", "hacs.rag.v1.RagService", "hacs.rag.v1.rag_service_pb2"),
     ServiceSpec("memory", "hacs.memory.v1.MemoryService", "hacs.memory.v1.memory_service_pb2"),
     ServiceSpec("sync", "hacs.sync.v1.SyncService", "hacs.sync.v1.sync_service_pb2"),

@@ -126,6 +126,12 @@ class Settings:
     indexer_enabled: bool = _env(
         "HACS_INDEXER_ENABLED", "true", "Run the record indexer in processes that host search."
     )
+    redis_url: str = _env(
+        "HACS_REDIS_URL",
+        "",
+        "Mesh: Redis for change notifications between replicas (`redis://redis:6379/0`). "
+        "Empty: in-process.",
+    )
     log_level: str = _env("HACS_LOG_LEVEL", "INFO", "Python log level.")
     log_format: str = _env(
         "HACS_LOG_FORMAT", "text", "`text` or `json` (one JSON object per line)."

@@ -10,6 +10,7 @@ gains) and Recall@100 per row; with --json, one JSON object as the last line.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -239,6 +240,28 @@ async def evaluate(
         await asyncio.to_thread(dump.write_text, payload)
         out.write(f"  candidates written to {dump}\n")
     return {mode: score(dataset, run) for mode, run in runs.items()}
+
+
+HELP = "nDCG@10 / Recall@100 of bm25, dense and hybrid search on a BEIR data set"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", required=True, help="directory with corpus.jsonl, queries.jsonl, qrels/"
+    )
+    parser.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
+    parser.add_argument(
+        "--max-queries", type=int, default=0, help="evaluate only the first N queries"
+    )
+    parser.add_argument(
+        "--dump-candidates",
+        type=Path,
+        default=None,
+        help="write every mode's ranked lists (depth 200) to FILE",
+    )
 
 
 def main(args: Any) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import grpc
+from hacs.records.v1 import record_service_pb2_grpc
+
 from services.common.runtime.platform import Platform
 from services.records.changes import ChangeFeed
 from services.records.fhir_exchange import FhirExchange
@@ -20,6 +23,10 @@ def record_servicer(platform: Platform) -> RecordServicer:
         standing = await lookup(tenant_id)
         return standing.max_patients if standing else 0
 
-    writer = RecordWriter(store, patient_limit)
+    writer = RecordWriter(store, patient_limit, platform.change_bus)
     reader = RecordReader(store)
     return RecordServicer(writer, reader, ChangeFeed(store), FhirExchange(store, writer, reader))
+
+
+async def register(platform: Platform, server: grpc.aio.Server) -> None:
+    record_service_pb2_grpc.add_RecordServiceServicer_to_server(record_servicer(platform), server)

@@ -16,6 +16,7 @@ from hacs.records.v1 import record_pb2, record_service_pb2
 from sqlalchemy.exc import IntegrityError
 
 from services.common.caller import Caller, current_call
+from services.common.change_bus import ChangeBus, ChangeNotice
 from services.common.db.base import utcnow
 from services.common.errors import AlreadyExists, FieldViolation, Invalid
 from services.common.etags import check_etag, concurrent_update
@@ -69,9 +70,17 @@ class UpsertOutcome:
 
 
 class RecordWriter:
-    def __init__(self, store: RecordStore, patient_limit: PatientLimit) -> None:
+    def __init__(
+        self, store: RecordStore, patient_limit: PatientLimit, bus: ChangeBus | None = None
+    ) -> None:
         self._store = store
         self._patient_limit = patient_limit
+        self._bus = bus
+
+    async def _announce(self, tenant_id: str, sequences: list[int]) -> None:
+        """After commit: tell readers the log grew (they re-read it; a lost notice costs a poll)."""
+        if self._bus is not None and sequences:
+            await self._bus.publish(ChangeNotice(tenant_id, max(sequences)))
 
     async def create(
         self,
@@ -153,7 +162,7 @@ class RecordWriter:
                 raise AlreadyExists(
                     "Record", "one of the requested ids (created concurrently)"
                 ) from exc
-            await tx.append_changes([change(s, "CREATE", caller, now) for s in stored])
+            sequences = await tx.append_changes([change(s, "CREATE", caller, now) for s in stored])
             records = [s.record for s in stored]
             if request_id:
                 response = record_service_pb2.BatchCreateRecordsResponse(records=records)
@@ -165,6 +174,7 @@ class RecordWriter:
                     now,
                     expire_before=now - IDEMPOTENCY_WINDOW,
                 )
+        await self._announce(tenant_id, sequences)
         note_resource(f"tenants/{tenant_id}" if len(records) > 1 else records[0].name)
         return records
 
@@ -207,7 +217,7 @@ class RecordWriter:
             old_patient = derive.patient_id(current, name.info, name.id)
             if not await tx.replace(stored, expected_version=current.version):
                 raise concurrent_update(str(name))
-            await tx.append_changes(
+            sequences = await tx.append_changes(
                 [change(stored, "UPDATE", caller, now, previous_patient=old_patient, paths=paths)]
             )
             if request_id:
@@ -219,6 +229,7 @@ class RecordWriter:
                     now,
                     expire_before=now - IDEMPOTENCY_WINDOW,
                 )
+        await self._announce(name.tenant_id, sequences)
         return stored.record
 
     async def delete(
@@ -241,7 +252,8 @@ class RecordWriter:
                 raise concurrent_update(str(name))
             if name.info.field == "patient":
                 await tx.add_live_patients(-1)
-            await tx.append_changes([change(stored, "DELETE", caller, now)])
+            sequences = await tx.append_changes([change(stored, "DELETE", caller, now)])
+        await self._announce(name.tenant_id, sequences)
         return stored.record
 
     async def upsert_many(
@@ -266,7 +278,8 @@ class RecordWriter:
             changes: list[ChangeEntry] = []
             outcomes: list[UpsertOutcome] = []
             patient_delta = 0
-            for item, key in zip(items, keys, strict=True):
+            written: list[tuple[int, Stored]] = []  # (item position, record) for reference checks
+            for position, (item, key) in enumerate(zip(items, keys, strict=True)):
                 name = RecordName(tenant_id, item.info, item.record_id)
                 current = existing.get(key)
                 live = current is not None and not current.HasField("delete_time")
@@ -292,6 +305,7 @@ class RecordWriter:
                         caller, tenant_id, item.info, item.record_id, content, now
                     )
                     creates.append(stored)
+                    written.append((position, stored))
                     changes.append(change(stored, "CREATE", caller, now))
                     patient_delta += item.info.field == "patient"
                     outcomes.append(UpsertOutcome(str(name), "CREATED", 1))
@@ -304,18 +318,21 @@ class RecordWriter:
                 )
                 stored = envelope_next(caller, name, replaced, now)
                 replaces.append((stored, current.version))
+                written.append((position, stored))
                 old_patient = derive.patient_id(current, item.info, item.record_id)
                 changes.append(
                     change(stored, "UPDATE", caller, now, previous_patient=old_patient, paths=["*"])
                 )
                 patient_delta += (not live) and item.info.field == "patient"
                 outcomes.append(UpsertOutcome(str(name), "UPDATED", stored.record.version))
-            written = [*creates, *(s for s, _ in replaces)]
-            await check_patients_exist(tx, written, "entry[{i}].resource")
+            await check_patients_exist(
+                tx, [s for _, s in written], "entry[{i}].resource", [p for p, _ in written]
+            )
             await check_patient_quota(tx, tenant_id, patient_delta, patient_limit)
             await tx.insert_many(creates)
             for stored, version in replaces:
                 if not await tx.replace(stored, expected_version=version):
                     raise concurrent_update(stored.record.name)
-            await tx.append_changes(changes)
+            sequences = await tx.append_changes(changes)
+        await self._announce(tenant_id, sequences)
         return outcomes

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from hacs.records.v1 import record_pb2
 from sqlalchemy import select
 
+from services.common.change_bus import ChangeBus
 from services.common.db.base import utcnow
 from services.common.db.engine import Database
 from services.embedding.embedder import Embedder
@@ -62,7 +63,13 @@ def record_pk(tenant_id: str, collection: str, record_id: str) -> str:
 
 class RecordIndexer:
     def __init__(
-        self, db: Database, index: VectorIndex, embedder: Embedder, *, poll_seconds: float = 0.5
+        self,
+        db: Database,
+        index: VectorIndex,
+        embedder: Embedder,
+        *,
+        poll_seconds: float = 2.0,
+        bus: ChangeBus | None = None,
     ) -> None:
         self._db = db
         self._store = RecordStore(db)
@@ -70,22 +77,37 @@ class RecordIndexer:
         self._embedder = embedder
         self._poll = poll_seconds
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._bus = bus
 
     # -- the live loop ---------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="record-indexer")
+        if self._bus is not None:
+            self._listener = asyncio.create_task(self._listen(self._bus), name="record-indexer-bus")
+
+    async def _listen(self, bus: ChangeBus) -> None:
+        """Wake up on change notices instead of waiting for the next poll."""
+        subscription = bus.subscribe()
+        try:
+            while True:
+                await subscription.next()
+                self._wake.set()
+        finally:
+            subscription.close()
 
     def nudge(self) -> None:
         """Look for new changes now rather than at the next poll."""
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._listener, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _run(self) -> None:
         while True:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import grpc
+from hacs.search.v1 import search_service_pb2_grpc
+
 from services.common.runtime.platform import Platform
 from services.search.indexer import RecordIndexer
 from services.search.search import Searcher
@@ -26,7 +29,10 @@ async def vector_index(platform: Platform) -> VectorIndex:
 async def record_indexer(platform: Platform) -> RecordIndexer:
     async def build() -> RecordIndexer:
         indexer = RecordIndexer(
-            platform.db, await vector_index(platform), await platform.embedder()
+            platform.db,
+            await vector_index(platform),
+            await platform.embedder(),
+            bus=platform.change_bus,
         )
         if platform.settings.indexer_enabled:
             indexer.start()
@@ -46,4 +52,10 @@ async def search_servicer(platform: Platform) -> SearchServicer:
         await record_indexer(platform),
         platform.db,
         registry.default_name,
+    )
+
+
+async def register(platform: Platform, server: grpc.aio.Server) -> None:
+    search_service_pb2_grpc.add_SearchServiceServicer_to_server(
+        await search_servicer(platform), server
     )

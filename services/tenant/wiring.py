@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import grpc
+from hacs.tenant.v1 import tenant_service_pb2_grpc
+
 from services.common.runtime.platform import Platform
 from services.tenant.actors import ActorDirectory
 from services.tenant.api_keys import ApiKeys
@@ -39,4 +42,10 @@ async def tenant_servicer(platform: Platform) -> TenantServicer:
         ),
         keys=keys,
         reports=TenantReports(platform.usage, platform.audit),
+    )
+
+
+async def register(platform: Platform, server: grpc.aio.Server) -> None:
+    tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(
+        await tenant_servicer(platform), server
     )

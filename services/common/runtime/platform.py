@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from services.common.audit import AuditLog
+from services.common.change_bus import ChangeBus, LocalChangeBus
 from services.common.db import migrate
 from services.common.db.engine import Database
 from services.common.runtime.rate_limit import TenantRateLimiter
@@ -40,6 +41,8 @@ class Platform:
     limiter: TenantRateLimiter
     # Present when this process hosts the tenant service (it signs tokens).
     signing_keys: SigningKeys | None
+    # "the change log of tenant T grew": written by records, read by the indexer and sync.
+    change_bus: ChangeBus = field(default_factory=LocalChangeBus)
     # Built on first use by the services that need them (embedding, search, RAG, memory).
     _shared: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

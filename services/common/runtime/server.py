@@ -29,7 +29,7 @@ from services.common.runtime.interceptors import (
 from services.common.runtime.platform import Platform, open_platform
 from services.common.runtime.tracing import configure_tracing, tracing_interceptor
 from services.common.settings import Settings
-from services.registry import BY_KEY, contract_only
+from services.registry import BY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,7 @@ class HacsServer:
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         for spec in specs:
-            if spec.build is not None:
-                register = await spec.build(platform)
-                register(server)
-            else:
-                server.add_generic_rpc_handlers((contract_only(spec),))
+            await spec.register(platform, server)
             self._serving[spec.full_name] = spec.implemented
         names = [spec.full_name for spec in specs]
         reflection.enable_server_reflection(
