@@ -42,7 +42,10 @@ class ServiceSpec:
 
     @property
     def implemented(self) -> bool:
-        return importlib.util.find_spec(self.wiring) is not None
+        try:
+            return importlib.util.find_spec(self.wiring) is not None
+        except ModuleNotFoundError:  # not even the service's package exists yet
+            return False
 
     async def register(self, platform: Platform, server: grpc.aio.Server) -> None:
         """Build the servicer from the platform's parts and add it to `server`."""
