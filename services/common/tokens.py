@@ -57,13 +57,16 @@ class RemoteJwks:
         self._url = url
         self._min_refresh = min_refresh_seconds
         self._by_kid: dict[str, Any] = {}
-        self._fetched_at = 0.0
+        self._fetched_at = float("-inf")  # the first unknown kid always fetches
         self._lock = asyncio.Lock()
 
     async def public_key(self, kid: str) -> Any:
-        if kid not in self._by_kid and time.monotonic() - self._fetched_at > self._min_refresh:
+        if kid not in self._by_kid:
+            # Decide under the lock: a call that arrives while a fetch is in flight
+            # waits for it instead of failing on the keys not loaded yet.
             async with self._lock:
-                if kid not in self._by_kid:
+                recent = time.monotonic() - self._fetched_at <= self._min_refresh
+                if kid not in self._by_kid and not recent:
                     await self._fetch()
         try:
             return self._by_kid[kid]

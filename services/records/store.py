@@ -90,6 +90,23 @@ def _version_values(record_values: dict[str, Any]) -> dict[str, Any]:
     return {key: record_values[key] for key in keep}
 
 
+def _ids_by_collection(keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """(collection, ids) groups of at most 1,000 ids.
+
+    `collection = :c AND id IN (...)` is one index condition (`id = ANY(...)`) that
+    PostgreSQL plans in ~1 ms; a row-value `(collection, id) IN ((...), ...)` of 500
+    pairs becomes a 500-arm BitmapOr planned on every execution (65-340 ms measured).
+    """
+    by_collection: dict[str, list[str]] = {}
+    for collection, record_id in keys:
+        by_collection.setdefault(collection, []).append(record_id)
+    return [
+        (collection, ids[start : start + 1000])
+        for collection, ids in by_collection.items()
+        for start in range(0, len(ids), 1000)
+    ]
+
+
 def to_body(record: record_pb2.Record) -> dict[str, Any]:
     return json_format.MessageToDict(record, preserving_proto_field_name=True)
 
@@ -134,15 +151,16 @@ class RecordTx:
     ) -> dict[tuple[str, str], record_pb2.Record]:
         """Current versions of the (collection, id) pairs that exist, deleted ones too."""
         found: dict[tuple[str, str], record_pb2.Record] = {}
-        for start in range(0, len(keys), 500):
+        for collection, ids in _ids_by_collection(keys):
             stmt = select(RecordRow.collection, RecordRow.id, RecordRow.body).where(
                 RecordRow.tenant_id == self._tenant,
-                tuple_(RecordRow.collection, RecordRow.id).in_(keys[start : start + 500]),
+                RecordRow.collection == collection,
+                RecordRow.id.in_(ids),
             )
             if for_update:
                 stmt = stmt.with_for_update()
-            for collection, record_id, body in (await self._s.execute(stmt)).all():
-                found[(collection, record_id)] = from_body(body)
+            for collection_, record_id, body in (await self._s.execute(stmt)).all():
+                found[(collection_, record_id)] = from_body(body)
         return found
 
     async def get_version(
@@ -163,10 +181,11 @@ class RecordTx:
     ) -> set[tuple[str, str]]:
         """Which (collection, id) pairs exist (deleted ones too, unless `live_only`)."""
         found: set[tuple[str, str]] = set()
-        for start in range(0, len(keys), 500):
+        for collection, ids in _ids_by_collection(keys):
             stmt = select(RecordRow.collection, RecordRow.id).where(
                 RecordRow.tenant_id == self._tenant,
-                tuple_(RecordRow.collection, RecordRow.id).in_(keys[start : start + 500]),
+                RecordRow.collection == collection,
+                RecordRow.id.in_(ids),
             )
             if live_only:
                 stmt = stmt.where(RecordRow.delete_time.is_(None))

@@ -154,14 +154,16 @@ class RecordWriter:
             ]
             await check_new_ids(tx, stored, prefix)
             await check_patients_exist(tx, stored, prefix)
-            new_patients = sum(1 for item in stored if item.collection == "patients")
-            await check_patient_quota(tx, tenant_id, new_patients, patient_limit)
             try:
                 await tx.insert_many(stored)
             except IntegrityError as exc:  # a concurrent create took one of the ids
                 raise AlreadyExists(
                     "Record", "one of the requested ids (created concurrently)"
                 ) from exc
+            # Last, beside the change log: both lock the tenant's counter row until
+            # commit, so concurrent writers queue only for the tail of the transaction.
+            new_patients = sum(1 for item in stored if item.collection == "patients")
+            await check_patient_quota(tx, tenant_id, new_patients, patient_limit)
             sequences = await tx.append_changes([change(s, "CREATE", caller, now) for s in stored])
             records = [s.record for s in stored]
             if request_id:
@@ -328,11 +330,11 @@ class RecordWriter:
             await check_patients_exist(
                 tx, [s for _, s in written], "entry[{i}].resource", [p for p, _ in written]
             )
-            await check_patient_quota(tx, tenant_id, patient_delta, patient_limit)
             await tx.insert_many(creates)
             for stored, version in replaces:
                 if not await tx.replace(stored, expected_version=version):
                     raise concurrent_update(stored.record.name)
+            await check_patient_quota(tx, tenant_id, patient_delta, patient_limit)
             sequences = await tx.append_changes(changes)
         await self._announce(tenant_id, sequences)
         return outcomes

@@ -9,7 +9,7 @@ retriever's ranked candidates,
 
 then score every fusion setting offline on those lists:
 
-    .venv/bin/python bench/search_fusion_sweep.py /tmp/train-candidates.json
+    .venv/bin/python scripts/tune_search_fusion.py /tmp/train-candidates.json
 
 Never point this at a test split: the defaults must not be fitted to the
 figures they are reported with.

@@ -1,0 +1,1 @@
+"""Start-up, data and measurement code the benchmark scripts share (not a benchmark itself)."""
