@@ -123,6 +123,13 @@ class Settings:
         "",
         "Vector index. Empty: Milvus Lite at `$HACS_DATA_DIR/milvus.db`; a cluster: `http://milvus:19530`.",
     )
+    lexical_engine: str = _env(
+        "HACS_LEXICAL_ENGINE",
+        "auto",
+        "BM25 engine: `milvus` (a Milvus server 2.5+), `sqlite` (FTS5 in "
+        "`$HACS_DATA_DIR/lexical.db`), `auto` (milvus when the server indexes BM25, else sqlite: "
+        "Milvus Lite scans).",
+    )
     indexer_enabled: bool = _env(
         "HACS_INDEXER_ENABLED", "true", "Run the record indexer in processes that host search."
     )
@@ -208,6 +215,10 @@ class Settings:
             problems.append(f"HACS_SERVICES: {exc}")
         if self.log_format not in ("text", "json"):
             problems.append(f"HACS_LOG_FORMAT={self.log_format!r} must be text or json")
+        if self.lexical_engine not in ("auto", "milvus", "sqlite"):
+            problems.append(
+                f"HACS_LEXICAL_ENGINE={self.lexical_engine!r} must be auto, milvus or sqlite"
+            )
         if self.otel_exporter not in ("none", "console", "otlp"):
             problems.append(
                 f"HACS_OTEL_EXPORTER={self.otel_exporter!r} must be none, console or otlp"

@@ -26,7 +26,7 @@ class FilterSpec:
     document_tags: list[str] = field(default_factory=list)
 
 
-def _years_before(today: date, years: int) -> int:
+def years_before(today: date, years: int) -> int:
     try:
         day = today.replace(year=today.year - years)
     except ValueError:  # 29 February
@@ -47,9 +47,9 @@ def records_expression(spec: FilterSpec, *, today: date | None = None) -> str:
     if spec.patient_ids:
         parts.append(f"patient_id in {json.dumps(spec.patient_ids)}")
     if spec.min_age is not None:
-        parts.append(f"birth_ymd >= 0 and birth_ymd <= {_years_before(today, spec.min_age)}")
+        parts.append(f"birth_ymd >= 0 and birth_ymd <= {years_before(today, spec.min_age)}")
     if spec.max_age is not None:
-        parts.append(f"birth_ymd > {_years_before(today, spec.max_age + 1)}")
+        parts.append(f"birth_ymd > {years_before(today, spec.max_age + 1)}")
     if spec.genders:
         parts.append(f"gender in {json.dumps(spec.genders)}")
     if spec.codes:

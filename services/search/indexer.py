@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +36,7 @@ from services.records.derive import parse_fhir_date
 from services.records.names import parse_record_name
 from services.records.resource_types import BY_COLLECTION, of_record
 from services.records.store import RecordStore, RecordTx
+from services.search.lexical import LexicalIndex
 from services.search.render import concept_text, render
 from services.search.tables import IndexCursorRow
 from services.search.vector_index import IndexDoc, VectorIndex
@@ -66,6 +68,7 @@ class RecordIndexer:
         self,
         db: Database,
         index: VectorIndex,
+        lexical: LexicalIndex,
         embedder: Embedder,
         *,
         poll_seconds: float = 2.0,
@@ -74,6 +77,7 @@ class RecordIndexer:
         self._db = db
         self._store = RecordStore(db)
         self._index = index
+        self._lexical = lexical
         self._embedder = embedder
         self._poll = poll_seconds
         self._task: asyncio.Task[None] | None = None
@@ -110,9 +114,15 @@ class RecordIndexer:
                     await task
 
     async def _run(self) -> None:
+        dirty = False
         while True:
             try:
-                await self.run_once()
+                written = await self.run_once()
+                if written:
+                    dirty = True
+                elif dirty:  # a burst of writes is over: seal it so searches use the index
+                    await self._index.flush(RECORDS_INDEX)
+                    dirty = False
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep indexing other tenants; the cursor did not move
@@ -172,6 +182,7 @@ class RecordIndexer:
             docs = await _documents(tx, tenant_id, live)
         await self._write(tenant_id, docs)
         await self._index.delete(RECORDS_INDEX, tenant_id, gone)
+        await self._lexical.delete(RECORDS_INDEX, tenant_id, gone)
         return len(docs) + len(gone)
 
     async def _write(self, tenant_id: str, docs: list[IndexDoc]) -> None:
@@ -181,6 +192,7 @@ class RecordIndexer:
             for doc, vector in zip(batch, vectors, strict=True):
                 doc.vector = vector
             await self._index.upsert(RECORDS_INDEX, batch)
+            await self._lexical.upsert(RECORDS_INDEX, batch)
 
     # -- rebuilding ------------------------------------------------------------
 
@@ -203,8 +215,9 @@ class RecordIndexer:
             total = await tx.count_live_records(collections)
         kinds = [BY_COLLECTION[c].name for c in collections] if collections else []
         await self._index.delete_where(
-            RECORDS_INDEX, tenant_id, f"kind in {kinds!r}".replace("'", '"') if kinds else ""
+            RECORDS_INDEX, tenant_id, f"kind in {json.dumps(kinds)}" if kinds else ""
         )
+        await self._lexical.delete_all(RECORDS_INDEX, tenant_id, kinds)
         done = 0
         after: tuple[str, str] | None = None
         while True:
@@ -219,6 +232,7 @@ class RecordIndexer:
             done += len(page)
             if progress is not None:
                 await progress(Progress(done, total, time.monotonic() - started))
+        await self._index.flush(RECORDS_INDEX)
         await _save_cursor(self._db, tenant_id, head, only_forward=False)
         return done, head
 

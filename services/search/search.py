@@ -19,8 +19,9 @@ from services.common.caller import Caller
 from services.common.errors import FieldViolation, Forbidden, Invalid
 from services.embedding.embedder import Embedder
 from services.records.resource_types import RESOURCE_TYPES
-from services.search.expressions import FilterSpec, knowledge_expression, records_expression
+from services.search.expressions import FilterSpec
 from services.search.fusion import DEFAULT_FUSION, Candidate, Fusion, fuse
+from services.search.lexical import LexicalIndex, expression
 from services.search.query_parser import Parse, QueryParser
 from services.search.snippets import Snippet, snippet
 from services.search.vector_index import Hit, VectorIndex
@@ -57,14 +58,19 @@ class SearchOutcome:
     applied: FilterSpec
     fusion: Fusion
     mode: str
-    lexical_available: bool
+    lexical_engine: str
 
 
 class Searcher:
     def __init__(
-        self, index: VectorIndex, embedder: Embedder, parser: QueryParser | None = None
+        self,
+        index: VectorIndex,
+        lexical: LexicalIndex,
+        embedder: Embedder,
+        parser: QueryParser | None = None,
     ) -> None:
         self._index = index
+        self._lexical = lexical
         self._embedder = embedder
         self._parser = parser or QueryParser()
 
@@ -80,13 +86,13 @@ class Searcher:
         spec = _merge(params.filter, parse)
         dense_text = parse.text if parse else params.query
         lexical_text = parse.expanded_text if parse else params.query
-        mode = params.mode if self._index.lexical_supported else "dense"
+        mode = params.mode
 
         searches = []
         if params.scope in (RECORDS, "all"):
             kinds = _readable_kinds(caller, spec.kinds)
             if kinds:
-                searches.append((RECORDS, records_expression(replace(spec, kinds=kinds))))
+                searches.append((RECORDS, replace(spec, kinds=kinds)))
             elif params.scope == RECORDS:
                 caller.require("read:*", f"tenants/{params.tenant_id}")  # no readable type at all
         # "all" quietly leaves out knowledge the caller may not read; "knowledge" refuses.
@@ -95,12 +101,15 @@ class Searcher:
         )
         if wants_knowledge:
             caller.require("read:knowledge", f"tenants/{params.tenant_id}")
-            searches.append((KNOWLEDGE, knowledge_expression(spec)))
+            searches.append((KNOWLEDGE, spec))
         vector = None
         if mode != "lexical":
             vector = (await self._embedder.embed([dense_text], query=True))[0]
         results = await asyncio.gather(
-            *(self._one(kind, expr, params, mode, vector, lexical_text) for kind, expr in searches)
+            *(
+                self._one(kind, scoped, params, mode, vector, lexical_text)
+                for kind, scoped in searches
+            )
         )
         merged = sorted(
             (found for group in results for found in group),
@@ -110,14 +119,12 @@ class Searcher:
             found.snippet = snippet(
                 str(found.candidate.fields.get("text", "")), lexical_text, params.snippet_length
             )
-        return SearchOutcome(
-            merged, parse, spec, params.fusion, mode, self._index.lexical_supported
-        )
+        return SearchOutcome(merged, parse, spec, params.fusion, mode, self._lexical.name)
 
     async def _one(
         self,
         kind: str,
-        expr: str,
+        spec: FilterSpec,
         params: SearchParams,
         mode: str,
         vector: np.ndarray | None,
@@ -130,14 +137,12 @@ class Searcher:
         if mode in ("hybrid", "dense"):
             assert vector is not None
             tasks.append(
-                self._index.dense_search(kind, params.tenant_id, vector, expr, depth, FIELDS)
-            )
-        if mode in ("hybrid", "lexical"):
-            tasks.append(
-                self._index.lexical_search(
-                    kind, params.tenant_id, lexical_text, expr, depth, FIELDS
+                self._index.dense_search(
+                    kind, params.tenant_id, vector, expression(kind, spec), depth, FIELDS
                 )
             )
+        if mode in ("hybrid", "lexical"):
+            tasks.append(self._lexical.search(kind, params.tenant_id, lexical_text, spec, depth))
         found = await asyncio.gather(*tasks)
         if mode == "hybrid":
             dense, lexical = found

@@ -29,6 +29,7 @@ from services.common.errors import Unavailable
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 16_000
+FLUSH_EVERY = 5_000
 ANALYZER = {
     "tokenizer": "standard",
     "filter": [
@@ -79,8 +80,11 @@ class VectorIndex:
         self.dimension = dimension
         self._client: MilvusClient | None = None
         self.lexical_supported = True
+        self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
         self._ready: set[str] = set()
         self._lock = asyncio.Lock()
+        # Rows written since the last flush, per collection (see maybe_flush).
+        self._unflushed: dict[str, int] = {}
 
     async def connect(self) -> None:
         def connect() -> MilvusClient:
@@ -92,7 +96,9 @@ class VectorIndex:
             raise Unavailable(f"cannot reach Milvus at {self._uri}: {exc}") from exc
         self._client = client
         version = await asyncio.to_thread(client.get_server_version)
-        self.lexical_supported = _supports_bm25(str(version))
+        # Milvus Lite has BM25 but no sparse index (it scans): HACS does lexical search
+        # elsewhere there (services/search/lexical.py) and keeps the collections dense.
+        self.lexical_supported = _supports_bm25(str(version)) and not self.is_lite
         log.info(
             "Milvus %s at %s (BM25 %s)",
             version,
@@ -200,6 +206,15 @@ class VectorIndex:
             for d in docs
         ]
         await asyncio.to_thread(self.client.upsert, name, rows)
+        self._unflushed[name] = self._unflushed.get(name, 0) + len(rows)
+        if self._unflushed[name] >= FLUSH_EVERY:
+            await self.flush(kind)
+
+    async def flush(self, kind: str) -> None:
+        """Seal what was written: searches over growing segments are brute force (slow)."""
+        name = await self.ensure(kind)
+        if self._unflushed.pop(name, 0):
+            await asyncio.to_thread(self.client.flush, name)
 
     async def delete(self, kind: str, tenant_id: str, pks: list[str]) -> None:
         if not pks:

@@ -7,7 +7,8 @@ from hacs.search.v1 import search_service_pb2_grpc
 
 from services.common.runtime.platform import Platform
 from services.search.indexer import RecordIndexer
-from services.search.search import Searcher
+from services.search.lexical import Fts5Lexical, LexicalIndex, MilvusLexical
+from services.search.search import FIELDS, Searcher
 from services.search.servicer import SearchServicer
 from services.search.vector_index import VectorIndex
 
@@ -26,11 +27,38 @@ async def vector_index(platform: Platform) -> VectorIndex:
     return await platform.shared("vector_index", build)
 
 
+async def lexical_index(platform: Platform) -> LexicalIndex:
+    """Milvus's BM25 on a server that indexes it; SQLite FTS5 beside Milvus Lite."""
+
+    async def build() -> LexicalIndex:
+        index = await vector_index(platform)
+        engine = platform.settings.lexical_engine
+        if engine == "auto":
+            engine = "milvus" if index.lexical_supported else "sqlite"
+        if engine == "milvus":
+            if not index.lexical_supported:
+                raise RuntimeError(
+                    "HACS_LEXICAL_ENGINE=milvus needs a Milvus server 2.5 or later "
+                    "(BM25 with a sparse index)"
+                )
+            return MilvusLexical(index, FIELDS)
+        fts = Fts5Lexical(platform.settings.data_path / "lexical.db")
+
+        async def close() -> None:
+            fts.close()
+
+        platform.on_close(close)
+        return fts
+
+    return await platform.shared("lexical_index", build)
+
+
 async def record_indexer(platform: Platform) -> RecordIndexer:
     async def build() -> RecordIndexer:
         indexer = RecordIndexer(
             platform.db,
             await vector_index(platform),
+            await lexical_index(platform),
             await platform.embedder(),
             bus=platform.change_bus,
         )
@@ -47,7 +75,7 @@ async def search_servicer(platform: Platform) -> SearchServicer:
     embedder = await platform.embedder()
     registry = await platform.model_registry()
     return SearchServicer(
-        Searcher(index, embedder),
+        Searcher(index, await lexical_index(platform), embedder),
         index,
         await record_indexer(platform),
         platform.db,

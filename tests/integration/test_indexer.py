@@ -19,6 +19,7 @@ from services.records.store import RecordStore
 from services.records.writes import NewRecord, RecordWriter
 from services.search import indexer as indexer_module
 from services.search.indexer import RECORDS_INDEX, RecordIndexer, indexed_sequence
+from services.search.lexical import Fts5Lexical
 from services.search.vector_index import VectorIndex
 from services.tenant.bootstrap import ensure_platform
 from services.tenant.models import ACTIVE, Limits, Tenant
@@ -35,6 +36,7 @@ ADMIN = Caller(
 class World:
     db: Database
     index: VectorIndex
+    lexical: Fts5Lexical
     embedder: LocalEmbedder
     writer: RecordWriter
 
@@ -61,7 +63,10 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     async def no_limit(_: str) -> int:
         return 0
 
-    yield World(db, index, LocalEmbedder(registry), RecordWriter(RecordStore(db), no_limit))
+    lexical = Fts5Lexical(root / "lexical.db")
+    writer = RecordWriter(RecordStore(db), no_limit)
+    yield World(db, index, lexical, LocalEmbedder(registry), writer)
+    lexical.close()
     await registry.close()
     await index.close()
     await db.close()
@@ -91,15 +96,16 @@ async def test_a_crash_between_index_write_and_cursor_replays_without_duplicates
 
     monkeypatch.setattr(indexer_module, "_save_cursor", crash)
     with pytest.raises(RuntimeError):
-        await RecordIndexer(world.db, world.index, world.embedder).catch_up(TENANT)
+        await RecordIndexer(world.db, world.index, world.lexical, world.embedder).catch_up(TENANT)
     assert (await indexed_sequence(world.db, TENANT))[0] == 0  # nothing committed
     assert len(await _index_pks(world)) == 13  # but the documents were written
 
     monkeypatch.setattr(indexer_module, "_save_cursor", real_save)
-    restarted = RecordIndexer(world.db, world.index, world.embedder)
+    restarted = RecordIndexer(world.db, world.index, world.lexical, world.embedder)
     await restarted.catch_up(TENANT)
     pks = await _index_pks(world)
     assert len(pks) == len(set(pks)) == 13  # replayed, not duplicated
+    assert await world.lexical.count(RECORDS_INDEX, TENANT) == 13
     async with RecordStore(world.db).transaction(TENANT) as tx:
         assert (await indexed_sequence(world.db, TENANT))[0] == await tx.head_sequence()
 
@@ -112,7 +118,7 @@ async def test_a_crash_between_index_write_and_cursor_replays_without_duplicates
 
 
 async def test_deletes_and_patient_documents_follow_the_records(world: World) -> None:
-    indexer = RecordIndexer(world.db, world.index, world.embedder)
+    indexer = RecordIndexer(world.db, world.index, world.lexical, world.embedder)
     patient = await world.writer.create(
         ADMIN, TENANT, NewRecord("follow-p", clinical.patient("Lee", "Ann"))
     )
@@ -144,7 +150,7 @@ async def test_deletes_and_patient_documents_follow_the_records(world: World) ->
 
 
 async def test_backfill_rebuilds_from_the_records(world: World) -> None:
-    indexer = RecordIndexer(world.db, world.index, world.embedder)
+    indexer = RecordIndexer(world.db, world.index, world.lexical, world.embedder)
     await indexer.catch_up(TENANT)
     before = await _index_pks(world)
     await world.index.delete_where(RECORDS_INDEX, TENANT, "")  # the index is lost
