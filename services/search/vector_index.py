@@ -177,7 +177,10 @@ class VectorIndex:
         )
         if self.lexical_supported:
             index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        client.create_collection(name, schema=schema, index_params=index, num_partitions=64)
+        # Session: a process reads its own writes at once (Milvus Lite behaves so anyway).
+        client.create_collection(
+            name, schema=schema, index_params=index, num_partitions=64, consistency_level="Session"
+        )
         log.info("created Milvus collection %s", name)
 
     async def upsert(self, kind: str, docs: list[IndexDoc]) -> None:
@@ -304,7 +307,8 @@ def _scoped(tenant_id: str, expr: str) -> str:
 
 
 def _supports_bm25(version: str) -> bool:
-    if "lite" in version.lower():
+    """Milvus 2.5+ servers have BM25 functions; Milvus Lite reports "milvus_lite-x.y.z"."""
+    if version.lower().startswith("milvus_lite"):
         return True
     match = re.search(r"(\d+)\.(\d+)", version)
     return match is not None and (int(match[1]), int(match[2])) >= (2, 5)

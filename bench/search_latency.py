@@ -1,0 +1,312 @@
+"""SearchService: indexing throughput, and Search latency through Envoy at 100k and 1M documents.
+
+1. Indexing (the real path): Patients and their Observations are written
+   through Envoy with BatchCreateRecords; the live indexer tails the change
+   log, renders, embeds (all-MiniLM-L6-v2 on this machine's CPU) and writes
+   Milvus Lite + the FTS5 lexical index. Throughput = documents / time from
+   the first write until the index caught up.
+2. Scale: embedding a million documents on two CPU cores takes hours, so the
+   larger indexes are built from the documents of step 1: every indexed
+   document (its text and its real model vector) is copied under new ids and
+   a new patient until the index holds the target count (the service is
+   stopped meanwhile; Milvus Lite is single-process). Search cost depends on
+   the index size, not on how the vectors were computed; say so when quoting.
+3. Latency: 50 concurrent clients send hybrid Search requests (a mix of
+   plain, parsed and filtered clinical queries, query embedding included)
+   through Envoy for a fixed time, at each size. Prints p50/p95/p99, calls/s,
+   the service's memory, and every parameter; --json writes them.
+
+    .venv/bin/python bench/search_latency.py                       # 100k and 1M
+    .venv/bin/python bench/search_latency.py --sizes 20000 --index-patients 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from hacs.client import HacsClient
+from hacs.search.v1 import query_pb2
+from hacs.search.v1 import search_service_pb2 as spb
+from hacs.tenant.v1 import tenant_pb2
+from hacs.tenant.v1 import tenant_service_pb2 as tpb
+
+from bench.support import dataset
+from bench.support.measure import memory_of, run_clients
+from mesh.envoy.render import EdgeSettings, Upstream, all_in_one_upstreams, render
+from services.search.indexer import RECORDS_INDEX
+from services.search.lexical import Fts5Lexical
+from services.search.vector_index import IndexDoc, VectorIndex
+from tests.support.edge import start_envoy, start_serve
+from tests.support.postgres import free_port
+
+QUERIES = [
+    ("hemoglobin a1c above target", False, None),
+    ("elderly patients with diabetes", True, None),
+    ("high blood pressure readings", False, None),
+    ("women over 60 with elevated glucose", True, None),
+    ("body mass index obesity", False, None),
+    ("cholesterol results in 2020", True, None),
+    ("HbA1c", False, query_pb2.SearchFilter(codes=["http://loinc.org|4548-4"])),
+    ("recent glucose", False, query_pb2.SearchFilter(min_age=65)),
+]
+
+
+class Service:
+    def __init__(self, data_dir: Path, run_dir: Path) -> None:
+        self.data_dir, self.run_dir = data_dir, run_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.edge = ""
+        self.pid = 0
+
+    def start(self) -> None:
+        env = {
+            "HACS_DATA_DIR": str(self.data_dir),
+            "HACS_SERVICES": "tenant,records,embedding,search",
+            "HACS_RATE_LIMIT_ENABLED": "false",
+            "HACS_LOG_LEVEL": "WARNING",
+        }
+        serve, grpc_addr, http_addr = start_serve("hacs-serve", self.run_dir, env)
+        edge_port = free_port()
+        settings = EdgeSettings(
+            upstreams=all_in_one_upstreams(Upstream.parse(grpc_addr)),
+            listen_host="127.0.0.1",
+            listen_port=edge_port,
+            admin_port=free_port(),
+            jwks_uri=f"http://{http_addr}/.well-known/jwks.json",
+            default_calls_per_minute=100_000_000,
+            unauthenticated_calls_per_minute=100_000_000,
+            access_log_path=str(self.run_dir / "envoy-access.log"),
+        )
+        envoy = start_envoy(render(settings), self.run_dir, edge_port)
+        self.processes = [envoy, serve]
+        self.edge = f"127.0.0.1:{edge_port}"
+        self.pid = serve.pid
+        time.sleep(1.0)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(timeout=60)
+        self.processes = []
+
+
+async def create_tenant(edge: str, data_dir: Path) -> str:
+    key = (data_dir / "operator.key").read_text().strip()
+    async with HacsClient(edge, api_key=key) as operator:
+        for _ in range(60):  # Envoy fetches the JWKS in the background at start
+            try:
+                reply = await operator.tenant.CreateTenant(
+                    tpb.CreateTenantRequest(
+                        tenant_id="bench",
+                        tenant=tenant_pb2.Tenant(
+                            display_name="Search benchmark",
+                            plan=tenant_pb2.PLAN_ENTERPRISE,
+                            limits=tenant_pb2.TenantLimits(
+                                max_patients=10_000_000, calls_per_minute=100_000_000
+                            ),
+                        ),
+                        admin=tenant_pb2.Actor(display_name="Bench"),
+                    )
+                )
+                return reply.admin_api_key.secret
+            except Exception:
+                await asyncio.sleep(0.5)
+    raise RuntimeError("could not create the benchmark tenant")
+
+
+async def index_real(client: HacsClient, patients: int, seed: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    written = 0
+    for batch in dataset.patient_batches("bench", patients, 500, seed):
+        written += len((await client.records.BatchCreateRecords(batch, timeout=300)).records)
+    for batch in dataset.observation_batches("bench", patients, 1, 500, seed):
+        written += len((await client.records.BatchCreateRecords(batch, timeout=300)).records)
+    writes_done = time.perf_counter() - started
+    while True:
+        status = await client.search.GetIndexStatus(
+            spb.GetIndexStatusRequest(parent="tenants/bench")
+        )
+        print(
+            f"\r  indexed {status.indexed_sequence:,}/{status.head_sequence:,}",
+            end="",
+            file=sys.stderr,
+        )
+        if status.indexed_sequence >= status.head_sequence:
+            break
+        await asyncio.sleep(1)
+    elapsed = time.perf_counter() - started
+    print(file=sys.stderr)
+    return {
+        "documents": written,
+        "seconds_writes": round(writes_done, 1),
+        "seconds_until_indexed": round(elapsed, 1),
+        "documents_per_second": round(written / elapsed, 1),
+    }
+
+
+async def grow_index(data_dir: Path, target: int) -> int:
+    """Copy the indexed documents (text + model vector) under new ids until `target` exist."""
+    index = VectorIndex(str(data_dir / "milvus.db"), 384)
+    await index.connect()
+    lexical = Fts5Lexical(data_dir / "lexical.db")
+    name = await index.ensure(RECORDS_INDEX)
+    fields = [
+        "pk",
+        "name",
+        "kind",
+        "title",
+        "text",
+        "dense",
+        "patient_id",
+        "clinical_time",
+        "gender",
+        "birth_ymd",
+        "codes",
+        "labels",
+        "version",
+        "grp",
+        "extra",
+    ]
+    rows = await asyncio.to_thread(
+        index.client.query,
+        name,
+        filter='tenant_id == "bench" and pk not like "%~%"',
+        output_fields=fields,
+        limit=16_384,
+    )
+    total = await index.count(RECORDS_INDEX, "bench")
+    copy = 0
+    while total < target:
+        copy += 1
+        batch = []
+        for row in rows:
+            if total + len(batch) >= target:
+                break
+            pid = f"{row['patient_id']}~{copy}" if row["patient_id"] else ""
+            batch.append(
+                IndexDoc(
+                    pk=f"{row['pk']}~{copy}",
+                    tenant_id="bench",
+                    name=f"{row['name']}~{copy}",
+                    kind=row["kind"],
+                    text=row["text"],
+                    vector=np.asarray(row["dense"], dtype=np.float32),
+                    title=row["title"],
+                    patient_id=pid,
+                    clinical_time=row["clinical_time"],
+                    gender=row["gender"],
+                    birth_ymd=row["birth_ymd"],
+                    codes=list(row["codes"]),
+                    labels=dict(row["labels"] or {}),
+                    version=row["version"],
+                )
+            )
+        for start in range(0, len(batch), 2000):
+            part = batch[start : start + 2000]
+            await index.upsert(RECORDS_INDEX, part)
+            await lexical.upsert(RECORDS_INDEX, part)
+        total += len(batch)
+        print(f"\r  index grown to {total:,}/{target:,}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    await index.flush(RECORDS_INDEX)
+    lexical.close()
+    await index.close()
+    return total
+
+
+async def measure(
+    edge: str, key: str, pid: int, clients: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    async with HacsClient(edge, api_key=key, default_timeout=60) as client:
+        rng = random.Random(7)
+
+        async def call(i: int) -> None:
+            text, parse, filt = QUERIES[rng.randrange(len(QUERIES))]
+            request = spb.SearchRequest(
+                parent="tenants/bench", query=text, top_k=10, parse_query=parse
+            )
+            if filt is not None:
+                request.filter.CopyFrom(filt)
+            await client.search.Search(request)
+
+        result = await run_clients(
+            "Search (hybrid, top_k 10, query embedding included)",
+            call,
+            clients=clients,
+            seconds=seconds,
+            warmup=warmup,
+            service_pid=pid,
+        )
+    result["memory_mib"] = memory_of(pid)
+    return result
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--index-patients",
+        type=int,
+        default=10_000,
+        help="patients (and as many observations) indexed for real",
+    )
+    parser.add_argument("--sizes", default="100000,1000000", help="index sizes to measure at")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    run_dir = Path(tempfile.mkdtemp(prefix="hacs-search-bench-"))
+    data_dir = run_dir / "data"
+    service = Service(data_dir, run_dir)
+    figures: dict[str, Any] = {
+        "parameters": vars(args)
+        | {"json": str(args.json), "cores": os.cpu_count(), "run_dir": str(run_dir)}
+    }
+    try:
+        service.start()
+        key = await create_tenant(service.edge, data_dir)
+        async with HacsClient(service.edge, api_key=key, default_timeout=300) as client:
+            print("indexing through the real path ...", file=sys.stderr)
+            figures["indexing"] = await index_real(client, args.index_patients, args.seed)
+        figures["sizes"] = {}
+        for size in [int(s) for s in args.sizes.split(",")]:
+            service.stop()
+            grown = await grow_index(data_dir, size)
+            service.start()
+            print(f"measuring at {grown:,} documents ...", file=sys.stderr)
+            figures["sizes"][str(grown)] = await measure(
+                service.edge, key, service.pid, args.clients, args.seconds, args.warmup
+            )
+    finally:
+        service.stop()
+    print(json.dumps(figures["indexing"]))
+    for size, result in figures["sizes"].items():
+        print(
+            f"{int(size):>10,} docs: p50 {result['p50_ms']} ms  p95 {result['p95_ms']} ms  "
+            f"p99 {result['p99_ms']} ms  {result['calls_per_second']} calls/s  "
+            f"errors {result['errors']}"
+        )
+    print(json.dumps(figures["parameters"]))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
