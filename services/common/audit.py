@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, select
+from sqlalchemy import BigInteger, Index, Integer, String, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db.base import Base, JsonDocument, UtcDateTime, utcnow
@@ -76,9 +76,10 @@ class AuditLog:
         outcome: str,
         details: dict[str, Any] | None = None,
     ) -> None:
+        # A Core insert: one statement, no ORM unit of work, on every call's path.
         async with self._db.transaction(tenant_id) as session:
-            session.add(
-                AuditEventRow(
+            await session.execute(
+                insert(AuditEventRow).values(
                     tenant_id=tenant_id,
                     event_time=utcnow(),
                     actor=actor,
