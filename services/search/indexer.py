@@ -59,6 +59,16 @@ class Progress:
 ProgressCallback = Callable[[Progress], Awaitable[None]]
 
 
+# Memories are searched through MemoryService, which keeps its own index and
+# scopes every recall to the agent; indexing them here too would let anyone
+# with read:memory read every agent's memories through SearchService.
+NOT_INDEXED = frozenset({"memoryBlocks"})
+
+
+def indexable(record: record_pb2.Record) -> bool:
+    return _key(record)[0] not in NOT_INDEXED
+
+
 def record_pk(tenant_id: str, collection: str, record_id: str) -> str:
     return f"{tenant_id}/{collection}/{record_id}"
 
@@ -176,7 +186,7 @@ class RecordIndexer:
             if changed_patients:  # demographics are denormalised into the compartment
                 wanted |= {_key(r) for r in await tx.compartment(changed_patients)}
             current = await tx.get_many(sorted(wanted))
-            live = [r for r in current.values() if not r.HasField("delete_time")]
+            live = [r for r in current.values() if not r.HasField("delete_time") and indexable(r)]
             live_keys = {_key(r) for r in live}
             gone = [record_pk(tenant_id, c, i) for c, i in sorted(wanted - live_keys)]
             docs = await _documents(tx, tenant_id, live)
@@ -223,7 +233,7 @@ class RecordIndexer:
         while True:
             async with self._store.transaction(tenant_id) as tx:
                 page = await tx.scan(after=after, limit=batch_size, collections=collections)
-                docs = await _documents(tx, tenant_id, page)
+                docs = await _documents(tx, tenant_id, [r for r in page if indexable(r)])
             if not page:
                 break
             name = parse_record_name(page[-1].name)

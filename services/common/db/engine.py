@@ -9,6 +9,8 @@ that forgets its tenant filter returns nothing, not another tenant's rows.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,18 +26,29 @@ from sqlalchemy.ext.asyncio import (
 from services.common.errors import Unavailable
 
 TENANT_SETTING = "hacs.tenant_id"
+# Set while this task holds the SQLite writer lock: a nested transaction must
+# not wait for the lock its own task holds.
+_in_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "hacs_in_sqlite_tx", default=False
+)
 
 
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = url
         self.is_postgres = url.startswith("postgresql")
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"echo": echo}
         if self.is_postgres:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            # A server can drop idle connections; a local SQLite file cannot.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._writer_lock: asyncio.Lock | None = None
         if url.startswith("sqlite"):
             _configure_sqlite(self.engine)
+            # SQLite has one writer at a time. Queueing our transactions here, in
+            # order, beats letting a dozen pooled connections race for the file
+            # lock, where a busy moment ends in "database is locked".
+            self._writer_lock = asyncio.Lock()
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
@@ -45,6 +58,15 @@ class Database:
         `tenant_id=None` is for the few cross-tenant reads (the tenant registry);
         on PostgreSQL it leaves every tenant-owned table looking empty.
         """
+        if self._writer_lock is not None and not _in_transaction.get():
+            async with self._writer_lock:
+                token = _in_transaction.set(True)
+                try:
+                    async with self._sessions() as session, session.begin():
+                        yield session
+                finally:
+                    _in_transaction.reset(token)
+            return
         async with self._sessions() as session, session.begin():
             if self.is_postgres:
                 await session.execute(
@@ -77,7 +99,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA busy_timeout=30000")  # other processes (hacs index, hacs migrate)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
