@@ -90,6 +90,20 @@ def _version_values(record_values: dict[str, Any]) -> dict[str, Any]:
     return {key: record_values[key] for key in keep}
 
 
+def _length_delimited(text: str) -> bytes:
+    """`text` as protobuf writes a string field's value (varint length, then bytes).
+
+    Matching this, not the bare text, keeps "…/m-1" from matching "…/m-10".
+    """
+    data = text.encode()
+    size, prefix = len(data), bytearray()
+    while True:
+        low, size = size & 0x7F, size >> 7
+        prefix.append(low | (0x80 if size else 0))
+        if not size:
+            return bytes(prefix) + data
+
+
 def _ids_by_collection(keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     """(collection, ids) groups of at most 1,000 ids.
 
@@ -175,6 +189,37 @@ class RecordTx:
             )
         )
         return from_body(body) if body is not None else None
+
+    async def versions_at(
+        self, collection: str, record_ids: Sequence[str], at: datetime
+    ) -> dict[str, record_pb2.Record]:
+        """Each record's version current at `at`: the last one written at or before it.
+
+        Records created after `at` are absent. Point-in-time reads ("what did
+        we know then") use this.
+        """
+        v = RecordVersionRow
+        found: dict[str, record_pb2.Record] = {}
+        ids = list(record_ids)
+        for start in range(0, len(ids), 500):
+            latest = (
+                select(v.id, func.max(v.version).label("version"))
+                .where(
+                    v.tenant_id == self._tenant,
+                    v.collection == collection,
+                    v.id.in_(ids[start : start + 500]),
+                    v.update_time <= at,
+                )
+                .group_by(v.id)
+                .subquery()
+            )
+            stmt = select(v.id, v.body).join(
+                latest, and_(v.id == latest.c.id, v.version == latest.c.version)
+            )
+            stmt = stmt.where(v.tenant_id == self._tenant, v.collection == collection)
+            for record_id, body in (await self._s.execute(stmt)).all():
+                found[record_id] = from_body(body)
+        return found
 
     async def existing_ids(
         self, keys: Sequence[tuple[str, str]], *, live_only: bool = False
@@ -388,6 +433,79 @@ class RecordTx:
             "updated_by": record.updated_by.name,
             "body": to_body(record),
         }
+
+    # -- erasure (hard delete) ---------------------------------------------------
+
+    async def version_bodies(
+        self, collection: str, *, after: tuple[str, int] | None, limit: int
+    ) -> list[tuple[str, int, record_pb2.Record]]:
+        """Every stored version of a collection, deleted records too, in (id, version) order.
+
+        Erasure must look through history: a record may have named the data
+        subject in an earlier version only.
+        """
+        v = RecordVersionRow
+        stmt = select(v.id, v.version, v.body).where(
+            v.tenant_id == self._tenant, v.collection == collection
+        )
+        if after is not None:
+            stmt = stmt.where(tuple_(v.id, v.version) > tuple_(*after))
+        rows = await self._s.execute(stmt.order_by(v.id, v.version).limit(limit))
+        return [(rid, int(version), from_body(body)) for rid, version, body in rows.all()]
+
+    async def purge(self, collection: str, record_ids: Sequence[str]) -> int:
+        """Remove records for good: current row, every version, codes and labels.
+
+        Returns the number of versions removed. The caller appends the PURGE
+        change-log entries in the same transaction.
+        """
+        ids = list(record_ids)
+        removed = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            removed += int(
+                await self._s.scalar(
+                    select(func.count())
+                    .select_from(RecordVersionRow)
+                    .where(
+                        RecordVersionRow.tenant_id == self._tenant,
+                        RecordVersionRow.collection == collection,
+                        RecordVersionRow.id.in_(chunk),
+                    )
+                )
+                or 0
+            )
+            for table in (RecordVersionRow, RecordCodeRow, RecordLabelRow, RecordRow):
+                await self._s.execute(
+                    delete(table).where(
+                        table.tenant_id == self._tenant,
+                        table.collection == collection,
+                        table.id.in_(chunk),
+                    )
+                )
+        return removed
+
+    async def forget_responses_naming(self, names: Sequence[str]) -> int:
+        """Drop remembered idempotent responses that hold any of these record names.
+
+        A replayable response carries the records it returned, content and
+        all, so an erased record must not survive there either.
+        """
+        if not names:
+            return 0
+        r = IdempotentRequestRow
+        rows = await self._s.execute(
+            select(r.request_id, r.response).where(r.tenant_id == self._tenant)
+        )
+        needles = [_length_delimited(name) for name in names]
+        doomed = [rid for rid, response in rows.all() if any(n in response for n in needles)]
+        for start in range(0, len(doomed), 500):
+            await self._s.execute(
+                delete(r).where(
+                    r.tenant_id == self._tenant, r.request_id.in_(doomed[start : start + 500])
+                )
+            )
+        return len(doomed)
 
     # -- change log ------------------------------------------------------------
 

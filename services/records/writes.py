@@ -22,7 +22,7 @@ from services.common.errors import AlreadyExists, FieldViolation, Invalid
 from services.common.etags import check_etag, concurrent_update
 from services.common.validation import Violations
 from services.records import derive
-from services.records.access import require_write
+from services.records.access import require_own_parent, require_write
 from services.records.content import check_record
 from services.records.envelope import ENVELOPE_MUTABLE, change, envelope_new, envelope_next
 from services.records.names import RecordName, new_record_id, parse_record_name
@@ -67,6 +67,14 @@ class UpsertOutcome:
     name: str
     status: str  # CREATED | UPDATED | DELETED | MISSING
     version: int
+
+
+@dataclass(frozen=True)
+class PurgeOutcome:
+    """What an erasure removed: the records (by name) and how many versions they had."""
+
+    names: list[str]
+    versions: int
 
 
 class RecordWriter:
@@ -338,3 +346,64 @@ class RecordWriter:
             sequences = await tx.append_changes(changes)
         await self._announce(tenant_id, sequences)
         return outcomes
+
+    async def purge(self, caller: Caller, names: Sequence[str], reason: str) -> PurgeOutcome:
+        """Erase records for good (right to erasure): every version, filter row, replay.
+
+        Unlike `delete`, nothing is kept: the current row, the history, the
+        code and label rows and any remembered idempotent response holding the
+        record go, in one transaction. Each erased record gets a PURGE entry
+        in the change log so every consumer (indexes, sync) drops its copies.
+        Needs `admin:<type>`. Names that do not exist are skipped.
+        """
+        parsed = [parse_record_name(name, f"names[{i}]") for i, name in enumerate(names)]
+        if not parsed:
+            return PurgeOutcome([], 0)
+        tenant_id = parsed[0].tenant_id
+        if any(name.tenant_id != tenant_id for name in parsed):
+            raise Invalid(FieldViolation("names", "erase the records of one tenant at a time"))
+        for info in {name.info.name: name.info for name in parsed}.values():
+            require_own_parent(caller, tenant_id, f"admin:{info.permission}")
+            caller.require(f"admin:{info.permission}", f"tenants/{tenant_id}")
+        state = current_call()
+        if state is not None and reason:
+            state.details["reason"] = reason
+        now = utcnow()
+        async with self._store.transaction(tenant_id) as tx:
+            keys = [(name.info.collection, name.id) for name in parsed]
+            current = await tx.get_many(keys, for_update=True)
+            entries: list[ChangeEntry] = []
+            doomed: dict[str, list[str]] = {}
+            erased: list[str] = []
+            patient_delta = 0
+            for name in dict.fromkeys(parsed):
+                record = current.get((name.info.collection, name.id))
+                if record is None:
+                    continue
+                doomed.setdefault(name.info.collection, []).append(name.id)
+                erased.append(str(name))
+                if name.info.field == "patient" and not record.HasField("delete_time"):
+                    patient_delta -= 1
+                entries.append(
+                    ChangeEntry(
+                        collection=name.info.collection,
+                        record_id=name.id,
+                        operation="PURGE",
+                        version=record.version,
+                        commit_time=now,
+                        actor=caller.actor_name,
+                        patient_id=derive.patient_id(record, name.info, name.id),
+                        previous_patient_id=None,
+                        labels=dict(record.labels),
+                        changed_paths=[],
+                    )
+                )
+            versions = 0
+            for collection, ids in doomed.items():
+                versions += await tx.purge(collection, ids)
+            if patient_delta:
+                await tx.add_live_patients(patient_delta)
+            await tx.forget_responses_naming(erased)
+            sequences = await tx.append_changes(entries)
+        await self._announce(tenant_id, sequences)
+        return PurgeOutcome(erased, versions)

@@ -97,9 +97,13 @@ class ConsolidationThresholds(_message.Message):
     LEXICAL_OVERLAP_FIELD_NUMBER: _builtins.int
     MAX_GROUP_SIZE_FIELD_NUMBER: _builtins.int
     embedding_similarity: _builtins.float
-    """Minimum cosine similarity of the embeddings, in [0, 1] (default 0.9)."""
+    """Minimum cosine similarity of the embeddings, in [0, 1] (default 0.65;
+    the service embeds a canonical wording of each memory, see docs/memory.md).
+    """
     lexical_overlap: _builtins.float
-    """Minimum lexical overlap of normalised tokens, in [0, 1] (default 0.5)."""
+    """Minimum lexical overlap of normalised tokens (IDF-weighted overlap
+    coefficient), in [0, 1] (default 0.5).
+    """
     max_group_size: _builtins.int
     """Largest group merged into one block (default 50)."""
     def __init__(
