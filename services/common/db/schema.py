@@ -8,6 +8,7 @@ from __future__ import annotations
 from services.common import audit, usage  # noqa: F401  (registers tables)
 from services.common.db.base import Base
 from services.embedding import registry as embedding_registry  # noqa: F401
+from services.rag import tables as rag_tables  # noqa: F401
 from services.records import tables as record_tables  # noqa: F401
 from services.search import tables as search_tables  # noqa: F401
 from services.tenant import tables as tenant_tables  # noqa: F401
@@ -30,4 +31,8 @@ TENANT_OWNED_TABLES = (
     "tenant_counters",
     "idempotent_requests",
     "index_cursors",
+    "knowledge_bases",
+    "knowledge_documents",
+    "knowledge_document_tags",
+    "knowledge_chunks",
 )

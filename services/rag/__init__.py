@@ -1,0 +1,1 @@
+"""RagService: clinical knowledge ingest, context-aware retrieval and grounded answers."""

@@ -1,0 +1,75 @@
+"""Hybrid candidates for a query: dense (Milvus) + BM25 (the lexical index), fused, with features.
+
+Shared by `Retrieve` and by the relevance fitting script, so the calibration
+is fitted on exactly the features the service computes. The lexical engine
+is the process's (SQLite FTS5 beside Milvus Lite, Milvus's BM25 on a server;
+services/search/lexical.py). Both searches always filter by tenant, so
+candidates never cross tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.rag.relevance import Features, content_words, coverage
+from services.search.expressions import FilterSpec
+from services.search.fusion import DEFAULT_FUSION, fuse
+from services.search.lexical import LexicalIndex
+from services.search.search import KNOWLEDGE
+from services.search.vector_index import VectorIndex
+
+FIELDS = ["pk", "text"]
+
+
+@dataclass
+class Scored:
+    pk: str
+    indexed_text: str  # context header + chunk text, as indexed
+    features: Features
+    fused: float
+
+
+async def hybrid_candidates(
+    index: VectorIndex,
+    lexical_index: LexicalIndex,
+    tenant_id: str,
+    query: str,
+    vector: np.ndarray,
+    dense_expr: str,
+    lexical_spec: FilterSpec,
+    depth: int,
+) -> list[Scored]:
+    """Up to 2 x `depth` candidates (dense and lexical lists), each with its features."""
+    dense, lexical = await asyncio.gather(
+        index.dense_search(KNOWLEDGE, tenant_id, vector, dense_expr, depth, FIELDS),
+        lexical_index.search(KNOWLEDGE, tenant_id, query, lexical_spec, depth),
+    )
+    fused = fuse(
+        [(h.pk, h.score, h.fields) for h in dense],
+        [(h.pk, h.score, h.fields) for h in lexical],
+        DEFAULT_FUSION,
+    )
+    missing = [c.pk for c in fused if c.dense is None]
+    if missing:  # a lexical-only hit: its cosine still counts, so read its vector
+        rows = await index.fetch(KNOWLEDGE, tenant_id, missing, ["pk", "dense"])
+        for c in fused:
+            if c.pk in rows:
+                c.dense = float(np.dot(np.asarray(rows[c.pk]["dense"], dtype=np.float32), vector))
+    best_lexical = max((h.score for h in lexical), default=0.0)
+    words = content_words(query)
+    return [
+        Scored(
+            pk=c.pk,
+            indexed_text=str(c.fields.get("text", "")),
+            features=Features(
+                dense=c.dense if c.dense is not None else 0.0,
+                lexical=(c.lexical or 0.0) / best_lexical if best_lexical > 0 else 0.0,
+                coverage=coverage(words, str(c.fields.get("text", ""))),
+            ),
+            fused=c.fused,
+        )
+        for c in fused
+    ]
