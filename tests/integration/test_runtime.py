@@ -4,6 +4,7 @@ services, the ops HTTP endpoint (metrics, readiness, JWKS), start-up checks."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -14,38 +15,56 @@ from hacs.sync.v1 import sync_service_pb2, sync_service_pb2_grpc
 from hacs.tenant.v1 import tenant_service_pb2 as pb
 
 from services.common.runtime.server import HacsServer
-from tests.support.harness import Harness, bearer, make_settings
+from services.registry import ServiceSpec
+from tests.support.harness import Harness, bearer, make_settings, running_platform
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_health_is_reported_per_service(hacs: Harness) -> None:
-    health = health_pb2_grpc.HealthStub(hacs.channel)
+@pytest.fixture
+async def without_sync_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    """A server whose SyncService has no build (as a release without it would ship)."""
+    real = ServiceSpec.wiring.fget  # type: ignore[attr-defined]
+
+    def wiring(spec: ServiceSpec) -> str:
+        return "services.sync.not_built" if spec.key == "sync" else str(real(spec))
+
+    monkeypatch.setattr(ServiceSpec, "wiring", property(wiring))
+    settings = make_settings(
+        tmp_path / "data", f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", services="tenant,sync"
+    )
+    async with running_platform(settings) as harness:
+        yield harness
+
+
+async def test_health_is_reported_per_service(without_sync_build: Harness) -> None:
+    health = health_pb2_grpc.HealthStub(without_sync_build.channel)
     statuses = {
         name: (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
-        for name in (
-            "",
-            "hacs.tenant.v1.TenantService",
-            "hacs.records.v1.RecordService",
-            "hacs.sync.v1.SyncService",
-        )
+        for name in ("", "hacs.tenant.v1.TenantService", "hacs.sync.v1.SyncService")
     }
     assert statuses == {
         "": health_pb2.HealthCheckResponse.SERVING,
         "hacs.tenant.v1.TenantService": health_pb2.HealthCheckResponse.SERVING,
-        "hacs.records.v1.RecordService": health_pb2.HealthCheckResponse.SERVING,
         "hacs.sync.v1.SyncService": health_pb2.HealthCheckResponse.NOT_SERVING,
     }
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:  # not hosted by this process
+        await health.Check(health_pb2.HealthCheckRequest(service="hacs.search.v1.SearchService"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_contract_only_services_authenticate_then_say_unimplemented(hacs: Harness) -> None:
-    sync = sync_service_pb2_grpc.SyncServiceStub(hacs.channel)
+async def test_contract_only_services_authenticate_then_say_unimplemented(
+    without_sync_build: Harness,
+) -> None:
+    sync = sync_service_pb2_grpc.SyncServiceStub(without_sync_build.channel)
     request = sync_service_pb2.GetSyncCursorRequest(parent="tenants/platform")
     with pytest.raises(grpc.aio.AioRpcError) as anonymous:
         await sync.GetSyncCursor(request)
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await sync.GetSyncCursor(request, metadata=bearer(await hacs.operator_token()))
+        await sync.GetSyncCursor(
+            request, metadata=bearer(await without_sync_build.operator_token())
+        )
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "does not serve it yet" in (caught.value.details() or "")
 
