@@ -101,9 +101,24 @@ CREATE TABLE IF NOT EXISTS docs (
 );
 CREATE INDEX IF NOT EXISTS docs_scope ON docs (tenant_id, kind, type);
 CREATE INDEX IF NOT EXISTS docs_patient ON docs (tenant_id, patient_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS fts
-    USING fts5 (text, tokenize = 'porter unicode61 remove_diacritics 2');
 """
+
+# The full-text table: the title (a record's display name, a document's title)
+# as its own column so BM25 can weigh it above the body.
+_FTS = """
+CREATE VIRTUAL TABLE IF NOT EXISTS {name}
+    USING fts5 (title, text, tokenize = 'porter unicode61 remove_diacritics 2')
+"""
+
+LAYOUT_VERSION = 2  # PRAGMA user_version; 1 = single-column fts (before titles were weighed)
+
+# BM25 weight of a title match relative to a body match, per kind. Tuned on the
+# MedQuAD *train* split (scripts/tune_search_fusion.py; docs/search.md): the
+# lexical row rose 0.617 -> 0.662 nDCG@10 and hybrid 0.770 -> 0.783 at 5, with
+# gains flattening above it. Knowledge chunks keep 1: their text already opens
+# with a context header naming the document, and RAG's relevance model
+# (services/rag/relevance.py) is calibrated on those scores.
+TITLE_WEIGHTS = {"records": 5.0, "knowledge": 1.0}
 
 
 _UPSERT_DOC = """
@@ -136,6 +151,7 @@ class Fts5Lexical:
         self._path = path
         self._writer = self._connect()
         self._writer.executescript(_SCHEMA)
+        _migrate(self._writer)
         self._write_lock = threading.Lock()
         self._readers = [self._connect() for _ in range(readers)]
         self._free: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
@@ -187,7 +203,10 @@ class Fts5Lexical:
                     )
                     (doc_id,) = cur.fetchone()
                     cur.execute("DELETE FROM fts WHERE rowid = ?", (doc_id,))
-                    cur.execute("INSERT INTO fts (rowid, text) VALUES (?, ?)", (doc_id, d.text))
+                    cur.execute(
+                        "INSERT INTO fts (rowid, title, text) VALUES (?, ?, ?)",
+                        (doc_id, d.title, d.text),
+                    )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -238,14 +257,15 @@ class Fts5Lexical:
         where, params = _filters(spec, kind)
         sql = f"""
             SELECT d.pk, d.name, d.type, d.title, d.patient_id, d.grp, d.extra, fts.text,
-                   bm25(fts) AS score
+                   bm25(fts, ?, 1.0) AS score
             FROM fts JOIN docs AS d ON d.id = fts.rowid
             WHERE fts MATCH ? AND d.tenant_id = ? AND d.kind = ? {where}
             ORDER BY score LIMIT ?"""
+        weight = TITLE_WEIGHTS.get(kind, 1.0)
         conn = await self._free.get()
         try:
             rows = await asyncio.to_thread(
-                conn.execute(sql, (query, tenant_id, kind, *params, limit)).fetchall
+                conn.execute(sql, (weight, query, tenant_id, kind, *params, limit)).fetchall
             )
         finally:
             self._free.put_nowait(conn)
@@ -279,6 +299,42 @@ class Fts5Lexical:
         finally:
             self._free.put_nowait(conn)
         return int(row[0])
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a lexical.db to LAYOUT_VERSION in place; nothing is re-embedded or lost.
+
+    Version 1 kept one fts column (the text, whose first line is usually the
+    title); version 2 adds the title column, filled from the docs table.
+    """
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(fts)")]
+    if columns == ["title", "text"] or not columns:
+        if not columns:
+            conn.execute(_FTS.format(name="fts"))
+        if version != LAYOUT_VERSION:
+            conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+        return
+    if columns != ["text"]:
+        raise RuntimeError(
+            f"lexical index has an unknown layout (fts columns {columns}); move the file "
+            "aside and run `hacs index backfill` to rebuild it"
+        )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("DROP TABLE IF EXISTS fts_v2")
+        conn.execute(_FTS.format(name="fts_v2"))
+        conn.execute(
+            "INSERT INTO fts_v2 (rowid, title, text) "
+            "SELECT f.rowid, d.title, f.text FROM fts AS f JOIN docs AS d ON d.id = f.rowid"
+        )
+        conn.execute("DROP TABLE fts")
+        conn.execute("ALTER TABLE fts_v2 RENAME TO fts")
+        conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _filters(spec: FilterSpec, kind: str, today: date | None = None) -> tuple[str, list[Any]]:

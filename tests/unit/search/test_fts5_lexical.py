@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from services.search.expressions import FilterSpec
-from services.search.lexical import Fts5Lexical, fts_query
+from services.search.lexical import LAYOUT_VERSION, Fts5Lexical, fts_query
 from services.search.vector_index import IndexDoc
 
 
-def doc(pk: str, tenant: str, text: str, **kw: object) -> IndexDoc:
+def doc(pk: str, tenant: str, text: str, **kw: Any) -> IndexDoc:
     return IndexDoc(
         pk=pk,
         tenant_id=tenant,
@@ -20,7 +22,7 @@ def doc(pk: str, tenant: str, text: str, **kw: object) -> IndexDoc:
         text=text,
         vector=np.zeros(4, dtype=np.float32),
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 async def test_bm25_ranking_filters_and_tenants(tmp_path: Path) -> None:
@@ -95,3 +97,51 @@ def test_query_words_cannot_be_fts_syntax() -> None:
         == '"near" OR "a" OR "b" OR "or" OR "x" OR "y" OR "and" OR "z"'
     )
     assert fts_query("?!") == ""
+
+
+async def test_a_title_match_outranks_a_passing_mention_in_records(tmp_path: Path) -> None:
+    fts = Fts5Lexical(tmp_path / "lexical.db")
+    await fts.upsert(
+        "records",
+        [
+            doc("a/mention", "a", "Asthma inhaler refilled.", title="Repeat prescription"),
+            doc(
+                "a/titled",
+                "a",
+                "Action plan reviewed with the family: inhaler technique checked, spacer "
+                "given, peak flow diary started, follow-up in three months.",
+                title="Asthma",
+            ),
+        ],
+    )
+    hits = await fts.search("records", "a", "asthma", FilterSpec(), 10)
+    assert [h.pk for h in hits] == ["a/titled", "a/mention"]
+    fts.close()
+
+
+async def test_a_version_1_index_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "lexical.db"
+    fts = Fts5Lexical(path)
+    await fts.upsert("records", [doc("a/1", "a", "Asthma. Wheezing at night.", title="Asthma")])
+    fts.close()
+    # Rewrite the file to the version 1 layout: one fts column, user_version 0.
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        DROP TABLE fts;
+        CREATE VIRTUAL TABLE fts USING fts5 (text, tokenize = 'porter unicode61');
+        INSERT INTO fts (rowid, text) SELECT id, 'Asthma. Wheezing at night.' FROM docs;
+        PRAGMA user_version = 0;
+        """
+    )
+    conn.close()
+
+    fts = Fts5Lexical(path)
+    hits = await fts.search("records", "a", "wheezing", FilterSpec(), 10)
+    assert [(h.pk, h.fields["text"]) for h in hits] == [("a/1", "Asthma. Wheezing at night.")]
+    fts.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (LAYOUT_VERSION,)
+    assert [r[1] for r in conn.execute("PRAGMA table_info(fts)")] == ["title", "text"]
+    assert conn.execute("SELECT title FROM fts").fetchall() == [("Asthma",)]
+    conn.close()
