@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests start as real servers
-# (PostgreSQL) and make. Skips what is already there; needs root (or sudo) otherwise.
+# (PostgreSQL, Redis) and make. Skips what is already there; needs root (or sudo) otherwise.
 set -euo pipefail
 
 need=()
@@ -8,6 +8,7 @@ command -v make >/dev/null 2>&1 || need+=(make)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from services.common.errors import Forbidden, Unauthenticated
 from services.common.permissions import grants
@@ -24,6 +25,8 @@ class Caller:
     role: str
     permissions: frozenset[str]
     token_id: str = ""
+    # When the token stops being valid; long-lived streams end there (UNAUTHENTICATED).
+    expires_at: datetime | None = None
 
     @property
     def actor_name(self) -> str:

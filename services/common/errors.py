@@ -127,6 +127,20 @@ class RateLimited(QuotaExceeded):
         self.retry_after_seconds = retry_after_seconds
 
 
+class SlowConsumer(QuotaExceeded):
+    """A stream consumer fell too far behind and was cut off (RESOURCE_EXHAUSTED).
+
+    The server will not buffer for it without bound; `cursor` is the last
+    position delivered, so the consumer resumes from there and loses nothing.
+    """
+
+    reason = "SLOW_CONSUMER"
+
+    def __init__(self, message: str, *, cursor: str, limit: str = "") -> None:
+        super().__init__(message, [QuotaViolation("stream", limit)] if limit else [])
+        self.cursor = cursor
+
+
 class OutOfRange(HacsError):
     reason = "OUT_OF_RANGE"
 

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -130,12 +131,14 @@ def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
         raise Unauthenticated("token lacks its tenant or actor claim")
     if claims.get("sub") != f"tenants/{tenant}/actors/{actor}":
         raise Unauthenticated("token subject does not match its tenant and actor")
+    exp = claims.get("exp")
     return Caller(
         tenant_id=tenant,
         actor_id=actor,
         role=str(claims.get("role", "")),
         permissions=frozenset(permissions),
         token_id=str(claims.get("jti", "")),
+        expires_at=datetime.fromtimestamp(exp, UTC) if isinstance(exp, int | float) else None,
     )
 
 

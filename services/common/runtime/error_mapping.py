@@ -3,7 +3,8 @@
 Every error carries an ErrorInfo (domain "hacs.health", a reason from
 hacs.common.v1.ErrorReason) plus the detail that says what to fix: BadRequest
 field violations, a PreconditionFailure naming the stale etag, a QuotaFailure
-naming the limit, RetryInfo for rate limits, ResourceInfo for NOT_FOUND.
+naming the limit, RetryInfo for rate limits, ResourceInfo for NOT_FOUND, the
+resume cursor (ErrorInfo metadata "cursor") for a stream's slow consumer.
 Unexpected exceptions become INTERNAL with an incident id that is also logged
 with the stack trace; the caller never sees the trace.
 """
@@ -78,6 +79,8 @@ def to_status(exc: errors.HacsError) -> tuple[grpc.StatusCode, str, status_pb2.S
         )
     elif isinstance(exc, errors.Forbidden) and exc.permission:
         info.metadata["permission"] = exc.permission
+    elif isinstance(exc, errors.SlowConsumer):
+        info.metadata["cursor"] = exc.cursor
     if isinstance(exc, errors.QuotaExceeded):
         details.append(
             error_details_pb2.QuotaFailure(

@@ -244,6 +244,9 @@ class AuditInterceptor:
     @asynccontextmanager
     async def scope(self, call: Call) -> AsyncIterator[None]:
         failure: BaseException | None = None
+        # Read the peer now: once a streaming call is cancelled its context is gone,
+        # and touching it from the `finally` below crashes the process.
+        peer = call.context.peer()
         try:
             yield
         except BaseException as exc:
@@ -254,7 +257,7 @@ class AuditInterceptor:
             if caller is not None:
                 code = _code_of(call, failure)
                 details = dict(call.state.details)
-                if peer := call.context.peer():
+                if peer:
                     details["peer"] = peer
                 if request_id := call.metadata.get("x-request-id"):
                     details["request_id"] = request_id

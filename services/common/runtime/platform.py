@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from services.common.audit import AuditLog
-from services.common.change_bus import ChangeBus, LocalChangeBus
+from services.common.change_bus import ChangeBus, LocalChangeBus, RedisChangeBus
 from services.common.db import migrate
 from services.common.db.engine import Database
 from services.common.runtime.rate_limit import TenantRateLimiter
@@ -131,7 +131,7 @@ async def open_platform(settings: Settings) -> Platform:
 
     usage = UsageMeter(db)
     usage.start()
-    return Platform(
+    platform = Platform(
         settings=settings,
         db=db,
         audit=AuditLog(db),
@@ -140,3 +140,12 @@ async def open_platform(settings: Settings) -> Platform:
         limiter=TenantRateLimiter(standing_lookup(db), enforce_rate=settings.rate_limit_enabled),
         signing_keys=signing_keys,
     )
+    if settings.redis_url:
+        # Mesh: change notices cross replicas. The log stays the source of truth,
+        # so an unreachable Redis only slows readers down (they poll); it is not fatal.
+        bus = RedisChangeBus(settings.redis_url)
+        if not await bus.ping():
+            log.warning("Redis at HACS_REDIS_URL is not reachable yet; change readers will poll")
+        platform.change_bus = bus
+        platform.on_close(bus.close)
+    return platform

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.runtime.gc_tuning import tune_garbage_collection
 from services.common.runtime.http import OpsHttpServer
 from services.common.runtime.interceptors import (
     AuditInterceptor,
@@ -92,6 +93,7 @@ class HacsServer:
         for spec in specs:
             await spec.register(platform, server)
             self._serving[spec.full_name] = spec.implemented
+        tune_garbage_collection()  # start-up objects are in place: freeze them
         names = [spec.full_name for spec in specs]
         reflection.enable_server_reflection(
             [

@@ -1,0 +1,69 @@
+"""Builds the sync servicer: the live change hub, sessions, and the record writer for edits."""
+
+from __future__ import annotations
+
+import grpc
+from hacs.sync.v1 import sync_service_pb2_grpc
+
+from services.common.runtime.platform import Platform
+from services.records.store import RecordStore
+from services.records.writes import RecordWriter
+from services.sync.atomic import AtomicPush
+from services.sync.change_log import ChangeLogReader
+from services.sync.collaborate import Collaboration
+from services.sync.edits import RecordEdits
+from services.sync.offline import SequentialPush
+from services.sync.planned_versions import PlannedVersionsStore
+from services.sync.push import OfflinePush
+from services.sync.servicer import SyncServicer
+from services.sync.session_hub import SessionHub
+from services.sync.session_relay import RedisSessionRelay
+from services.sync.stamps import LocalWriteStamps, RedisWriteStamps, WriteStamps
+from services.sync.tail import ChangeHub
+from services.sync.watch import Watcher
+from services.tenant.standing import standing_lookup
+
+
+async def sync_parts(platform: Platform) -> tuple[Watcher, SessionHub, OfflinePush]:
+    """The process's sync domain, built once (tests reach it to tune limits)."""
+
+    async def build() -> tuple[Watcher, SessionHub, OfflinePush]:
+        store = RecordStore(platform.db)
+        lookup = standing_lookup(platform.db)
+
+        async def patient_limit(tenant_id: str) -> int:
+            standing = await lookup(tenant_id)
+            return standing.max_patients if standing else 0
+
+        def writer_for(planned: dict[tuple[str, str], int]) -> RecordWriter:
+            return RecordWriter(
+                PlannedVersionsStore(platform.db, planned), patient_limit, platform.change_bus
+            )
+
+        reader = ChangeLogReader(store)
+        changes = ChangeHub(reader, platform.change_bus)
+        changes.start()
+        platform.on_close(changes.close)
+        redis_url = platform.settings.redis_url
+        stamps: WriteStamps = LocalWriteStamps()
+        relay: RedisSessionRelay | None = None
+        if redis_url:  # mesh: stamps and session news are shared by every replica
+            redis_stamps = RedisWriteStamps(redis_url)
+            platform.on_close(redis_stamps.close)
+            stamps, relay = redis_stamps, RedisSessionRelay(redis_url)
+        writer = RecordWriter(store, patient_limit, platform.change_bus)
+        edits = RecordEdits(store, writer, stamps)
+        sessions = SessionHub(changes, reader, edits, relay)
+        sessions.start()
+        platform.on_close(sessions.close)
+        push = OfflinePush(SequentialPush(edits), AtomicPush(edits, store, writer_for), reader)
+        return Watcher(reader, changes), sessions, push
+
+    return await platform.shared("sync", build)
+
+
+async def register(platform: Platform, server: grpc.aio.Server) -> None:
+    watcher, sessions, push = await sync_parts(platform)
+    sync_service_pb2_grpc.add_SyncServiceServicer_to_server(
+        SyncServicer(watcher, Collaboration(sessions), push), server
+    )
