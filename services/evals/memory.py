@@ -33,17 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import grpc
 from hacs.memory.v1 import consolidation_pb2 as cpb
 from hacs.memory.v1 import memory_service_pb2 as mpb
 from hacs.memory.v1 import memory_service_pb2_grpc, recall_pb2
 from hacs.records.v1 import record_pb2, record_service_pb2_grpc
 from hacs.records.v1 import record_service_pb2 as rpb
-from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2_grpc
-from hacs.tenant.v1 import tenant_service_pb2 as tpb
 
-from services.common.runtime.server import HacsServer
-from services.common.settings import Settings
+from services.evals.platform import EvalPlatform as Platform
+from services.evals.platform import running_platform
 from services.memory.blocks import TYPES_BY_NAME
 from services.records.names import ID_PATTERN
 
@@ -60,61 +57,6 @@ TENANT = "memory-eval"
 
 class DatasetError(Exception):
     pass
-
-
-@dataclass
-class Platform:
-    server: HacsServer
-    channel: grpc.aio.Channel
-    token: tuple[tuple[str, str]]
-    tenant: str
-    agents: list[str]
-
-
-async def start_platform(data_dir: Path, agents: list[str]) -> Platform:
-    """A platform of its own, with a tenant whose administrator runs the evaluation."""
-    settings = Settings.from_env(
-        {},
-        data_dir=str(data_dir),
-        grpc_listen="127.0.0.1:0",
-        http_listen="127.0.0.1:0",
-        services="tenant,records,embedding,search,memory",
-        rate_limit_enabled="false",
-        indexer_enabled="false",
-        log_level="WARNING",
-    )
-    server = HacsServer(settings)
-    await server.start()
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{server.grpc_port}",
-        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-    )
-    tenants = tenant_service_pb2_grpc.TenantServiceStub(channel)
-    operator_key = (data_dir / "operator.key").read_text().strip()
-    operator = (await tenants.IssueToken(tpb.IssueTokenRequest(api_key=operator_key))).access_token
-    created = await tenants.CreateTenant(
-        tpb.CreateTenantRequest(
-            tenant_id=TENANT,
-            tenant=tenant_pb2.Tenant(
-                display_name="Memory evaluation", plan=tenant_pb2.PLAN_ENTERPRISE
-            ),
-            admin=tenant_pb2.Actor(display_name="Evaluator"),
-        ),
-        metadata=(("authorization", f"Bearer {operator}"),),
-    )
-    token = (
-        await tenants.IssueToken(
-            tpb.IssueTokenRequest(api_key=created.admin_api_key.secret, ttl_seconds=3600)
-        )
-    ).access_token
-    tenant = f"tenants/{TENANT}"
-    return Platform(
-        server,
-        channel,
-        (("authorization", f"Bearer {token}"),),
-        tenant,
-        [f"{tenant}/actors/{agent}" for agent in agents],
-    )
 
 
 @dataclass(frozen=True)
@@ -237,7 +179,12 @@ async def load_blocks(platform: Platform, blocks: list[Block], out: TextIO) -> N
 
 
 async def consolidate(
-    platform: Platform, thresholds: cpb.ConsolidationThresholds, *, dry_run: bool, out: TextIO
+    platform: Platform,
+    agents: list[str],
+    thresholds: cpb.ConsolidationThresholds,
+    *,
+    dry_run: bool,
+    out: TextIO,
 ) -> tuple[list[list[str]], int]:
     """The merge groups (as block ids) and the number of contradictions flagged."""
     memory = memory_service_pb2_grpc.MemoryServiceStub(platform.channel)
@@ -246,7 +193,7 @@ async def consolidate(
     stream = memory.Consolidate(
         mpb.ConsolidateRequest(
             parent=platform.tenant,
-            scope=recall_pb2.MemoryFilter(agents=platform.agents),
+            scope=recall_pb2.MemoryFilter(agents=agents),
             thresholds=thresholds,
             dry_run=dry_run,
         ),
@@ -274,8 +221,14 @@ async def evaluate(
     blocks = load(path)
     out.write(f"{path.name}: {len(blocks):,} blocks\n")
     with tempfile.TemporaryDirectory(prefix="hacs-eval-") as data_dir:
-        platform = await start_platform(Path(data_dir), sorted({b.agent for b in blocks}))
-        try:
+        async with running_platform(
+            Path(data_dir),
+            tenant_id=TENANT,
+            display_name="Memory evaluation",
+            services="tenant,records,embedding,search,memory",
+            indexer=False,
+        ) as platform:
+            agents = [platform.actor(agent) for agent in sorted({b.agent for b in blocks})]
             await load_blocks(platform, blocks, out)
             if sweep:
                 table = {}
@@ -283,13 +236,12 @@ async def evaluate(
                     grid = cpb.ConsolidationThresholds(
                         embedding_similarity=embedding, lexical_overlap=lexical
                     )
-                    groups, _ = await consolidate(platform, grid, dry_run=True, out=out)
+                    groups, _ = await consolidate(platform, agents, grid, dry_run=True, out=out)
                     table[f"{embedding:.2f}/{lexical:.2f}"] = score(blocks, groups)
                 return table
-            groups, flagged = await consolidate(platform, thresholds, dry_run=False, out=out)
-        finally:
-            await platform.channel.close()
-            await platform.server.stop(grace=1)
+            groups, flagged = await consolidate(
+                platform, agents, thresholds, dry_run=False, out=out
+            )
     figures: dict[str, Any] = score(blocks, groups)
     figures["_groups"] = len(groups)
     figures["_contradictions_flagged"] = flagged

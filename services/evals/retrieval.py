@@ -17,21 +17,18 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import grpc
 from hacs.records.v1 import record_pb2, record_service_pb2_grpc
 from hacs.records.v1 import record_service_pb2 as rpb
 from hacs.search.v1 import query_pb2, search_service_pb2_grpc
 from hacs.search.v1 import search_service_pb2 as spb
-from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2_grpc
-from hacs.tenant.v1 import tenant_service_pb2 as tpb
 
-from services.common.runtime.server import HacsServer
-from services.common.settings import Settings
 from services.evals.beir import Dataset, load, ndcg_at, recall_at
+from services.evals.platform import EvalPlatform as Platform
+from services.evals.platform import running_platform
+from services.evals.progress import Progress
 from services.records.names import ID_PATTERN
 
 MODES = {
@@ -43,14 +40,6 @@ TENANT = "retrieval-eval"
 BATCH = 500
 
 
-@dataclass
-class Platform:
-    server: HacsServer
-    channel: grpc.aio.Channel
-    token: tuple[tuple[str, str]]
-    tenant: str
-
-
 def record_id(doc_id: str) -> str:
     return (
         doc_id
@@ -59,57 +48,15 @@ def record_id(doc_id: str) -> str:
     )
 
 
-def _progress(out: TextIO, label: str, done: int, total: int, started: float) -> None:
+def _progress(progress: Progress, label: str, done: int, total: int, started: float) -> None:
     rate = done / max(time.monotonic() - started, 1e-6)
-    out.write(f"\r  {label}: {done:,}/{total:,} ({rate:,.0f}/s)   ")
-    out.flush()
-    if done >= total:
-        out.write("\n")
-
-
-async def start_platform(data_dir: Path) -> Platform:
-    settings = Settings.from_env(
-        {},
-        data_dir=str(data_dir),
-        grpc_listen="127.0.0.1:0",
-        http_listen="127.0.0.1:0",
-        services="tenant,records,embedding,search",
-        rate_limit_enabled="false",
-        log_level="WARNING",
-    )
-    server = HacsServer(settings)
-    await server.start()
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{server.grpc_port}",
-        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-    )
-    tenants = tenant_service_pb2_grpc.TenantServiceStub(channel)
-    operator = (
-        await tenants.IssueToken(
-            tpb.IssueTokenRequest(api_key=(data_dir / "operator.key").read_text().strip())
-        )
-    ).access_token
-    created = await tenants.CreateTenant(
-        tpb.CreateTenantRequest(
-            tenant_id=TENANT,
-            tenant=tenant_pb2.Tenant(
-                display_name="Retrieval evaluation", plan=tenant_pb2.PLAN_ENTERPRISE
-            ),
-            admin=tenant_pb2.Actor(display_name="Evaluator"),
-        ),
-        metadata=(("authorization", f"Bearer {operator}"),),
-    )
-    token = (
-        await tenants.IssueToken(
-            tpb.IssueTokenRequest(api_key=created.admin_api_key.secret, ttl_seconds=3600)
-        )
-    ).access_token
-    return Platform(server, channel, (("authorization", f"Bearer {token}"),), f"tenants/{TENANT}")
+    progress.show(f"{label}: {done:,}/{total:,} ({rate:,.0f}/s)", final=done >= total)
 
 
 async def load_corpus(platform: Platform, dataset: Dataset, out: TextIO) -> None:
     records = record_service_pb2_grpc.RecordServiceStub(platform.channel)
     started = time.monotonic()
+    progress = Progress(out)
     total = len(dataset.corpus)
     for start in range(0, total, BATCH):
         batch = dataset.corpus[start : start + BATCH]
@@ -124,18 +71,23 @@ async def load_corpus(platform: Platform, dataset: Dataset, out: TextIO) -> None
             metadata=platform.token,
             timeout=300,
         )
-        _progress(out, "writing records", start + len(batch), total, started)
+        _progress(progress, "writing records", start + len(batch), total, started)
 
 
 async def wait_indexed(platform: Platform, out: TextIO) -> None:
     search = search_service_pb2_grpc.SearchServiceStub(platform.channel)
     started = time.monotonic()
+    progress = Progress(out)
     while True:
         status = await search.GetIndexStatus(
             spb.GetIndexStatusRequest(parent=platform.tenant), metadata=platform.token
         )
         _progress(
-            out, "indexing (change log)", status.indexed_sequence, status.head_sequence, started
+            progress,
+            "indexing (change log)",
+            status.indexed_sequence,
+            status.head_sequence,
+            started,
         )
         if status.indexed_sequence >= status.head_sequence:
             return
@@ -160,6 +112,7 @@ async def run_queries(
     options.mode = MODES[mode]
     results: dict[str, list[tuple[str, float]]] = {}
     started = time.monotonic()
+    progress = Progress(out)
     items = list(dataset.queries.items())
     limit = asyncio.Semaphore(8)
 
@@ -180,7 +133,7 @@ async def run_queries(
                 timeout=60,
             )
         results[query_id] = [(reverse[h.name.rsplit("/", 1)[1]], h.score) for h in reply.hits]
-        _progress(out, f"queries ({mode})", len(results), len(items), started)
+        _progress(progress, f"queries ({mode})", len(results), len(items), started)
 
     await asyncio.gather(*(one(q, t) for q, t in items))
     return results
@@ -223,8 +176,12 @@ async def evaluate(
             "and were skipped\n"
         )
     with tempfile.TemporaryDirectory(prefix="hacs-eval-") as data_dir:
-        platform = await start_platform(Path(data_dir))
-        try:
+        async with running_platform(
+            Path(data_dir),
+            tenant_id=TENANT,
+            display_name="Retrieval evaluation",
+            services="tenant,records,embedding,search",
+        ) as platform:
             await load_corpus(platform, dataset, out)
             await wait_indexed(platform, out)
             depth = 200 if dump else 100
@@ -232,9 +189,6 @@ async def evaluate(
                 mode: await run_queries(platform, dataset, mode, top_k=depth, out=out)
                 for mode in MODES
             }
-        finally:
-            await platform.channel.close()
-            await platform.server.stop(grace=1)
     if dump is not None:
         payload = json.dumps({"split": split, "runs": runs, "qrels": dataset.qrels})
         await asyncio.to_thread(dump.write_text, payload)

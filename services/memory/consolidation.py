@@ -140,7 +140,7 @@ class Consolidator:
         yield Progress(CANDIDATES, 0, len(items), 0, 0)
         found = Plan()
         done = 0
-        for chunk in _chunks(partitions(items)):  # partitions are independent
+        for chunk in chunk_partitions(partitions(items)):  # partitions are independent
             part = await asyncio.to_thread(plan, comparer, thresholds, chunk)
             found.groups += part.groups
             found.contradictions += part.contradictions
@@ -230,7 +230,7 @@ class Consolidator:
         return written.created[0]
 
 
-def _chunks(parts: list[list[int]], size: int = PROGRESS_EVERY) -> list[list[list[int]]]:
+def chunk_partitions(parts: list[list[int]], size: int = PROGRESS_EVERY) -> list[list[list[int]]]:
     """Partitions batched into chunks of about `size` memories (one progress report each)."""
     chunks: list[list[list[int]]] = []
     current: list[list[int]] = []

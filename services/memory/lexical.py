@@ -12,8 +12,11 @@ every recall first applies the memory changes committed since its cursor.
 Replicas therefore never depend on each other's state, and a restart only
 costs one rebuild.
 
-Scores are Okapi BM25 (k1 = 1.2, b = 0.75) over lower-cased, lightly stemmed
-tokens without stopwords; `score` rates any text (e.g. a memory as it was at
+Scores are Okapi BM25 (k1 = 1.2, b = 0.5) over lower-cased, lightly stemmed
+tokens without stopwords (b below the usual 0.75: memories run from a few
+words to paragraphs, and a long one should not lose a match for its length
+as much — chosen on the train conversations of the recall tuning protocol,
+docs/memory.md); `score` rates any text (e.g. a memory as it was at
 `as_of`) with the tenant's current statistics.
 """
 
@@ -32,7 +35,7 @@ from services.memory.text import STOPWORDS, stem
 from services.records.store import RecordStore
 
 K1 = 1.2
-B = 0.75
+B = 0.5
 _WORD = re.compile(r"[a-z0-9]+")
 SCAN_BATCH = 1000
 CHANGES_PER_ROUND = 5000

@@ -5,7 +5,10 @@ clinical time is its event time, else its creation), so those pages are read
 in order with a keyset and filtered as they come; the scan stops as soon as
 a page is full. "importance_score" and "last_accessed" live in the record
 body and importance decays with time, so those orders read the whole scope,
-sort it, and continue after the last (value, name) returned.
+sort it, and continue after the last (value, name) returned. The page token
+also pins the time importance was evaluated at: every page of one listing
+ranks by the same clock, so decay between calls cannot skip or repeat a
+memory.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ ORDERS = {
     "last_accessed": ("last_accessed", True),
 }
 SCAN_BATCH = 500
+_COLUMN_ORDERS = ("create_time", "clinical_time")
 
 
 @dataclass(frozen=True)
@@ -84,13 +88,15 @@ class Lister:
         fingerprint = _digest(scope, order, show_deleted)
         after = _decode(page_token, fingerprint) if page_token else None
         now = utcnow()
+        if after is not None and len(after) == 3 and order.field not in _COLUMN_ORDERS:
+            now = _pinned_clock(after[2])  # the clock of the first page
 
         def wanted(record: record_pb2.Record) -> bool:
             if show_deleted and record.HasField("delete_time"):
                 record = _undeleted(record)
             return matches(record, scope, query_time=now)
 
-        if order.field in ("create_time", "clinical_time"):
+        if order.field in _COLUMN_ORDERS:
             return await self._by_column(
                 scope, order, wanted, page_size, after, fingerprint, show_deleted
             )
@@ -110,7 +116,7 @@ class Lister:
         page = keyed[:page_size]
         token = ""
         if len(keyed) > page_size and page:
-            token = _encode([page[-1][0], page[-1][1]], fingerprint)
+            token = _encode([page[-1][0], page[-1][1], now.isoformat()], fingerprint)
         return [item[2] for item in page], token
 
     async def _by_column(
@@ -224,6 +230,16 @@ def _digest(scope: Scope, order: Order, show_deleted: bool) -> str:
 
 def _encode(key: list[object], fingerprint: str) -> str:
     return encode_page_token("memories", json.dumps({"f": fingerprint, "k": key}))
+
+
+def _pinned_clock(value: object) -> datetime:
+    try:
+        pinned = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise Invalid(
+            FieldViolation("page_token", "is not a page token returned by this list")
+        ) from exc
+    return pinned if pinned.tzinfo else pinned.replace(tzinfo=UTC)
 
 
 def _decode(token: str, fingerprint: str) -> list[object]:

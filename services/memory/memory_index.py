@@ -1,4 +1,4 @@
-"""The memory index: one Milvus collection ("memory"), kept in step with the change log.
+"""The memory index: two Milvus collections, kept in step with the change log.
 
 Why tail the change log rather than write vectors beside each write: memory
 blocks are records, and records are also written through RecordService
@@ -9,12 +9,13 @@ idempotent). The memory service calls `catch_up` after its own writes and
 before every read (Recall, Consolidate, Cluster), so callers read their
 writes: no stale recall, and no background task to run.
 
-Rows are content revisions. A live memory has one open row under its
-`vector_id` ("{tenant}/{id}"), with `extra.from` (when its content began)
-and `extra.to` = 0. When the content changes, or the memory is forgotten or
-superseded, the open row is copied to a closed one (`{vector_id}@{from}`,
-`extra.to` = when it ended, `extra.end` = why) before the open row is
-replaced or removed. So recall `as_of` a past instant searches the rows
+Rows are content revisions (index_rows.py): a live memory has one open
+whole-memory row under its `vector_id` ("{tenant}/{id}") in `memory`, and
+one open row per passage (passages.py) in `memory_passage`, all with
+`extra.from` (when its content began) and `extra.to` = 0. When the content
+changes, or the memory is forgotten or superseded, the open rows are copied
+to closed ones (`…@{from}`, `extra.to` = when it ended, `extra.end` = why)
+before they are replaced or removed. So recall `as_of` a past instant searches the rows
 valid then, with the vectors of the words as they were. Erasure (a PURGE in
 the log, or ErasePatientMemories directly) deletes every row of the memory.
 Accesses and importance changes do not touch the index (ranking reads them
@@ -27,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -35,72 +38,48 @@ from hacs.records.v1 import record_pb2
 from services.common.db.base import utcnow
 from services.common.db.engine import Database
 from services.embedding.embedder import Embedder
-from services.memory.blocks import (
-    COLLECTION,
-    TYPE_NAMES,
-    digest,
-    embedding_text,
-    expire_time,
-    index_text,
-    memory_id,
-    memory_time,
-    patient_id,
-    utc,
-    vector_id,
+from services.memory.blocks import COLLECTION, embedding_text, memory_id, vector_id
+from services.memory.index_rows import (
+    ALL_KINDS,
+    HISTORY,
+    HIT_FIELDS,
+    PASSAGE,
+    ROW_FIELDS,
+    WHOLE,
+    closed,
+    content_digest,
+    meta_digest,
+    ms,
+    passage_pk,
+    passage_row,
+    vector_of,
+    whole_row,
 )
+from services.memory.passages import passages
 from services.records.store import RecordStore
 from services.search.indexer import RECORDS_INDEX, record_pk
 from services.search.tables import IndexCursorRow
 from services.search.vector_index import Hit, IndexDoc, VectorIndex
 
-KIND = "memory"
+KIND = WHOLE  # the whole-memory collection (tests and tools name it)
 CURSOR = "memory"
 CHANGES_PER_ROUND = 1000
 EMBED_BATCH = 128
-ROW_FIELDS = [
-    "pk",
-    "tenant_id",
-    "name",
-    "kind",
-    "title",
-    "text",
-    "dense",
-    "patient_id",
-    "clinical_time",
-    "codes",
-    "labels",
-    "version",
-    "grp",
-    "extra",
-]
-HIT_FIELDS = ["pk", "name", "version", "extra"]
+FETCH_BATCH = 1000
 
 Provider = Callable[[], Awaitable[Any]]
 
 
-def _ms(record_time: object) -> int:
-    return int(utc(record_time).timestamp() * 1000)
+@dataclass
+class _Batch:
+    """What one round of changes does to the two collections."""
 
-
-def _meta(record: record_pb2.Record) -> str:
-    """What the index filters on, besides the words."""
-    block = record.memory_block
-    expires = expire_time(record)
-    return digest(
-        block.agent,
-        patient_id(block),
-        block.memory_type,
-        list(block.tags),
-        int(memory_time(record).timestamp()),
-        sorted(record.labels.items()),
-        expires.isoformat() if expires else "",
-        block.summary,
-    )
-
-
-def _content(record: record_pb2.Record) -> str:
-    """The words (the vector is a function of the content alone)."""
-    return digest(record.memory_block.content, index_text(record.memory_block))
+    whole: list[IndexDoc] = field(default_factory=list)
+    passages: list[IndexDoc] = field(default_factory=list)
+    closed_whole: list[IndexDoc] = field(default_factory=list)
+    closed_passages: list[IndexDoc] = field(default_factory=list)
+    drop_whole: list[str] = field(default_factory=list)
+    drop_passages: list[str] = field(default_factory=list)
 
 
 class MemoryIndex:
@@ -150,10 +129,10 @@ class MemoryIndex:
             current = await tx.get_many([(COLLECTION, i) for i in ids])
         index = await self.index()
         existing = await index.fetch(
-            KIND, tenant_id, [vector_id(tenant_id, i) for i in ids], ROW_FIELDS
+            WHOLE, tenant_id, [vector_id(tenant_id, i) for i in ids], ROW_FIELDS
         )
-        upserts: list[IndexDoc] = []
-        closed_live: list[str] = []
+        old_passages = await self._fetch_passages(tenant_id, existing.values(), ROW_FIELDS)
+        batch = _Batch()
         erased: list[str] = []
         fresh: list[tuple[record_pb2.Record, int]] = []
         for record_id in ids:
@@ -163,47 +142,95 @@ class MemoryIndex:
             if record is None:  # purged: every row goes
                 erased.append(f"tenants/{tenant_id}/{COLLECTION}/{record_id}")
                 continue
+            parts = _parts_of(row, old_passages)
             if record.HasField("delete_time"):
                 if row is not None:
                     end = "superseded" if record.memory_block.superseded_by else "deleted"
-                    upserts.append(_closed(row, _ms(record.delete_time), end))
-                    closed_live.append(pk)
+                    until = ms(record.delete_time)
+                    batch.closed_whole.append(closed(row, until, end))
+                    batch.closed_passages.extend(closed(p, until, end) for p in parts)
+                    batch.drop_whole.append(pk)
+                    batch.drop_passages.extend(p["pk"] for p in parts)
                 continue
             extra = dict(row["extra"]) if row is not None else {}
-            if row is not None and extra.get("content") == _content(record):
-                if extra.get("meta") != _meta(record):
-                    upserts.append(_document(record, pk, _vector(row), int(extra["from"])))
+            if row is not None and extra.get("content") == content_digest(record):
+                if extra.get("meta") != meta_digest(record):  # same vectors, new filter fields
+                    since = int(extra["from"])
+                    batch.whole.append(whole_row(record, pk, vector_of(row), since, len(parts)))
+                    batch.passages.extend(
+                        passage_row(record, pk, k, p["text"], vector_of(p), since)
+                        for k, p in enumerate(parts)
+                    )
                 continue
-            if row is not None:
-                upserts.append(_closed(row, _ms(record.update_time), ""))
+            if row is not None:  # new words: the old revision closes
+                until = ms(record.update_time)
+                batch.closed_whole.append(closed(row, until, ""))
+                batch.closed_passages.extend(closed(p, until, "") for p in parts)
+                batch.drop_passages.extend(p["pk"] for p in parts)
             fresh.append((record, await self._content_since(tenant_id, record)))
         for start in range(0, len(fresh), EMBED_BATCH):
-            batch = fresh[start : start + EMBED_BATCH]
-            texts = await asyncio.to_thread(_embedding_texts, [r for r, _ in batch])
-            vectors = await self.embed(texts, query=False)
-            for (record, since), vector in zip(batch, vectors, strict=True):
-                pk = vector_id(tenant_id, memory_id(record.name))
-                upserts.append(_document(record, pk, vector, since))
-        await index.upsert(KIND, upserts)
-        await index.delete(KIND, tenant_id, closed_live)
+            await self._embed_rows(tenant_id, fresh[start : start + EMBED_BATCH], batch)
+        # Writes first, then drops (a crash in between replays, never loses a
+        # revision); a new revision's passages reuse the open keys they overwrite.
+        await index.upsert(HISTORY[WHOLE], batch.closed_whole)
+        await index.upsert(HISTORY[PASSAGE], batch.closed_passages)
+        await index.upsert(WHOLE, batch.whole)
+        await index.upsert(PASSAGE, batch.passages)
+        reused = {doc.pk for doc in batch.passages}
+        stale = [pk for pk in batch.drop_passages if pk not in reused]
+        await index.delete(WHOLE, tenant_id, batch.drop_whole)
+        await index.delete(PASSAGE, tenant_id, stale)
         if erased:
             await self.erase(tenant_id, erased)
-        return len(upserts) + len(closed_live) + len(erased)
+        written = batch.whole + batch.passages + batch.closed_whole + batch.closed_passages
+        return len(written) + len(batch.drop_whole) + len(erased)
+
+    async def _embed_rows(
+        self, tenant_id: str, fresh: list[tuple[record_pb2.Record, int]], batch: _Batch
+    ) -> None:
+        """Vectors for new content: the whole memory (canonical) and each passage."""
+        wholes = await asyncio.to_thread(_embedding_texts, [r for r, _ in fresh])
+        parts = [passages(r.memory_block) for r, _ in fresh]
+        vectors = await self.embed([*wholes, *(p for ps in parts for p in ps)], query=False)
+        at = len(wholes)
+        for i, ((record, since), texts) in enumerate(zip(fresh, parts, strict=True)):
+            pk = vector_id(tenant_id, memory_id(record.name))
+            batch.whole.append(whole_row(record, pk, vectors[i], since, len(texts)))
+            for k, text in enumerate(texts):
+                batch.passages.append(passage_row(record, pk, k, text, vectors[at], since))
+                at += 1
+
+    async def _fetch_passages(
+        self, tenant_id: str, rows: Any, fields: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The open passage rows of these open whole rows, by key."""
+        index = await self.index()
+        pks = [
+            passage_pk(row["pk"], k)
+            for row in rows
+            for k in range(int(dict(row["extra"]).get("parts", 0)))
+        ]
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(pks), FETCH_BATCH):
+            found.update(
+                await index.fetch(PASSAGE, tenant_id, pks[start : start + FETCH_BATCH], fields)
+            )
+        return found
 
     async def _content_since(self, tenant_id: str, record: record_pb2.Record) -> int:
         """When the memory's current words were first written (ms), in its current life."""
         if record.version == 1:
-            return _ms(record.create_time)
+            return ms(record.create_time)
         async with self._store.transaction(tenant_id) as tx:
             history = await tx.history(
                 COLLECTION, memory_id(record.name), before_version=None, limit=200
             )
-        since = _ms(record.update_time)
-        content = _content(record)
+        since = ms(record.update_time)
+        content = content_digest(record)
         for version in history:  # newest first
-            if version.HasField("delete_time") or _content(version) != content:
+            if version.HasField("delete_time") or content_digest(version) != content:
                 break
-            since = _ms(version.update_time)
+            since = ms(version.update_time)
         return since
 
     async def _cursor(self, tenant_id: str) -> int:
@@ -229,37 +256,81 @@ class MemoryIndex:
 
     # -- reading ---------------------------------------------------------------
 
-    async def search(self, tenant_id: str, vector: np.ndarray, expr: str, depth: int) -> list[Hit]:
-        """Nearest rows by cosine, the search carrying the tenant and the scope."""
+    async def search(
+        self,
+        kind: str,
+        tenant_id: str,
+        vector: np.ndarray,
+        scope_expr: str,
+        depth: int,
+        *,
+        as_of: datetime | None = None,
+        include_superseded: bool = False,
+    ) -> list[Hit]:
+        """Nearest rows of `kind` (WHOLE or PASSAGE) by cosine, best first: the live
+        revisions, or those valid at `as_of`; superseded memories' last ones on request."""
         index = await self.index()
-        return await index.dense_search(KIND, tenant_id, vector, expr, depth, HIT_FIELDS)
+        searches = [(kind, _and(scope_expr, _opened_by(as_of)))]
+        ended = _ended(as_of, include_superseded)
+        if ended:
+            searches.append((HISTORY[kind], _and(scope_expr, ended)))
+        found = await asyncio.gather(
+            *(
+                index.dense_search(k, tenant_id, vector, expr, depth, HIT_FIELDS)
+                for k, expr in searches
+            )
+        )
+        return sorted((hit for hits in found for hit in hits), key=lambda h: -h.score)[:depth]
 
     async def vectors(self, tenant_id: str, pks: Sequence[str]) -> dict[str, np.ndarray]:
+        """The whole-memory vectors of these open rows."""
         index = await self.index()
         found: dict[str, np.ndarray] = {}
-        for start in range(0, len(pks), 1000):
+        for start in range(0, len(pks), FETCH_BATCH):
             rows = await index.fetch(
-                KIND, tenant_id, list(pks[start : start + 1000]), ["pk", "dense"]
+                WHOLE, tenant_id, list(pks[start : start + FETCH_BATCH]), ["pk", "dense"]
             )
-            found.update({pk: _vector(row) for pk, row in rows.items()})
+            found.update({pk: vector_of(row) for pk, row in rows.items()})
         return found
 
+    async def passage_vectors(
+        self, tenant_id: str, pks: Sequence[str]
+    ) -> dict[str, list[np.ndarray]]:
+        """The passage vectors of these open whole rows, by whole-row key."""
+        index = await self.index()
+        wholes: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(pks), FETCH_BATCH):
+            chunk = list(pks[start : start + FETCH_BATCH])
+            wholes.update(await index.fetch(WHOLE, tenant_id, chunk, ["pk", "extra"]))
+        rows = await self._fetch_passages(tenant_id, wholes.values(), ["pk", "dense"])
+        return {
+            pk: [
+                vector_of(rows[passage_pk(pk, k)])
+                for k in range(int(dict(whole["extra"]).get("parts", 0)))
+                if passage_pk(pk, k) in rows
+            ]
+            for pk, whole in wholes.items()
+        }
+
     async def count_rows(self, tenant_id: str, names: Sequence[str]) -> int:
+        """Rows of these memories in every collection, open and closed."""
         if not names:
             return 0
         index = await self.index()
-        return await index.count(KIND, tenant_id, f"name in {json.dumps(list(names))}")
+        expr = f"name in {json.dumps(list(names))}"
+        return sum([await index.count(kind, tenant_id, expr) for kind in ALL_KINDS])
 
     async def erase(self, tenant_id: str, names: Sequence[str]) -> int:
-        """Delete every row (open and closed) of these memories; returns how many."""
+        """Delete every row (open and closed, every collection) of these memories."""
         if not names:
             return 0
         index = await self.index()
         removed = 0
         for start in range(0, len(names), 500):
-            chunk = json.dumps(list(names[start : start + 500]))
-            removed += await index.count(KIND, tenant_id, f"name in {chunk}")
-            await index.delete_where(KIND, tenant_id, f"name in {chunk}")
+            expr = f"name in {json.dumps(list(names[start : start + 500]))}"
+            for kind in ALL_KINDS:
+                removed += await index.count(kind, tenant_id, expr)
+                await index.delete_where(kind, tenant_id, expr)
         return removed
 
     async def erase_from_record_index(self, tenant_id: str, names: Sequence[str]) -> int:
@@ -285,55 +356,35 @@ def _embedding_texts(records: list[record_pb2.Record]) -> list[str]:
     return [embedding_text(r.memory_block) for r in records]
 
 
-def _vector(row: dict[str, Any]) -> np.ndarray:
-    return np.asarray(row["dense"], dtype=np.float32)
+def _and(*parts: str) -> str:
+    return " and ".join(p for p in parts if p)
 
 
-def _closed(row: dict[str, Any], until_ms: int, end: str) -> IndexDoc:
-    extra = dict(row["extra"])
-    extra.update(to=until_ms, end=end)
-    return IndexDoc(
-        pk=f"{row['pk']}@{extra['from']}",
-        tenant_id=row["tenant_id"],
-        name=row["name"],
-        kind=row["kind"],
-        text=row["text"],
-        vector=_vector(row),
-        title=row["title"],
-        patient_id=row["patient_id"],
-        clinical_time=int(row["clinical_time"]),
-        codes=list(row["codes"]),
-        labels=dict(row["labels"] or {}),
-        version=int(row["version"]),
-        group=row["grp"],
-        extra=extra,
-    )
+def _opened_by(as_of: datetime | None) -> str:
+    """Live rows whose words were there at `as_of` (all live rows without it)."""
+    return "" if as_of is None else f'extra["from"] <= {_ms_of(as_of)}'
 
 
-def _document(record: record_pb2.Record, pk: str, vector: np.ndarray, since: int) -> IndexDoc:
-    block = record.memory_block
-    expires = expire_time(record)
-    name = record.name
-    return IndexDoc(
-        pk=pk,
-        tenant_id=name.split("/")[1],
-        name=name,
-        kind=TYPE_NAMES.get(block.memory_type, "unspecified"),
-        text=index_text(block),
-        vector=vector,
-        title=block.summary[:500],
-        patient_id=patient_id(block)[:64],
-        clinical_time=int(memory_time(record).timestamp()),
-        codes=[f"tag:{t}" for t in block.tags],
-        labels=dict(record.labels),
-        version=record.version,
-        group=block.agent,
-        extra={
-            "from": since,
-            "to": 0,
-            "end": "",
-            "content": _content(record),
-            "meta": _meta(record),
-            "expires": int(expires.timestamp()) if expires else 0,
-        },
-    )
+def _ended(as_of: datetime | None, include_superseded: bool) -> str:
+    """History rows that count: valid at `as_of`, or a superseded memory's last words."""
+    superseded = 'extra["end"] == "superseded"' if include_superseded else ""
+    if as_of is None:
+        return superseded
+    at = _ms_of(as_of)
+    still = f'extra["to"] > {at}'
+    return f'extra["from"] <= {at} and ' + (f"({still} or {superseded})" if superseded else still)
+
+
+def _ms_of(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _parts_of(
+    row: dict[str, Any] | None, passages_by_pk: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The open passage rows of an open whole row, in order."""
+    if row is None:
+        return []
+    count = int(dict(row["extra"]).get("parts", 0))
+    keys = [passage_pk(row["pk"], k) for k in range(count)]
+    return [passages_by_pk[k] for k in keys if k in passages_by_pk]

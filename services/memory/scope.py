@@ -148,8 +148,15 @@ def _strings(values: list[str]) -> str:
     return json.dumps(values)
 
 
-def index_expression(scope: Scope, *, query_time: datetime, as_of: datetime | None = None) -> str:
-    """The scope as a Milvus filter on the memory index (the tenant is added by the index)."""
+def index_expression(scope: Scope) -> str:
+    """The scope as a Milvus filter on the memory index's fields.
+
+    The vector index adds the tenant; the memory index adds which revisions
+    count (the live ones, or those valid at `as_of`).
+
+    Only scalar fields where it can: Milvus Lite evaluates JSON and array
+    filters row by row. Expiry is left to `matches` (the records decide).
+    """
     parts: list[str] = []
     if scope.agents:
         parts.append(f"grp in {_strings(list(scope.agents))}")
@@ -165,17 +172,4 @@ def index_expression(scope: Scope, *, query_time: datetime, as_of: datetime | No
         parts.append(f"clinical_time >= {int(scope.start_time.timestamp())}")
     if scope.end_time is not None:
         parts.append(f"clinical_time < {int(scope.end_time.timestamp())}")
-    if as_of is None:
-        live = 'extra["to"] == 0'
-        if scope.include_superseded:
-            live = f'({live} or extra["end"] == "superseded")'
-        parts.append(live)
-    else:
-        at = int(as_of.timestamp() * 1000)
-        valid = f'(extra["to"] == 0 or extra["to"] > {at})'
-        if scope.include_superseded:
-            valid = f'({valid} or extra["end"] == "superseded")'
-        parts.append(f'extra["from"] <= {at} and {valid}')
-    if not scope.include_expired:
-        parts.append(f'(extra["expires"] == 0 or extra["expires"] > {int(query_time.timestamp())})')
     return " and ".join(parts)

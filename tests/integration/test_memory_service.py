@@ -20,7 +20,7 @@ from hacs.records.v1 import memory_block_pb2, record_pb2, record_service_pb2_grp
 from hacs.records.v1 import record_service_pb2 as rpb
 from hacs.tenant.v1 import tenant_service_pb2 as tpb
 
-from services.memory.memory_index import KIND
+from services.memory.index_rows import ALL_KINDS
 from services.search.vector_index import VectorIndex
 from tests.support.harness import Harness, NewTenant, bearer, make_settings, running_platform
 
@@ -340,7 +340,8 @@ async def test_patient_erasure_leaves_nothing_behind(platform: Harness) -> None:
     assert server is not None
     index: VectorIndex = await server.shared("vector_index", lambda: None)  # type: ignore[arg-type]
     names = ", ".join(f'"{n}"' for n in doomed)
-    assert await index.count(KIND, w.tenant.tenant_id, f"name in [{names}]") == 0
+    for kind in ALL_KINDS:  # live and history, whole memories and passages
+        assert await index.count(kind, w.tenant.tenant_id, f"name in [{names}]") == 0
     recalled = await w.recall(
         w.admin,
         "dizziness",
