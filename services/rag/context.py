@@ -19,6 +19,7 @@ priors chosen by hand, documented in docs/rag.md, not fitted.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -163,15 +164,34 @@ def facts(context: PatientContext) -> list[Fact]:
 
 def boost(found: list[Fact], text: str) -> tuple[float, list[str]]:
     """The logit adjustment for a chunk's text, and the labels of the facts it matched."""
-    grams = _ngrams(text)
+    contains = _phrase_finder(text)
     total = 0.0
     matched: list[str] = []
     for fact in found:
-        if any(phrase in grams for phrase in fact.phrases):
+        if any(contains(phrase) for phrase in fact.phrases):
             total += fact.weight
             matched.append(fact.label)
     low, high = BOOST_RANGE
     return max(low, min(high, total)), matched
+
+
+def _phrase_finder(text: str) -> Callable[[Phrase], bool]:
+    """Whether a phrase occurs in `text` as consecutive words.
+
+    Looks phrases up from the positions of their first word rather than
+    building every n-gram of the text: Retrieve asks this of every candidate
+    chunk for a few dozen phrases, and most phrases' first word is absent.
+    """
+    words = vocabulary.tokens(text)
+    starts: dict[str, list[int]] = {}
+    for position, word in enumerate(words):
+        starts.setdefault(word, []).append(position)
+
+    def contains(phrase: Phrase) -> bool:
+        size = len(phrase)  # never 0: phrases are made from non-empty token lists
+        return any(tuple(words[i : i + size]) == phrase for i in starts.get(phrase[0], ()))
+
+    return contains
 
 
 def _concept_phrases(concept: datatypes_pb2.CodeableConcept) -> frozenset[Phrase]:

@@ -84,7 +84,9 @@ class Documents:
             await self._lexical.delete(KNOWLEDGE, name.tenant_id, pks)
         except Exception:  # rows are gone, so retrieval no longer returns these vectors
             log.exception(
-                "vectors of deleted %s not removed; re-ingest or delete purges them", name
+                "vectors of deleted %s not removed (invisible: no chunk rows); replacing a "
+                "document with this id later purges them",
+                name,
             )
         return row
 

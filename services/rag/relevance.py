@@ -65,7 +65,8 @@ def stem(word: str) -> str:
 
 
 def content_words(text: str) -> set[str]:
-    return {stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS}
+    # Each distinct word is stemmed once: Retrieve runs this on every candidate's text.
+    return {stem(w) for w in set(_WORD.findall(text.lower())) - STOPWORDS}
 
 
 def coverage(query_words: set[str], text: str) -> float:

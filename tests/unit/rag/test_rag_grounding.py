@@ -6,9 +6,10 @@ from hacs.common.v1 import datatypes_pb2
 from hacs.rag.v1 import patient_context_pb2
 
 from services.rag.citations import CitedSource, answer_sentences, validate
-from services.rag.context import boost, facts
+from services.rag.context import _ngrams, _phrase_finder, boost, facts
 from services.rag.extractive import INTRO, Passage, extractive_answer
 from services.rag.relevance import Features, base_logit, content_words, coverage, sigmoid
+from services.search import vocabulary
 
 RENAL = (
     "Renal impairment\n\nMetformin is contraindicated when eGFR is below 30 mL/min/1.73 m2. "
@@ -88,3 +89,17 @@ def test_relevance_is_monotone_in_each_feature_and_bounded() -> None:
         assert base_logit(better) > base_logit(low)
     assert sigmoid(1000) == 1.0 and sigmoid(-1000) == 0.0
     assert coverage(content_words("metformin dosing kidneys"), "Dose of metformin in kidney") == 1
+
+
+def test_phrase_lookup_finds_exactly_the_consecutive_word_runs_of_the_text() -> None:
+    text = "Reduce the metformin dose when eGFR falls below 30 in chronic kidney disease."
+    words = vocabulary.tokens(text)
+    contains = _phrase_finder(text)
+    runs = _ngrams(text)
+    # Every run of up to five words is found, and so is the whole sentence.
+    assert all(contains(run) for run in runs)
+    assert contains(tuple(words))
+    # Words of the text out of order, or broken runs, are not.
+    for absent in [("kidney", "chronic"), ("metformin", "when"), ("dose", "egfr"), ("insulin",)]:
+        assert not contains(absent)
+        assert absent not in runs
