@@ -28,7 +28,6 @@ import itertools
 import json
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,6 +40,7 @@ from hacs.records.v1 import record_service_pb2 as rpb
 
 from services.evals.platform import EvalPlatform as Platform
 from services.evals.platform import running_platform
+from services.evals.progress import Progress
 from services.memory.blocks import TYPES_BY_NAME
 from services.records.names import ID_PATTERN
 
@@ -162,7 +162,7 @@ async def load_blocks(platform: Platform, blocks: list[Block], out: TextIO) -> N
             metadata=platform.token,
             timeout=300,
         )
-    started = time.monotonic()
+    progress = Progress(out)
     for start in range(0, len(blocks), BATCH):
         batch = blocks[start : start + BATCH]
         await memory.Remember(
@@ -173,9 +173,7 @@ async def load_blocks(platform: Platform, blocks: list[Block], out: TextIO) -> N
             timeout=1800,
         )
         done = start + len(batch)
-        out.write(f"\r  remembering: {done:,}/{len(blocks):,} ({time.monotonic() - started:.0f} s)")
-        out.flush()
-    out.write("\n")
+        progress.show(f"remembering: {done:,}/{len(blocks):,}", final=done == len(blocks))
 
 
 async def consolidate(
@@ -200,6 +198,7 @@ async def consolidate(
         metadata=platform.token,
         timeout=3600,
     )
+    progress = Progress(out)
     async for event in stream:
         kind = event.WhichOneof("event")
         if kind == "group":
@@ -208,10 +207,9 @@ async def consolidate(
             contradictions += 1
         elif kind == "progress" and not dry_run:
             stage = cpb.ConsolidationStage.Name(event.progress.stage).rsplit("_", 1)[1].lower()
-            out.write(f"\r  consolidating: {stage} {event.progress.processed:,}   ")
-            out.flush()
+            progress.show(f"consolidating: {stage} {event.progress.processed:,}")
     if not dry_run:
-        out.write("\n")
+        progress.show("consolidating: done", final=True)
     return groups, contradictions
 
 

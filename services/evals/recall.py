@@ -30,7 +30,6 @@ import hashlib
 import json
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +43,7 @@ from hacs.records.v1 import memory_block_pb2, record_pb2
 from services.common import names
 from services.evals.beir import Dataset, DatasetError, load, ndcg_at, recall_at
 from services.evals.platform import EvalPlatform, running_platform
+from services.evals.progress import Progress
 from services.evals.retrieval import record_id
 
 TENANT = "recall-eval"
@@ -184,7 +184,8 @@ async def remember_all(
 ) -> None:
     service = memory_service_pb2_grpc.MemoryServiceStub(platform.channel)
     built = records(memories, platform, context_links=context_links)
-    started, done = time.monotonic(), 0
+    done = 0
+    progress = Progress(out)
     for batch in batches(memories):
         await service.Remember(
             mpb.RememberRequest(parent=platform.tenant, memories=[built[i] for i in batch]),
@@ -192,10 +193,7 @@ async def remember_all(
             timeout=1800,
         )
         done += len(batch)
-        elapsed = time.monotonic() - started
-        out.write(f"\r  remembering: {done:,}/{len(memories):,} ({elapsed:.0f} s)   ")
-        out.flush()
-    out.write("\n")
+        progress.show(f"remembering: {done:,}/{len(memories):,}", final=done == len(memories))
 
 
 async def recall_all(
@@ -206,7 +204,7 @@ async def recall_all(
     by_record = {m.record_id: m.id for m in memories}
     ranked: dict[str, list[str]] = {}
     limit = asyncio.Semaphore(CONCURRENT_QUERIES)
-    started = time.monotonic()
+    progress = Progress(out)
 
     async def one(question: Question) -> None:
         request = mpb.RecallRequest(
@@ -221,14 +219,12 @@ async def recall_all(
         async with limit:
             reply = await service.Recall(request, metadata=platform.token, timeout=120)
         ranked[question.id] = [by_record[r.memory.name.rsplit("/", 1)[1]] for r in reply.results]
-        out.write(
-            f"\r  recalling: {len(ranked):,}/{len(questions):,} "
-            f"({time.monotonic() - started:.0f} s)   "
+        progress.show(
+            f"recalling: {len(ranked):,}/{len(questions):,}",
+            final=len(ranked) == len(questions),
         )
-        out.flush()
 
     await asyncio.gather(*(one(q) for q in questions))
-    out.write("\n")
     return ranked
 
 
