@@ -264,8 +264,12 @@ class Fts5Lexical:
         weight = TITLE_WEIGHTS.get(kind, 1.0)
         conn = await self._free.get()
         try:
+            # execute() already runs the query (the MATCH and the sort), so it runs in the
+            # thread too, not only the fetch: the event loop never waits on SQLite.
             rows = await asyncio.to_thread(
-                conn.execute(sql, (weight, query, tenant_id, kind, *params, limit)).fetchall
+                lambda: conn.execute(
+                    sql, (weight, query, tenant_id, kind, *params, limit)
+                ).fetchall()
             )
         finally:
             self._free.put_nowait(conn)
@@ -292,9 +296,9 @@ class Fts5Lexical:
         conn = await self._free.get()
         try:
             row = await asyncio.to_thread(
-                conn.execute(
+                lambda: conn.execute(
                     "SELECT count(*) FROM docs WHERE tenant_id = ? AND kind = ?", (tenant_id, kind)
-                ).fetchone
+                ).fetchone()
             )
         finally:
             self._free.put_nowait(conn)
