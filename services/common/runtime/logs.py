@@ -32,6 +32,7 @@ def configure_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries chatter at INFO about things operators do not act on.
-    # grpc._server: Milvus Lite's embedded server logs methods it does not implement.
-    for noisy in ("aiosqlite", "alembic", "asyncio", "grpc._server"):
+    # grpc._server: Milvus Lite's embedded server logs methods it does not implement;
+    # faiss (inside Milvus Lite) reports each CPU-specific build it tries at start.
+    for noisy in ("aiosqlite", "alembic", "asyncio", "grpc._server", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
