@@ -122,7 +122,10 @@ def plan_all(
         found.contradictions += part.contradictions
         found.candidate_pairs += part.candidate_pairs
     planned = time.perf_counter()
-    merged = [merge([records[i] for i in group.members], NOW) for group in found.groups]
+    merged = [
+        merge([records[i] for i in g.members], NOW, [comparer.reading(i) for i in g.members])
+        for g in found.groups
+    ]
     done = time.perf_counter()
     return {
         "seconds": done - started,

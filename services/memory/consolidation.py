@@ -156,7 +156,7 @@ class Consolidator:
         stage = MERGING if dry_run else WRITING
         for number, group in enumerate(found.groups, start=1):
             sources = [loaded.records[i] for i in group.members]
-            merged = merge(sources, now)
+            merged = merge(sources, now, [comparer.reading(i) for i in group.members])
             if not dry_run:
                 written = await self._apply(caller, scope.tenant_id, sources, merged, now)
                 if written is None:

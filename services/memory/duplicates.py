@@ -41,6 +41,7 @@ import numpy as np
 
 from services.memory.contradictions import Conflict, Verdict, compare
 from services.memory.facts import Fact, entities, extract
+from services.memory.merging import Reading
 from services.memory.text import analyse
 
 # Tuned on the train split of tests/data/memory (see docs/memory.md).
@@ -107,6 +108,10 @@ class Comparer:
         total = max(len(items), 1)
         self.idf = {t: math.log((total + 1) / (n + 0.5)) for t, n in counts.items()}
         self._verdicts: dict[tuple[int, int], Verdict] = {}
+
+    def reading(self, i: int) -> Reading:
+        """Memory i's facts and words as merging reads them (no second analysis)."""
+        return Reading([f for f in self.facts[i] if f.kind != "polarity"], self.tokens[i])
 
     def weight(self, tokens: frozenset[str]) -> float:
         return sum(self.idf.get(t, 0.0) for t in tokens)

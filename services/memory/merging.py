@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from hacs.records.v1 import memory_block_pb2, record_pb2
@@ -34,8 +35,18 @@ _SENTENCE = re.compile(r"(?<=[.;!?])\s+")
 NOVEL_WORDS = 2  # a sentence without new facts must add this many new content words
 
 
-def _facts(text: str) -> list[Fact]:
-    return [f for f in extract(analyse(text)) if f.kind != "polarity"]
+@dataclass(frozen=True)
+class Reading:
+    """What merging needs of a text: its facts (polarity aside) and content words."""
+
+    facts: list[Fact]
+    words: frozenset[str]
+
+
+def read(text: str) -> Reading:
+    analysis = analyse(text)
+    facts = [f for f in extract(analysis) if f.kind != "polarity"]
+    return Reading(facts, frozenset(analysis.content()))
 
 
 def _known(fact: Fact, known: list[Fact]) -> bool:
@@ -45,19 +56,27 @@ def _known(fact: Fact, known: list[Fact]) -> bool:
     )
 
 
-def merged_content(contents: Sequence[str]) -> str:
-    """The base text plus what the other texts add to it, sentence by sentence."""
-    base, *others = contents
-    text = base.strip()
-    facts = _facts(text)
-    words = set(analyse(text).content())
-    for other in others:
-        for sentence in _SENTENCE.split(other.strip()):
-            sentence = sentence.strip()
+def merged_content(contents: Sequence[str], readings: Sequence[Reading] | None = None) -> str:
+    """The base text plus what the other texts add to it, sentence by sentence.
+
+    readings: each content's reading (stripped), when the caller has them
+    already; a one-sentence text is then not analysed again.
+    """
+    texts = [c.strip() for c in contents]
+    if readings is None:
+        readings = [read(t) for t in texts]
+    base, *others = texts
+    text = base
+    facts = list(readings[0].facts)
+    words = set(readings[0].words)
+    for other, whole in zip(others, readings[1:], strict=True):
+        sentences = [s.strip() for s in _SENTENCE.split(other)]
+        for sentence in sentences:
             if not sentence:
                 continue
-            new_facts = [f for f in _facts(sentence) if not _known(f, facts)]
-            new_words = set(analyse(sentence).content()) - words
+            reading = whole if sentence == other else read(sentence)
+            new_facts = [f for f in reading.facts if not _known(f, facts)]
+            new_words = set(reading.words) - words
             if new_facts or len(new_words) >= NOVEL_WORDS:
                 text = (
                     f"{text} {sentence}"
@@ -67,11 +86,6 @@ def merged_content(contents: Sequence[str]) -> str:
                 facts += new_facts
                 words |= new_words
     return text
-
-
-def _base_order(record: record_pb2.Record) -> tuple[int, int, datetime]:
-    content = record.memory_block.content
-    return (len(_facts(content)), len(content), utc(record.create_time))
 
 
 def _source(record: record_pb2.Record, at: datetime) -> memory_block_pb2.MemorySource:
@@ -89,9 +103,25 @@ def _source(record: record_pb2.Record, at: datetime) -> memory_block_pb2.MemoryS
     return source
 
 
-def merge(sources: Sequence[record_pb2.Record], at: datetime) -> record_pb2.Record:
-    """The new record (no name yet) that the sources consolidate into."""
-    ordered = sorted(sources, key=_base_order, reverse=True)
+def merge(
+    sources: Sequence[record_pb2.Record],
+    at: datetime,
+    source_readings: Sequence[Reading] | None = None,
+) -> record_pb2.Record:
+    """The new record (no name yet) that the sources consolidate into.
+
+    source_readings: each source's reading, in order, when the caller has
+    analysed the contents already (Consolidate's Comparer has).
+    """
+    if source_readings is None:
+        source_readings = [read(r.memory_block.content.strip()) for r in sources]
+    readings = {id(r): reading for r, reading in zip(sources, source_readings, strict=True)}
+
+    def base_order(record: record_pb2.Record) -> tuple[int, int, datetime]:
+        content = record.memory_block.content
+        return (len(readings[id(record)].facts), len(content), utc(record.create_time))
+
+    ordered = sorted(sources, key=base_order, reverse=True)
     base = ordered[0]
     merged = record_pb2.Record()
     merged.memory_block.CopyFrom(base.memory_block)
@@ -100,7 +130,9 @@ def merge(sources: Sequence[record_pb2.Record], at: datetime) -> record_pb2.Reco
         block.ClearField(field)  # type: ignore[arg-type]
     block.ClearField("superseded_by")
     block.ClearField("vector_id")
-    block.content = merged_content([r.memory_block.content for r in ordered])
+    block.content = merged_content(
+        [r.memory_block.content for r in ordered], [readings[id(r)] for r in ordered]
+    )
     block.importance_score = round(max(importance.effective(r, at) for r in sources), 6)
     block.confidence_score = max(
         r.memory_block.confidence_score if r.memory_block.HasField("confidence_score") else 0.8

@@ -224,12 +224,27 @@ def _raw_tokens(text: str) -> list[_Raw]:
     return out
 
 
+@cache
+def _unit_phrases_by_first_word() -> dict[str, list[tuple[tuple[str, ...], str]]]:
+    """UNIT_PHRASES grouped by their first word, each group in UNIT_PHRASES order."""
+    index: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for words, unit in UNIT_PHRASES:
+        index.setdefault(words[0], []).append((tuple(words), unit))
+    return index
+
+
 def _join_units(raws: list[_Raw]) -> list[_Raw]:
-    """Multi-word units ("mm Hg", "beats per minute") become one word."""
+    """Multi-word units ("mm Hg", "beats per minute") become one word.
+
+    Only the phrases starting with the current word are tried (in
+    UNIT_PHRASES order, so the first listed match still wins): analysis runs
+    on every memory of a consolidation and every sentence of a merge.
+    """
+    by_first = _unit_phrases_by_first_word()
     out: list[_Raw] = []
     i = 0
     while i < len(raws):
-        for words, unit in UNIT_PHRASES:
+        for words, unit in by_first.get(raws[i].text.lower(), ()):
             span = raws[i : i + len(words)]
             if len(span) == len(words) and all(
                 r.text.lower() == w for r, w in zip(span, words, strict=True)
