@@ -11,10 +11,11 @@ the memories and writing the groups (services/memory/consolidation.py):
    greedy group growth with the cross-pair checks;
 3. `merge` of every group (the merged record with its provenance).
 
-Not included: reading the records and vectors from SQLite and Milvus,
-writing the merged groups, gRPC. The vectors are the shipped model's
-(all-MiniLM-L6-v2) vectors of each block's canonical wording, computed
-once before timing.
+The process's garbage collector is tuned as a server's is
+(services/common/runtime/gc_tuning.py). Not included: reading the records
+and vectors from SQLite and Milvus, writing the merged groups, gRPC. The
+vectors are the shipped model's (all-MiniLM-L6-v2) vectors of each block's
+canonical wording, computed once before timing.
 
 Data: the labelled sets in tests/data/memory (generated clinical facts with
 duplicates and contradictions, 36 patients per set). 1,000 blocks are the
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from hacs.records.v1 import record_pb2
 
+from services.common.runtime.gc_tuning import tune_garbage_collection
 from services.embedding.encoder import Encoder
 from services.embedding.model_config import read_model_config, shipped_model_path
 from services.memory.blocks import TYPES_BY_NAME, embedding_text, patient_id
@@ -150,6 +152,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     thresholds = Thresholds()
     base = base_records()
+    tune_garbage_collection()  # as every `hacs serve` process does once started
     started = time.perf_counter()
     vectors = embed(base)
     embed_s = time.perf_counter() - started
