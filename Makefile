@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: up test proto lint bench deps system-deps proto-check clean
+.PHONY: up test proto lint bench deps system-deps milvus-server proto-check clean
 
 deps:
 	@scripts/bootstrap.sh
@@ -17,10 +17,13 @@ deps:
 system-deps:
 	@scripts/install_system_deps.sh
 
+milvus-server:
+	@scripts/install_milvus_server.sh
+
 up: deps
 	$(BIN)/hacs up
 
-test: deps system-deps
+test: deps system-deps milvus-server
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 proto: deps
@@ -47,4 +50,4 @@ bench: deps
 	  for script in $$scripts; do echo "==> $$script"; $(PY) $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) .hacs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-milvus .hacs .pytest_cache .mypy_cache .ruff_cache

@@ -88,7 +88,11 @@ async def stored_vectors(
     """
     name = await index.ensure(KNOWLEDGE)
     rows = await asyncio.to_thread(
-        index.client.get, name, ids=pks, output_fields=["pk", "tenant_id", "dense"]
+        index.client.get,
+        name,
+        ids=pks,
+        output_fields=["pk", "tenant_id", "dense"],
+        **index.read_options,
     )
     return {
         str(row["pk"]): np.asarray(row["dense"], dtype=np.float32)

@@ -80,11 +80,18 @@ class VectorIndex:
         self.dimension = dimension
         self._client: MilvusClient | None = None
         self.lexical_supported = True
+        self.upsert_misroutes = False
         self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
         self._ready: set[str] = set()
         self._lock = asyncio.Lock()
         # Rows written since the last flush, per collection (see maybe_flush).
         self._unflushed: dict[str, int] = {}
+        # Reads must see every write this process made before them (the indexer's
+        # cursor, Recall's read-your-writes). Milvus Lite reads its own writes; on a
+        # server, Session consistency did not (pymilvus 3 against Milvus 2.3 returned
+        # nothing just written: tests/integration/test_search_service.py), so reads
+        # ask for Strong, which waits until the server has applied every earlier write.
+        self.read_options: dict[str, str] = {} if self.is_lite else {"consistency_level": "Strong"}
 
     async def connect(self) -> None:
         def connect() -> MilvusClient:
@@ -99,6 +106,7 @@ class VectorIndex:
         # Milvus Lite has BM25 but no sparse index (it scans): HACS does lexical search
         # elsewhere there (services/search/lexical.py) and keeps the collections dense.
         self.lexical_supported = _supports_bm25(str(version)) and not self.is_lite
+        self.upsert_misroutes = not self.is_lite and _misroutes_upserts(str(version))
         log.info(
             "Milvus %s at %s (BM25 %s)",
             version,
@@ -208,7 +216,16 @@ class VectorIndex:
             }
             for d in docs
         ]
-        await asyncio.to_thread(self.client.upsert, name, rows)
+        if self.upsert_misroutes:
+            # Milvus before 2.4 computes an upsert's partition from the wrong field
+            # (milvus-io/milvus#30772): rows land outside their tenant's partition and
+            # tenant-filtered reads miss them. Delete then insert routes them right; a
+            # reader between the two calls misses these rows for that moment.
+            pks = json.dumps([row["pk"] for row in rows])
+            await asyncio.to_thread(self.client.delete, name, filter=f"pk in {pks}")
+            await asyncio.to_thread(self.client.insert, name, rows)
+        else:
+            await asyncio.to_thread(self.client.upsert, name, rows)
         self._unflushed[name] = self._unflushed.get(name, 0) + len(rows)
         if self._unflushed[name] >= FLUSH_EVERY:
             await self.flush(kind)
@@ -250,6 +267,7 @@ class VectorIndex:
             filter=_scoped(tenant_id, expr),
             output_fields=fields,
             search_params={"metric_type": "IP", "params": {"ef": max(64, limit)}},
+            **self.read_options,
         )
         return [
             Hit(r["pk"] if "pk" in r else r["id"], float(r["distance"]), dict(r["entity"]))
@@ -271,6 +289,7 @@ class VectorIndex:
             filter=_scoped(tenant_id, expr),
             output_fields=fields,
             search_params={"metric_type": "BM25", "params": {}},
+            **self.read_options,
         )
         # Milvus Lite reports BM25 as a negative distance, servers as a positive
         # score; either way the magnitude is the BM25 score.
@@ -290,13 +309,18 @@ class VectorIndex:
             name,
             filter=_scoped(tenant_id, f"pk in {json.dumps(pks)}"),
             output_fields=fields,
+            **self.read_options,
         )
         return {row["pk"]: dict(row) for row in rows}
 
     async def count(self, kind: str, tenant_id: str, expr: str = "") -> int:
         name = await self.ensure(kind)
         rows = await asyncio.to_thread(
-            self.client.query, name, filter=_scoped(tenant_id, expr), output_fields=["count(*)"]
+            self.client.query,
+            name,
+            filter=_scoped(tenant_id, expr),
+            output_fields=["count(*)"],
+            **self.read_options,
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
@@ -304,6 +328,17 @@ class VectorIndex:
 def _scoped(tenant_id: str, expr: str) -> str:
     scope = f"tenant_id == {quote(tenant_id)}"
     return f"{scope} and ({expr})" if expr else scope
+
+
+def _server_version(version: str) -> tuple[int, int]:
+    """(major, minor) of a server version such as "v2.3.5-lite" or "2.5.1"."""
+    numbers = re.findall(r"\d+", version)
+    return (int(numbers[0]), int(numbers[1])) if len(numbers) >= 2 else (0, 0)
+
+
+def _misroutes_upserts(version: str) -> bool:
+    """Servers before 2.4 put upserted rows in the wrong partition-key partition."""
+    return _server_version(version) < (2, 4)
 
 
 def _supports_bm25(version: str) -> bool:

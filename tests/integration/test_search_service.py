@@ -1,7 +1,9 @@
-"""SearchService end to end: records written -> indexer -> Milvus Lite -> hybrid search.
+"""SearchService end to end: records written -> indexer -> Milvus -> hybrid search.
 
-Real parts only: the shipped MiniLM model, Milvus Lite, SQLite. One platform
-for the module (loading the model and starting Milvus once).
+Real parts only: the shipped MiniLM model, SQLite, and Milvus twice — Milvus
+Lite (the embedded default) and a Milvus standalone server reached by URI.
+One platform per Milvus for the module (loading the model and starting
+Milvus once).
 """
 
 from __future__ import annotations
@@ -19,16 +21,25 @@ from hacs.search.v1 import search_service_pb2 as pb
 
 from tests.support import clinical
 from tests.support.harness import Harness, NewTenant, bearer, make_settings, running_platform
+from tests.support.milvus import milvus_uri  # noqa: F401  (fixture)
 
 RT = record_pb2.ResourceType
 
 
-@pytest.fixture(scope="module")
-async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+@pytest.fixture(scope="module", params=["milvus-lite", "milvus-server"])
+async def platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Harness]:
+    """The platform on Milvus Lite (the embedded default) and on a real Milvus server.
+
+    The same tests run on both: a server URI must switch the index with no
+    code change (tests/support/milvus.py starts the server).
+    """
     root = tmp_path_factory.mktemp("search")
-    settings = make_settings(
-        root / "data", f"sqlite+aiosqlite:///{root / 'hacs.db'}", services="all"
-    )
+    overrides = {"services": "all"}
+    if request.param == "milvus-server":
+        overrides["milvus_uri"] = request.getfixturevalue("milvus_uri")
+    settings = make_settings(root / "data", f"sqlite+aiosqlite:///{root / 'hacs.db'}", **overrides)
     async with running_platform(settings) as harness:
         yield harness
 

@@ -1,0 +1,29 @@
+"""What HACS does differently by Milvus version (read from get_server_version)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.search.vector_index import _misroutes_upserts, _supports_bm25
+
+
+@pytest.mark.parametrize(
+    ("version", "misroutes"),
+    [
+        ("v2.3.5-lite", True),  # the `milvus` wheel's server: upserts ignore the partition key
+        ("v2.3.21", True),
+        ("2.4.0", False),
+        ("v2.5.4", False),
+        ("unknown", True),  # an unreadable version takes the safe path (delete + insert)
+    ],
+)
+def test_upserts_are_split_on_servers_that_misroute_them(version: str, misroutes: bool) -> None:
+    assert _misroutes_upserts(version) is misroutes
+
+
+@pytest.mark.parametrize(
+    ("version", "bm25"),
+    [("v2.3.5-lite", False), ("v2.4.9", False), ("v2.5.0", True), ("milvus_lite-3.2.2", True)],
+)
+def test_bm25_functions_need_milvus_2_5(version: str, bm25: bool) -> None:
+    assert _supports_bm25(version) is bm25
