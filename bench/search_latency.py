@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ from services.search.indexer import RECORDS_INDEX
 from services.search.lexical import Fts5Lexical
 from services.search.vector_index import IndexDoc, VectorIndex
 from tests.support.edge import start_envoy, start_serve
+from tests.support.milvus import MilvusServer
 from tests.support.postgres import free_port
 
 QUERIES = [
@@ -65,8 +68,9 @@ QUERIES = [
 
 
 class Service:
-    def __init__(self, data_dir: Path, run_dir: Path) -> None:
+    def __init__(self, data_dir: Path, run_dir: Path, milvus_uri: str) -> None:
         self.data_dir, self.run_dir = data_dir, run_dir
+        self.milvus_uri = milvus_uri  # empty: Milvus Lite under data_dir
         self.processes: list[subprocess.Popen[bytes]] = []
         self.edge = ""
         self.pid = 0
@@ -77,6 +81,7 @@ class Service:
             "HACS_SERVICES": "tenant,records,embedding,search",
             "HACS_RATE_LIMIT_ENABLED": "false",
             "HACS_LOG_LEVEL": "WARNING",
+            "HACS_MILVUS_URI": self.milvus_uri,
         }
         serve, grpc_addr, http_addr = start_serve("hacs-serve", self.run_dir, env)
         edge_port = free_port()
@@ -157,9 +162,9 @@ async def index_real(client: HacsClient, patients: int, seed: int) -> dict[str, 
     }
 
 
-async def grow_index(data_dir: Path, target: int) -> int:
+async def grow_index(data_dir: Path, target: int, milvus_uri: str) -> int:
     """Copy the indexed documents (text + model vector) under new ids until `target` exist."""
-    index = VectorIndex(str(data_dir / "milvus.db"), 384)
+    index = VectorIndex(milvus_uri or str(data_dir / "milvus.db"), 384)
     await index.connect()
     lexical = Fts5Lexical(data_dir / "lexical.db")
     name = await index.ensure(RECORDS_INDEX)
@@ -183,7 +188,9 @@ async def grow_index(data_dir: Path, target: int) -> int:
     rows = await asyncio.to_thread(
         index.client.query,
         name,
-        filter='tenant_id == "bench" and pk not like "%~%"',
+        # The documents indexed for real (copies carry a negative version; Milvus Lite's
+        # expressions have no `not`, so a copy cannot be excluded by its pk).
+        filter='tenant_id == "bench" and version > 0',
         output_fields=fields,
         limit=16_384,
     )
@@ -211,7 +218,7 @@ async def grow_index(data_dir: Path, target: int) -> int:
                     birth_ymd=row["birth_ymd"],
                     codes=list(row["codes"]),
                     labels=dict(row["labels"] or {}),
-                    version=row["version"],
+                    version=-copy,  # marks a copy (see the query above); search ignores it
                 )
             )
         for start in range(0, len(batch), 2000):
@@ -225,6 +232,20 @@ async def grow_index(data_dir: Path, target: int) -> int:
     lexical.close()
     await index.close()
     return total
+
+
+def _grow(data_dir: str, target: int, milvus_uri: str) -> int:
+    return asyncio.run(grow_index(Path(data_dir), target, milvus_uri))
+
+
+async def grow_in_child(data_dir: Path, target: int, milvus_uri: str) -> int:
+    """grow_index in a child process: Milvus Lite frees its data-dir lock only when the
+    process that opened it exits, and the service must open the directory next."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, _grow, str(data_dir), target, milvus_uri
+        )
 
 
 async def measure(
@@ -270,10 +291,20 @@ async def main() -> int:
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--milvus-server",
+        action="store_true",
+        help="index in a Milvus standalone server (scripts/install_milvus_server.sh) "
+        "instead of Milvus Lite",
+    )
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="hacs-search-bench-"))
     data_dir = run_dir / "data"
-    service = Service(data_dir, run_dir)
+    milvus = MilvusServer() if args.milvus_server else None
+    if milvus is not None:
+        milvus.start()
+    milvus_uri = milvus.uri if milvus is not None else ""
+    service = Service(data_dir, run_dir, milvus_uri)
     figures: dict[str, Any] = {
         "parameters": vars(args)
         | {"json": str(args.json), "cores": os.cpu_count(), "run_dir": str(run_dir)}
@@ -287,7 +318,7 @@ async def main() -> int:
         figures["sizes"] = {}
         for size in [int(s) for s in args.sizes.split(",")]:
             service.stop()
-            grown = await grow_index(data_dir, size)
+            grown = await grow_in_child(data_dir, size, milvus_uri)
             service.start()
             print(f"measuring at {grown:,} documents ...", file=sys.stderr)
             figures["sizes"][str(grown)] = await measure(
@@ -295,6 +326,8 @@ async def main() -> int:
             )
     finally:
         service.stop()
+        if milvus is not None:
+            milvus.stop()
     print(json.dumps(figures["indexing"]))
     for size, result in figures["sizes"].items():
         print(
