@@ -51,6 +51,7 @@ from hacs.sync.v1 import sync_service_pb2_grpc  # noqa: E402
 from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2_grpc  # noqa: E402
 from hacs.tenant.v1 import tenant_service_pb2 as tenant_pb  # noqa: E402
 
+from bench.support.measure import machine_busy_percent, machine_cpu_seconds  # noqa: E402
 from mesh.envoy.render import HACS_SERVICES, EdgeSettings, Upstream, render  # noqa: E402
 from tests.support import clinical  # noqa: E402
 from tests.support.edge import start_envoy, start_serve  # noqa: E402
@@ -215,25 +216,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
         "max_ms": round(ordered[-1] * 1000, 2),
         "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
     }
-
-
-def machine_busy_percent(seconds: float = 3.0) -> float:
-    """How busy the machine's cores are, sampled before the benchmark adds any load."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(values) - values[3] - values[4], sum(values)
-
-    busy0, total0 = sample()
-    time.sleep(seconds)
-    busy1, total1 = sample()
-    return round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1)
-
-
-def machine_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (every process, ours or not)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -31,6 +31,26 @@ def memory_of(pid: int) -> dict[str, float]:
     return {"rss_mib": values["VmRSS"], "peak_rss_mib": values["VmHWM"]}
 
 
+def machine_ticks() -> tuple[int, int]:
+    """Clock ticks the whole machine has spent busy, and in all (/proc/stat; idle and
+    iowait are not busy): every process, ours or not."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def machine_busy_percent(seconds: float = 3.0) -> float:
+    """How busy every core of the machine is, sampled over `seconds` (before we add load)."""
+    busy0, total0 = machine_ticks()
+    time.sleep(seconds)
+    busy1, total1 = machine_ticks()
+    return round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1)
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy."""
+    return machine_ticks()[0] / TICKS
+
+
 def _cpu_of(stat_text: str) -> float:
     fields = stat_text.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
@@ -55,8 +75,7 @@ class CpuSnapshot:
 
     @classmethod
     def take(cls, service_pid: int, platform_pids: tuple[int, ...] = ()) -> CpuSnapshot:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
+        machine_busy, machine_total = machine_ticks()
         postgres: dict[int, float] = {}
         platform: dict[int, float] = {}
         service = 0.0
@@ -74,8 +93,8 @@ class CpuSnapshot:
                 postgres[pid] = _cpu_of(text)
         times = os.times()
         return cls(
-            machine_busy=(sum(values) - idle) / TICKS,
-            machine_total=sum(values) / TICKS,
+            machine_busy=machine_busy / TICKS,
+            machine_total=machine_total / TICKS,
             service=service,
             postgres=postgres,
             platform=platform,

@@ -35,6 +35,7 @@ from hacs.records.v1 import record_service_pb2 as records_pb
 from hacs.tenant.v1 import tenant_pb2
 from hacs.tenant.v1 import tenant_service_pb2 as tenant_pb
 
+from bench.support.measure import machine_busy_percent
 from mesh.envoy.render import EdgeSettings, Upstream, all_in_one_upstreams, render
 from tests.support.edge import start_envoy, start_serve
 from tests.support.postgres import (
@@ -144,19 +145,6 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
                 process.wait()
 
 
-def _machine_busy_percent(seconds: float = 3.0) -> float:
-    """How busy every core of the machine is, sampled over `seconds` (before we add load)."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(values) - values[3] - values[4], sum(values)
-
-    busy0, total0 = sample()
-    time.sleep(seconds)
-    busy1, total1 = sample()
-    return round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1)
-
-
 def _envoy_version() -> str:
     envoy = Path(sys.executable).parent / "envoy"
     out = subprocess.run([str(envoy), "--version"], capture_output=True, text=True).stdout
@@ -262,7 +250,7 @@ async def running_platform(
     run_dir = Path(tempfile.mkdtemp(prefix="hacs-bench-"))
     server = PostgresServer()
     processes: list[subprocess.Popen[bytes]] = []
-    busy_before = _machine_busy_percent()
+    busy_before = machine_busy_percent()
     if busy_before > 25:
         print(
             f"WARNING: the machine was {busy_before} % busy before the benchmark started; "
