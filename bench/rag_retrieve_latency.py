@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,13 +56,11 @@ from hacs.records.v1 import record_service_pb2 as rpb
 from hacs.tenant.v1 import tenant_pb2
 from hacs.tenant.v1 import tenant_service_pb2 as tpb
 
+from bench.support.all_in_one import AllInOne
 from bench.support.measure import memory_of, run_clients
-from mesh.envoy.render import EdgeSettings, Upstream, all_in_one_upstreams, render
 from tests.data.rag.corpus import CORPUS
 from tests.data.rag.corpus import document_requests as guideline_requests
 from tests.support import clinical
-from tests.support.edge import start_envoy, start_serve
-from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDQUAD = ROOT.parent / "shared" / "data" / "medquad"
@@ -159,48 +156,6 @@ FILTERS = (
 
 
 # -- the platform ----------------------------------------------------------------------
-
-
-class Service:
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.data_dir = run_dir / "data"
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.edge = ""
-        self.pid = 0
-        self.platform_pids: tuple[int, ...] = ()
-
-    def start(self) -> None:
-        env = {
-            "HACS_DATA_DIR": str(self.data_dir),
-            "HACS_SERVICES": "tenant,records,embedding,search,rag",
-            "HACS_RATE_LIMIT_ENABLED": "false",
-            "HACS_LOG_LEVEL": "WARNING",
-        }
-        serve, grpc_addr, http_addr = start_serve("hacs-serve", self.run_dir, env)
-        edge_port = free_port()
-        settings = EdgeSettings(
-            upstreams=all_in_one_upstreams(Upstream.parse(grpc_addr)),
-            listen_host="127.0.0.1",
-            listen_port=edge_port,
-            admin_port=free_port(),
-            jwks_uri=f"http://{http_addr}/.well-known/jwks.json",
-            default_calls_per_minute=100_000_000,
-            unauthenticated_calls_per_minute=100_000_000,
-            access_log_path=str(self.run_dir / "envoy-access.log"),
-        )
-        envoy = start_envoy(render(settings), self.run_dir, edge_port)
-        self.processes = [envoy, serve]
-        self.edge = f"127.0.0.1:{edge_port}"
-        self.pid = serve.pid
-        self.platform_pids = (envoy.pid,)
-        time.sleep(1.0)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-            process.wait(timeout=60)
-        self.processes = []
 
 
 async def create_tenant(edge: str, data_dir: Path) -> str:
@@ -397,7 +352,7 @@ def retrieve_request(i: int, rng: random.Random, patients: dict[str, str]) -> pb
 
 
 async def measure(
-    service: Service,
+    service: AllInOne,
     key: str,
     patients: dict[str, str],
     *,
@@ -447,7 +402,7 @@ async def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="hacs-rag-bench-"))
-    service = Service(run_dir)
+    service = AllInOne(run_dir, run_dir / "data", "tenant,records,embedding,search,rag")
     answers = medquad_sample(args.medquad, args.medquad_documents, args.seed)
     if args.medquad_documents and not answers:
         print(f"note: {args.medquad} not found; guideline corpus only", file=sys.stderr)

@@ -28,7 +28,6 @@ import json
 import multiprocessing
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,14 +45,12 @@ from hacs.tenant.v1 import tenant_pb2
 from hacs.tenant.v1 import tenant_service_pb2 as tpb
 
 from bench.support import dataset
+from bench.support.all_in_one import AllInOne
 from bench.support.measure import memory_of, run_clients
-from mesh.envoy.render import EdgeSettings, Upstream, all_in_one_upstreams, render
 from services.search.indexer import RECORDS_INDEX
 from services.search.lexical import Fts5Lexical
 from services.search.vector_index import IndexDoc, VectorIndex
-from tests.support.edge import start_envoy, start_serve
 from tests.support.milvus import MilvusServer
-from tests.support.postgres import free_port
 
 QUERIES = [
     ("hemoglobin a1c above target", False, None),
@@ -65,47 +62,6 @@ QUERIES = [
     ("HbA1c", False, query_pb2.SearchFilter(codes=["http://loinc.org|4548-4"])),
     ("recent glucose", False, query_pb2.SearchFilter(min_age=65)),
 ]
-
-
-class Service:
-    def __init__(self, data_dir: Path, run_dir: Path, milvus_uri: str) -> None:
-        self.data_dir, self.run_dir = data_dir, run_dir
-        self.milvus_uri = milvus_uri  # empty: Milvus Lite under data_dir
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.edge = ""
-        self.pid = 0
-
-    def start(self) -> None:
-        env = {
-            "HACS_DATA_DIR": str(self.data_dir),
-            "HACS_SERVICES": "tenant,records,embedding,search",
-            "HACS_RATE_LIMIT_ENABLED": "false",
-            "HACS_LOG_LEVEL": "WARNING",
-            "HACS_MILVUS_URI": self.milvus_uri,
-        }
-        serve, grpc_addr, http_addr = start_serve("hacs-serve", self.run_dir, env)
-        edge_port = free_port()
-        settings = EdgeSettings(
-            upstreams=all_in_one_upstreams(Upstream.parse(grpc_addr)),
-            listen_host="127.0.0.1",
-            listen_port=edge_port,
-            admin_port=free_port(),
-            jwks_uri=f"http://{http_addr}/.well-known/jwks.json",
-            default_calls_per_minute=100_000_000,
-            unauthenticated_calls_per_minute=100_000_000,
-            access_log_path=str(self.run_dir / "envoy-access.log"),
-        )
-        envoy = start_envoy(render(settings), self.run_dir, edge_port)
-        self.processes = [envoy, serve]
-        self.edge = f"127.0.0.1:{edge_port}"
-        self.pid = serve.pid
-        time.sleep(1.0)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-            process.wait(timeout=60)
-        self.processes = []
 
 
 async def create_tenant(edge: str, data_dir: Path) -> str:
@@ -304,7 +260,9 @@ async def main() -> int:
     if milvus is not None:
         milvus.start()
     milvus_uri = milvus.uri if milvus is not None else ""
-    service = Service(data_dir, run_dir, milvus_uri)
+    service = AllInOne(
+        run_dir, data_dir, "tenant,records,embedding,search", {"HACS_MILVUS_URI": milvus_uri}
+    )
     figures: dict[str, Any] = {
         "parameters": vars(args)
         | {"json": str(args.json), "cores": os.cpu_count(), "run_dir": str(run_dir)}

@@ -1,0 +1,65 @@
+"""The all-in-one platform a benchmark drives: `hacs serve` with Envoy in front.
+
+Built from the same pieces as the end-to-end tests (tests/support/edge.py,
+the Envoy renderer), with the edge's rate limits far above anything a
+benchmark sends: the limit is not what is measured.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from mesh.envoy.render import EdgeSettings, Upstream, all_in_one_upstreams, render
+from tests.support.edge import start_envoy, start_serve
+from tests.support.postgres import free_port
+
+UNLIMITED_CALLS_PER_MINUTE = 100_000_000
+
+
+class AllInOne:
+    """`hacs serve` hosting `services` over `data_dir`, and Envoy; restartable."""
+
+    def __init__(
+        self, run_dir: Path, data_dir: Path, services: str, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.run_dir, self.data_dir = run_dir, data_dir
+        self.env = {
+            "HACS_DATA_DIR": str(data_dir),
+            "HACS_SERVICES": services,
+            "HACS_RATE_LIMIT_ENABLED": "false",
+            "HACS_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.edge = ""
+        self.pid = 0  # the `hacs serve` process (the one measured)
+        self.platform_pids: tuple[int, ...] = ()  # ours, but not measured: Envoy
+
+    def start(self) -> None:
+        serve, grpc_addr, http_addr = start_serve("hacs-serve", self.run_dir, self.env)
+        edge_port = free_port()
+        settings = EdgeSettings(
+            upstreams=all_in_one_upstreams(Upstream.parse(grpc_addr)),
+            listen_host="127.0.0.1",
+            listen_port=edge_port,
+            admin_port=free_port(),
+            jwks_uri=f"http://{http_addr}/.well-known/jwks.json",
+            default_calls_per_minute=UNLIMITED_CALLS_PER_MINUTE,
+            unauthenticated_calls_per_minute=UNLIMITED_CALLS_PER_MINUTE,
+            access_log_path=str(self.run_dir / "envoy-access.log"),
+        )
+        envoy = start_envoy(render(settings), self.run_dir, edge_port)
+        self.processes = [envoy, serve]
+        self.edge = f"127.0.0.1:{edge_port}"
+        self.pid = serve.pid
+        self.platform_pids = (envoy.pid,)
+        time.sleep(1.0)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(timeout=60)
+        self.processes = []
