@@ -345,5 +345,4 @@ def _supports_bm25(version: str) -> bool:
     """Milvus 2.5+ servers have BM25 functions; Milvus Lite reports "milvus_lite-x.y.z"."""
     if version.lower().startswith("milvus_lite"):
         return True
-    match = re.search(r"(\d+)\.(\d+)", version)
-    return match is not None and (int(match[1]), int(match[2])) >= (2, 5)
+    return _server_version(version) >= (2, 5)
