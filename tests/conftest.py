@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.harness import Harness, make_settings, running_platform
+from tests.support.milvus import MilvusServer
 from tests.support.postgres import PostgresServer, create_database
 
 
@@ -22,6 +23,22 @@ def postgres_admin_url() -> Iterator[str]:
     server.start()
     try:
         yield server.admin_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_uri() -> Iterator[str]:
+    """One real Milvus server for the whole session (tests/support/milvus.py).
+
+    Here, not imported into test modules: an imported fixture is defined once
+    per module, and a second server could not start beside the first (its
+    embedded etcd's peer port, 2380, is fixed).
+    """
+    server = MilvusServer()
+    server.start()
+    try:
+        yield server.uri
     finally:
         server.stop()
 

@@ -21,7 +21,6 @@ from hacs.search.v1 import search_service_pb2 as pb
 
 from tests.support import clinical
 from tests.support.harness import Harness, NewTenant, bearer, make_settings, running_platform
-from tests.support.milvus import milvus_uri  # noqa: F401  (fixture)
 
 RT = record_pb2.ResourceType
 

@@ -14,16 +14,14 @@ the partition key and the tenant filters are the server's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.postgres import free_port
 
@@ -106,16 +104,39 @@ class MilvusServer:
             time.sleep(1)
 
     def stop(self) -> None:
+        """Stop the whole process group: the wrapper and the `milvus` binary it runs.
+
+        The binary can outlive its wrapper (a server still starting up ignores
+        SIGTERM), and a leftover one holds etcd's fixed peer port (2380), so the
+        next server on this machine could not start: wait for every member of
+        the group to exit, and kill what is left.
+        """
         try:
-            if self.process is not None and self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                    self.process.wait(timeout=10)
+            if self.process is not None:
+                group = self.process.pid
+                _signal_group(group, signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                while _group_alive(group) and time.monotonic() < deadline:
+                    self.process.poll()  # reap the wrapper so it does not linger
+                    time.sleep(0.2)
+                if _group_alive(group):
+                    _signal_group(group, signal.SIGKILL)
+                self.process.wait(timeout=10)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _signal_group(group: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signum)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _tail(path: Path) -> str:
@@ -123,13 +144,3 @@ def _tail(path: Path) -> str:
         return path.read_text(errors="replace")[-3000:]
     except OSError:
         return "(no log)"
-
-
-@pytest.fixture(scope="session")
-def milvus_uri() -> Iterator[str]:
-    server = MilvusServer()
-    server.start()
-    try:
-        yield server.uri
-    finally:
-        server.stop()
