@@ -123,6 +123,19 @@ class Settings:
         "",
         "Vector index. Empty: Milvus Lite at `$HACS_DATA_DIR/milvus.db`; a cluster: `http://milvus:19530`.",
     )
+    milvus_read_consistency: str = _env(
+        "HACS_MILVUS_READ_CONSISTENCY",
+        "bounded",
+        "Milvus server reads: `bounded` (answer from what the server has applied; writes wait "
+        "until readable, so acknowledged writes are seen) or `strong` (every read waits for the "
+        "server's next time tick, ~200 ms by default).",
+    )
+    milvus_client_threads: int = _env(
+        "HACS_MILVUS_CLIENT_THREADS",
+        "32",
+        "Threads for blocking Milvus calls (each waits on the server, so this bounds concurrent "
+        "Milvus requests per process).",
+    )
     lexical_engine: str = _env(
         "HACS_LEXICAL_ENGINE",
         "auto",
@@ -219,6 +232,13 @@ class Settings:
             problems.append(
                 f"HACS_LEXICAL_ENGINE={self.lexical_engine!r} must be auto, milvus or sqlite"
             )
+        if self.milvus_read_consistency not in ("bounded", "strong"):
+            problems.append(
+                f"HACS_MILVUS_READ_CONSISTENCY={self.milvus_read_consistency!r} "
+                "must be bounded or strong"
+            )
+        if self.milvus_client_threads < 1:
+            problems.append("HACS_MILVUS_CLIENT_THREADS must be at least 1")
         if self.otel_exporter not in ("none", "console", "otlp"):
             problems.append(
                 f"HACS_OTEL_EXPORTER={self.otel_exporter!r} must be none, console or otlp"

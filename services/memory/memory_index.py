@@ -172,14 +172,27 @@ class MemoryIndex:
             await self._embed_rows(tenant_id, fresh[start : start + EMBED_BATCH], batch)
         # Writes first, then drops (a crash in between replays, never loses a
         # revision); a new revision's passages reuse the open keys they overwrite.
-        await index.upsert(HISTORY[WHOLE], batch.closed_whole)
-        await index.upsert(HISTORY[PASSAGE], batch.closed_passages)
-        await index.upsert(WHOLE, batch.whole)
-        await index.upsert(PASSAGE, batch.passages)
+        await index.upsert(HISTORY[WHOLE], batch.closed_whole, wait=False)
+        await index.upsert(HISTORY[PASSAGE], batch.closed_passages, wait=False)
+        await index.upsert(WHOLE, batch.whole, wait=False)
+        await index.upsert(PASSAGE, batch.passages, wait=False)
         reused = {doc.pk for doc in batch.passages}
         stale = [pk for pk in batch.drop_passages if pk not in reused]
-        await index.delete(WHOLE, tenant_id, batch.drop_whole)
-        await index.delete(PASSAGE, tenant_id, stale)
+        await index.delete(WHOLE, tenant_id, batch.drop_whole, wait=False)
+        await index.delete(PASSAGE, tenant_id, stale, wait=False)
+        # Readable before the caller hears back (Recall right after Remember): one wait
+        # per collection written, side by side.
+        touched = {
+            kind
+            for kind, rows in (
+                (HISTORY[WHOLE], batch.closed_whole),
+                (HISTORY[PASSAGE], batch.closed_passages),
+                (WHOLE, batch.whole or batch.drop_whole),
+                (PASSAGE, batch.passages or stale),
+            )
+            if rows
+        }
+        await asyncio.gather(*(index.until_readable(kind) for kind in sorted(touched)))
         if erased:
             await self.erase(tenant_id, erased)
         written = batch.whole + batch.passages + batch.closed_whole + batch.closed_passages
@@ -341,9 +354,7 @@ class MemoryIndex:
         wait for it.
         """
         index = await self.index()
-        exists = await asyncio.to_thread(
-            index.client.has_collection, index.collection(RECORDS_INDEX)
-        )
+        exists = await index.call(index.client.has_collection, index.collection(RECORDS_INDEX))
         if not exists or not names:
             return 0
         pks = [record_pk(tenant_id, COLLECTION, memory_id(name)) for name in names]

@@ -87,7 +87,7 @@ async def stored_vectors(
     every time. The tenant is still checked, on the rows returned.
     """
     name = await index.ensure(KNOWLEDGE)
-    rows = await asyncio.to_thread(
+    rows = await index.call(
         index.client.get,
         name,
         ids=pks,

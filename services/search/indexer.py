@@ -193,6 +193,8 @@ class RecordIndexer:
         await self._write(tenant_id, docs)
         await self._index.delete(RECORDS_INDEX, tenant_id, gone)
         await self._lexical.delete(RECORDS_INDEX, tenant_id, gone)
+        if docs and not gone:  # a delete already waited; else wait once for the batches
+            await self._index.until_readable(RECORDS_INDEX)
         return len(docs) + len(gone)
 
     async def _write(self, tenant_id: str, docs: list[IndexDoc]) -> None:
@@ -201,7 +203,8 @@ class RecordIndexer:
             vectors = await self._embedder.embed([d.text for d in batch], query=False)
             for doc, vector in zip(batch, vectors, strict=True):
                 doc.vector = vector
-            await self._index.upsert(RECORDS_INDEX, batch)
+            # One wait until readable per round (the caller), not per batch.
+            await self._index.upsert(RECORDS_INDEX, batch, wait=False)
             await self._lexical.upsert(RECORDS_INDEX, batch)
 
     # -- rebuilding ------------------------------------------------------------
@@ -243,6 +246,7 @@ class RecordIndexer:
             if progress is not None:
                 await progress(Progress(done, total, time.monotonic() - started))
         await self._index.flush(RECORDS_INDEX)
+        await self._index.until_readable(RECORDS_INDEX)
         await _save_cursor(self._db, tenant_id, head, only_forward=False)
         return done, head
 

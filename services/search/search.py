@@ -92,7 +92,10 @@ class Searcher:
         if params.scope in (RECORDS, "all"):
             kinds = _readable_kinds(caller, spec.kinds)
             if kinds:
-                searches.append((RECORDS, replace(spec, kinds=kinds)))
+                # Every type readable and none asked for: nothing to restrict, and no
+                # per-row type test for the engines to evaluate.
+                unrestricted = not spec.kinds and len(kinds) == len(RESOURCE_TYPES)
+                searches.append((RECORDS, replace(spec, kinds=[] if unrestricted else kinds)))
             elif params.scope == RECORDS:
                 caller.require("read:*", f"tenants/{params.tenant_id}")  # no readable type at all
         # "all" quietly leaves out knowledge the caller may not read; "knowledge" refuses.

@@ -9,16 +9,32 @@ hybrid filter — so one tenant's query cannot touch another's rows.
 Milvus servers before 2.5 have no BM25 function: there the collections are
 dense-only and `lexical_supported` is False (hybrid search degrades to
 dense and says so).
+
+Every Milvus call blocks a thread while the server works, so the index runs
+them on its own thread pool: a slow or waiting Milvus never takes the threads
+the embedder and SQLite need.
+
+Consistency on a server: writes wait until they are readable (one Strong read
+after each write call), so what a write acknowledged is visible to every read
+that starts after it; reads then use Bounded consistency, which answers from
+what the server has already applied instead of waiting for its next time tick
+(a Strong search costs a ~200 ms wait on Milvus's default tick). With several
+in-memory replicas, a replica may lag by up to Milvus's graceful time; set
+HACS_MILVUS_READ_CONSISTENCY=strong to make every read wait instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import logging
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
@@ -27,6 +43,9 @@ from pymilvus.exceptions import MilvusException
 from services.common.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+READ_CONSISTENCY = ("bounded", "strong")
 
 MAX_TEXT = 16_000
 FLUSH_EVERY = 5_000
@@ -75,7 +94,16 @@ def quote(value: str) -> str:
 
 
 class VectorIndex:
-    def __init__(self, uri: str, dimension: int) -> None:
+    def __init__(
+        self,
+        uri: str,
+        dimension: int,
+        *,
+        read_consistency: str = "bounded",
+        client_threads: int = 32,
+    ) -> None:
+        if read_consistency not in READ_CONSISTENCY:
+            raise ValueError(f"read consistency {read_consistency!r}: bounded or strong")
         self._uri = uri
         self.dimension = dimension
         self._client: MilvusClient | None = None
@@ -84,25 +112,57 @@ class VectorIndex:
         self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
         self._ready: set[str] = set()
         self._lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, client_threads), thread_name_prefix="milvus"
+        )
         # Rows written since the last flush, per collection (see maybe_flush).
         self._unflushed: dict[str, int] = {}
-        # Reads must see every write this process made before them (the indexer's
-        # cursor, Recall's read-your-writes). Milvus Lite reads its own writes; on a
-        # server, Session consistency did not (pymilvus 3 against Milvus 2.3 returned
-        # nothing just written: tests/integration/test_search_service.py), so reads
-        # ask for Strong, which waits until the server has applied every earlier write.
-        self.read_options: dict[str, str] = {} if self.is_lite else {"consistency_level": "Strong"}
+        # Milvus Lite reads its own writes. On a server, reads ask for Bounded (or
+        # Strong, if configured) and writes wait until they are readable (see
+        # _until_readable): Session consistency did not give read-your-writes
+        # (pymilvus 3 against Milvus 2.3 returned nothing just written).
+        self._write_barrier = not self.is_lite and read_consistency == "bounded"
+        self.read_options: dict[str, str] = (
+            {} if self.is_lite else {"consistency_level": read_consistency.capitalize()}
+        )
+
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run one blocking Milvus client call on the index's own threads."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(context.run, fn, *args, **kwargs)
+        )
+
+    async def until_readable(self, kind: str) -> None:
+        """Wait until every write this process made to `kind`'s collection is readable."""
+        await self._until_readable(await self.ensure(kind))
+
+    async def _until_readable(self, name: str) -> None:
+        """Wait until every write this process made to `name` is visible to reads.
+
+        A Strong read waits for the server to apply everything before it; after
+        it, Bounded reads (from any process) see those writes on a single replica.
+        """
+        if self._write_barrier:
+            await self.call(
+                self.client.query,
+                name,
+                filter='pk == ""',
+                output_fields=["pk"],
+                limit=1,
+                consistency_level="Strong",
+            )
 
     async def connect(self) -> None:
         def connect() -> MilvusClient:
             return MilvusClient(self._uri)
 
         try:
-            client = await asyncio.to_thread(connect)
+            client = await self.call(connect)
         except MilvusException as exc:
             raise Unavailable(f"cannot reach Milvus at {self._uri}: {exc}") from exc
         self._client = client
-        version = await asyncio.to_thread(client.get_server_version)
+        version = await self.call(client.get_server_version)
         # Milvus Lite has BM25 but no sparse index (it scans): HACS does lexical search
         # elsewhere there (services/search/lexical.py) and keeps the collections dense.
         self.lexical_supported = _supports_bm25(str(version)) and not self.is_lite
@@ -122,7 +182,8 @@ class VectorIndex:
 
     async def close(self) -> None:
         if self._client is not None:
-            await asyncio.to_thread(self._client.close)
+            await self.call(self._client.close)
+        self._executor.shutdown(wait=False)
 
     def collection(self, kind: str) -> str:
         return f"hacs_{kind}_{self.dimension}"
@@ -133,10 +194,10 @@ class VectorIndex:
             return name
         async with self._lock:
             if name not in self._ready:
-                exists = await asyncio.to_thread(self.client.has_collection, name)
+                exists = await self.call(self.client.has_collection, name)
                 if not exists:
-                    await asyncio.to_thread(self._create, name)
-                await asyncio.to_thread(self.client.load_collection, name)
+                    await self.call(self._create, name)
+                await self.call(self.client.load_collection, name)
                 self._ready.add(name)
         return name
 
@@ -191,7 +252,9 @@ class VectorIndex:
         )
         log.info("created Milvus collection %s", name)
 
-    async def upsert(self, kind: str, docs: list[IndexDoc]) -> None:
+    async def upsert(self, kind: str, docs: list[IndexDoc], *, wait: bool = True) -> None:
+        """Write `docs`; with `wait` (the default) return once reads see them. A writer of
+        many batches passes wait=False and calls `until_readable` once at the end."""
         if not docs:
             return
         name = await self.ensure(kind)
@@ -222,10 +285,12 @@ class VectorIndex:
             # tenant-filtered reads miss them. Delete then insert routes them right; a
             # reader between the two calls misses these rows for that moment.
             pks = json.dumps([row["pk"] for row in rows])
-            await asyncio.to_thread(self.client.delete, name, filter=f"pk in {pks}")
-            await asyncio.to_thread(self.client.insert, name, rows)
+            await self.call(self.client.delete, name, filter=f"pk in {pks}")
+            await self.call(self.client.insert, name, rows)
         else:
-            await asyncio.to_thread(self.client.upsert, name, rows)
+            await self.call(self.client.upsert, name, rows)
+        if wait:
+            await self._until_readable(name)
         self._unflushed[name] = self._unflushed.get(name, 0) + len(rows)
         if self._unflushed[name] >= FLUSH_EVERY:
             await self.flush(kind)
@@ -234,19 +299,22 @@ class VectorIndex:
         """Seal what was written: searches over growing segments are brute force (slow)."""
         name = await self.ensure(kind)
         if self._unflushed.pop(name, 0):
-            await asyncio.to_thread(self.client.flush, name)
+            await self.call(self.client.flush, name)
 
-    async def delete(self, kind: str, tenant_id: str, pks: list[str]) -> None:
+    async def delete(self, kind: str, tenant_id: str, pks: list[str], *, wait: bool = True) -> None:
         if not pks:
             return
         name = await self.ensure(kind)
         expr = f"tenant_id == {quote(tenant_id)} and pk in {json.dumps(pks)}"
-        await asyncio.to_thread(self.client.delete, name, filter=expr)
+        await self.call(self.client.delete, name, filter=expr)
+        if wait:
+            await self._until_readable(name)
 
     async def delete_where(self, kind: str, tenant_id: str, expr: str) -> None:
         name = await self.ensure(kind)
         full = f"tenant_id == {quote(tenant_id)}" + (f" and ({expr})" if expr else "")
-        await asyncio.to_thread(self.client.delete, name, filter=full)
+        await self.call(self.client.delete, name, filter=full)
+        await self._until_readable(name)
 
     async def dense_search(
         self,
@@ -258,7 +326,7 @@ class VectorIndex:
         fields: list[str],
     ) -> list[Hit]:
         name = await self.ensure(kind)
-        result = await asyncio.to_thread(
+        result = await self.call(
             self.client.search,
             name,
             data=[vector.astype(np.float32).tolist()],
@@ -280,7 +348,7 @@ class VectorIndex:
         if not self.lexical_supported:
             return []
         name = await self.ensure(kind)
-        result = await asyncio.to_thread(
+        result = await self.call(
             self.client.search,
             name,
             data=[text],
@@ -304,7 +372,7 @@ class VectorIndex:
         if not pks:
             return {}
         name = await self.ensure(kind)
-        rows = await asyncio.to_thread(
+        rows = await self.call(
             self.client.query,
             name,
             filter=_scoped(tenant_id, f"pk in {json.dumps(pks)}"),
@@ -315,7 +383,7 @@ class VectorIndex:
 
     async def count(self, kind: str, tenant_id: str, expr: str = "") -> int:
         name = await self.ensure(kind)
-        rows = await asyncio.to_thread(
+        rows = await self.call(
             self.client.query,
             name,
             filter=_scoped(tenant_id, expr),

@@ -19,7 +19,13 @@ async def vector_index(platform: Platform) -> VectorIndex:
     async def build() -> VectorIndex:
         registry = await platform.model_registry()
         dimension = registry.get("").config.dimension
-        index = VectorIndex(platform.settings.resolved_milvus_uri, dimension)
+        settings = platform.settings
+        index = VectorIndex(
+            settings.resolved_milvus_uri,
+            dimension,
+            read_consistency=settings.milvus_read_consistency,
+            client_threads=settings.milvus_client_threads,
+        )
         await index.connect()
         platform.on_close(index.close)
         return index

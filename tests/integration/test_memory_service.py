@@ -28,14 +28,22 @@ MT = memory_block_pb2.MemoryType
 NOW = datetime.now(UTC)
 
 
-@pytest.fixture(scope="module")
-async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+@pytest.fixture(scope="module", params=["milvus-lite", "milvus-server"])
+async def platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Harness]:
+    """On Milvus Lite and on a real Milvus server (Recall must see what Remember wrote the
+    moment Remember returns, on both)."""
     root = tmp_path_factory.mktemp("memory")
+    overrides = {}
+    if request.param == "milvus-server":
+        overrides["milvus_uri"] = request.getfixturevalue("milvus_uri")
     settings = make_settings(
         root / "data",
         f"sqlite+aiosqlite:///{root / 'hacs.db'}",
         services="tenant,records,embedding,search,memory",
         indexer_enabled="false",
+        **overrides,
     )
     async with running_platform(settings) as harness:
         yield harness

@@ -38,6 +38,10 @@ def test_bad_values_are_named_at_start() -> None:
         Settings.from_env({"HACS_GRPC_LISTEN": "50051"})
     with pytest.raises(ValueError, match="unknown service"):
         Settings.from_env({"HACS_SERVICES": "search,billing"})
+    with pytest.raises(ValueError, match="HACS_MILVUS_READ_CONSISTENCY='session'"):
+        Settings.from_env({"HACS_MILVUS_READ_CONSISTENCY": "session"})
+    with pytest.raises(ValueError, match="HACS_MILVUS_CLIENT_THREADS"):
+        Settings.from_env({"HACS_MILVUS_CLIENT_THREADS": "0"})
 
 
 def test_parse_services_keeps_order_and_drops_repeats() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.search.vector_index import _misroutes_upserts, _supports_bm25
+from services.search.vector_index import VectorIndex, _misroutes_upserts, _supports_bm25
 
 
 @pytest.mark.parametrize(
@@ -27,3 +27,16 @@ def test_upserts_are_split_on_servers_that_misroute_them(version: str, misroutes
 )
 def test_bm25_functions_need_milvus_2_5(version: str, bm25: bool) -> None:
     assert _supports_bm25(version) is bm25
+
+
+def test_server_reads_are_bounded_and_writes_wait_until_readable_unless_strong() -> None:
+    bounded = VectorIndex("http://milvus:19530", 384)
+    assert bounded.read_options == {"consistency_level": "Bounded"}
+    assert bounded._write_barrier is True
+    strong = VectorIndex("http://milvus:19530", 384, read_consistency="strong")
+    assert strong.read_options == {"consistency_level": "Strong"}
+    assert strong._write_barrier is False  # every read waits instead
+    lite = VectorIndex("/var/lib/hacs/milvus.db", 384)  # Milvus Lite reads its own writes
+    assert lite.read_options == {} and lite._write_barrier is False
+    with pytest.raises(ValueError, match="bounded or strong"):
+        VectorIndex("http://milvus:19530", 384, read_consistency="eventually")
