@@ -46,6 +46,20 @@ def machine_busy_percent(seconds: float = 3.0) -> float:
     return round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1)
 
 
+def wait_until_quiet(
+    busy_below: float = 30.0, window: float = 5.0, give_up_after: float = 900.0
+) -> float:
+    """Wait until the machine is idle enough to measure on (background index builds,
+    compactions, a server's start-up work); returns the busy percent last seen."""
+    deadline = time.monotonic() + give_up_after
+    busy = machine_busy_percent(window)
+    while busy >= busy_below and time.monotonic() < deadline:
+        print(f"\r  waiting for the machine to settle ({busy:.0f}% busy)", end="", file=sys.stderr)
+        busy = machine_busy_percent(window)
+    print(file=sys.stderr)
+    return busy
+
+
 def machine_cpu_seconds() -> float:
     """CPU seconds the whole machine has spent busy."""
     return machine_ticks()[0] / TICKS
