@@ -191,9 +191,9 @@ class RecordIndexer:
             gone = [record_pk(tenant_id, c, i) for c, i in sorted(wanted - live_keys)]
             docs = await _documents(tx, tenant_id, live)
         await self._write(tenant_id, docs)
-        await self._index.delete(RECORDS_INDEX, tenant_id, gone)
+        await self._index.delete(RECORDS_INDEX, tenant_id, gone, wait=False)
         await self._lexical.delete(RECORDS_INDEX, tenant_id, gone)
-        if docs and not gone:  # a delete already waited; else wait once for the batches
+        if docs or gone:  # one wait for the whole round, before the cursor moves
             await self._index.until_readable(RECORDS_INDEX)
         return len(docs) + len(gone)
 
@@ -203,7 +203,7 @@ class RecordIndexer:
             vectors = await self._embedder.embed([d.text for d in batch], query=False)
             for doc, vector in zip(batch, vectors, strict=True):
                 doc.vector = vector
-            # One wait until readable per round (the caller), not per batch.
+            # The caller waits until readable once per round, not per batch.
             await self._index.upsert(RECORDS_INDEX, batch, wait=False)
             await self._lexical.upsert(RECORDS_INDEX, batch)
 
