@@ -3,7 +3,7 @@
 1. Indexing (the real path): Patients and their Observations are written
    through Envoy with BatchCreateRecords; the live indexer tails the change
    log, renders, embeds (all-MiniLM-L6-v2 on this machine's CPU) and writes
-   Milvus Lite + the FTS5 lexical index. Throughput = documents / time from
+   Milvus Lite + the SQLite lexical store. Throughput = documents / time from
    the first write until the index caught up.
 2. Scale: embedding a million documents on two CPU cores takes hours, so the
    larger indexes are built from the documents of step 1: every indexed
@@ -49,7 +49,7 @@ from bench.support import dataset
 from bench.support.all_in_one import AllInOne
 from bench.support.measure import memory_of, run_clients, wait_until_quiet
 from services.search.indexer import RECORDS_INDEX
-from services.search.lexical import Fts5Lexical
+from services.search.lexical_store import SqliteLexical
 from services.search.vector_index import IndexDoc, VectorIndex
 from tests.support.milvus import MilvusServer
 
@@ -123,7 +123,7 @@ async def grow_index(data_dir: Path, target: int, milvus_uri: str) -> int:
     """Copy the indexed documents (text + model vector) under new ids until `target` exist."""
     index = VectorIndex(milvus_uri or str(data_dir / "milvus.db"), 384)
     await index.connect()
-    lexical = Fts5Lexical(data_dir / "lexical.db")
+    lexical = SqliteLexical(data_dir / "lexical.db")
     name = await index.ensure(RECORDS_INDEX)
     fields = [
         "pk",

@@ -1,7 +1,7 @@
-"""Sweep the BM25 title weight (services/search/lexical.py TITLE_WEIGHTS) on a TRAIN split.
+"""Sweep the BM25 title weight (services/search/lexical_store.py TITLE_WEIGHTS) on a TRAIN split.
 
-Indexes the corpus the way the records index does (title column + body whose
-first line is the title) in an in-memory SQLite FTS5 table, ranks the split's
+Indexes the corpus the way the records index does (title + body whose first
+line is the title) in the service's in-memory BM25 index, ranks the split's
 queries for each title weight, and fuses each ranking with the dense
 candidates of a candidate dump (see scripts/tune_search_fusion.py for how to
 make one):
@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.evals.beir import load, ndcg_at, recall_at
+from services.search.bm25_index import TermIndex
 from services.search.fusion import Fusion, fuse
-from services.search.lexical import fts_query
+from services.search.terms import TERM_DTYPE, counts, decode, encode, query_terms
 
 WEIGHTS = (1, 2, 3, 5, 8, 12)
 SEMANTIC = (0.5, 0.6, 0.7)
@@ -47,29 +49,27 @@ def main() -> int:
     data = load(args.dataset, dump["split"])
     qrels = dump["qrels"]
     dense_runs = dump["runs"]["dense"]
-    conn = sqlite3.connect(":memory:")
-    conn.execute(
-        "CREATE VIRTUAL TABLE fts USING fts5 "
-        "(title, text, tokenize = 'porter unicode61 remove_diacritics 2')"
-    )
     ids = [d.id for d in data.corpus]
-    conn.executemany(
-        "INSERT INTO fts (rowid, title, text) VALUES (?, ?, ?)",
-        (
-            (i, d.title, "\n".join(p for p in (d.title, d.text) if p))
-            for i, d in enumerate(data.corpus)
-        ),
-    )
+    vocab: dict[str, int] = {}
+    blobs, lengths = [], []
+    for d in data.corpus:
+        term_counts, length = counts(d.title, "\n".join(p for p in (d.title, d.text) if p))
+        blobs.append(encode({vocab.setdefault(t, len(vocab)): c for t, c in term_counts.items()}))
+        lengths.append(length)
+    records = decode(b"".join(blobs))
+    per_doc = np.array([len(b) // TERM_DTYPE.itemsize for b in blobs])
     print(f"{len(ids)} documents, {len(qrels)} {dump['split']} queries")
     for weight in WEIGHTS:
+        index = TermIndex(weight)
+        index.load(np.arange(len(ids)), np.array(lengths, np.float32), records, per_doc)
         lexical: dict[str, list[tuple[str, float, dict[str, Any]]]] = {}
         for q in qrels:
-            rows = conn.execute(
-                "SELECT rowid, bm25(fts, ?, 1.0) AS s FROM fts WHERE fts MATCH ? "
-                "ORDER BY s LIMIT 100",
-                (weight, fts_query(data.queries[q])),
-            ).fetchall()
-            lexical[q] = [(ids[r], -s, NO_FIELDS) for r, s in rows]
+            words = [vocab[t] for t in query_terms(data.queries[q]) if t in vocab]
+            top = index.top(words, 100)
+            lexical[q] = [
+                (ids[r], s, NO_FIELDS)
+                for r, s in zip(top.doc_ids.tolist(), top.scores.tolist(), strict=True)
+            ]
         row = [f"title x{weight:<3}"]
         n = sum(ndcg_at([d for d, _, _ in lexical[q]], g, 10) for q, g in qrels.items())
         row.append(f"bm25 {n / len(qrels):.4f}")

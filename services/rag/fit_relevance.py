@@ -5,7 +5,7 @@
 On a BEIR data set's *train* split: a seeded sample of queries, their
 relevant documents and random distractor documents are chunked with the
 default chunking and the shipped model's tokenizer, embedded, and indexed in
-a temporary Milvus Lite with SQLite FTS5 beside it (the embedded mode's
+a temporary Milvus Lite with the SQLite BM25 store beside it (the embedded mode's
 engines); each query then gets its candidates through
 `candidates.hybrid_candidates` — the code Retrieve runs — and each
 (query, chunk) pair is labelled relevant when the chunk comes from a
@@ -36,7 +36,7 @@ from services.rag.parsing import ParsedDocument
 from services.rag.relevance import Features
 from services.rag.tokens import HuggingFaceTokens
 from services.search.expressions import FilterSpec
-from services.search.lexical import Fts5Lexical
+from services.search.lexical_store import SqliteLexical
 from services.search.search import KNOWLEDGE
 from services.search.vector_index import IndexDoc, VectorIndex
 
@@ -75,7 +75,7 @@ async def pairs(
     with tempfile.TemporaryDirectory() as tmp:
         index = VectorIndex(str(Path(tmp) / "milvus.db"), config.dimension)
         await index.connect()
-        lexical = Fts5Lexical(Path(tmp) / "lexical.db")  # the embedded mode's engine
+        lexical = SqliteLexical(Path(tmp) / "lexical.db")  # the embedded mode's engine
         for start in range(0, len(corpus), 200):
             docs = []
             batch = corpus[start : start + 200]

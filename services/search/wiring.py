@@ -7,7 +7,8 @@ from hacs.search.v1 import search_service_pb2_grpc
 
 from services.common.runtime.platform import Platform
 from services.search.indexer import RecordIndexer
-from services.search.lexical import Fts5Lexical, LexicalIndex, MilvusLexical
+from services.search.lexical import LexicalIndex, MilvusLexical
+from services.search.lexical_store import SqliteLexical
 from services.search.search import FIELDS, Searcher
 from services.search.servicer import SearchServicer
 from services.search.vector_index import VectorIndex
@@ -34,7 +35,7 @@ async def vector_index(platform: Platform) -> VectorIndex:
 
 
 async def lexical_index(platform: Platform) -> LexicalIndex:
-    """Milvus's BM25 on a server that indexes it; SQLite FTS5 beside Milvus Lite."""
+    """Milvus's BM25 on a server that indexes it; in-process BM25 over SQLite otherwise."""
 
     async def build() -> LexicalIndex:
         index = await vector_index(platform)
@@ -48,13 +49,13 @@ async def lexical_index(platform: Platform) -> LexicalIndex:
                     "(BM25 with a sparse index)"
                 )
             return MilvusLexical(index, FIELDS)
-        fts = Fts5Lexical(platform.settings.data_path / "lexical.db")
+        store = SqliteLexical(platform.settings.data_path / "lexical.db")
 
         async def close() -> None:
-            fts.close()
+            store.close()
 
         platform.on_close(close)
-        return fts
+        return store
 
     return await platform.shared("lexical_index", build)
 

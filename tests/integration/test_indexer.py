@@ -19,7 +19,7 @@ from services.records.store import RecordStore
 from services.records.writes import NewRecord, RecordWriter
 from services.search import indexer as indexer_module
 from services.search.indexer import RECORDS_INDEX, RecordIndexer, indexed_sequence
-from services.search.lexical import Fts5Lexical
+from services.search.lexical_store import SqliteLexical
 from services.search.vector_index import VectorIndex
 from services.tenant.bootstrap import ensure_platform
 from services.tenant.models import ACTIVE, Limits, Tenant
@@ -36,7 +36,7 @@ ADMIN = Caller(
 class World:
     db: Database
     index: VectorIndex
-    lexical: Fts5Lexical
+    lexical: SqliteLexical
     embedder: LocalEmbedder
     writer: RecordWriter
 
@@ -63,7 +63,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     async def no_limit(_: str) -> int:
         return 0
 
-    lexical = Fts5Lexical(root / "lexical.db")
+    lexical = SqliteLexical(root / "lexical.db")
     writer = RecordWriter(RecordStore(db), no_limit)
     yield World(db, index, lexical, LocalEmbedder(registry), writer)
     lexical.close()

@@ -1,0 +1,521 @@
+"""The embedded lexical engine: documents in SQLite, BM25 scored in memory.
+
+SQLite (lexical.db beside Milvus Lite, or beside the Milvus client of a
+server without BM25) is the durable store: each document's filter fields,
+text, length and terms (an id blob, services/search/terms.py), plus a change
+sequence. Each process keeps an in-memory BM25 index per (tenant, kind)
+(bm25_index.py), built from SQLite on that pair's first search and brought
+up to date before every search from the documents and tombstones written
+since its cursor, so several processes (the search service, RAG ingest, a
+backfill) can write the same file and every reader sees each committed write
+on its next search.
+
+Filters are SQL over the docs table: the best-scoring documents are checked
+against them, a few rounds deep; a very selective filter instead names the
+documents allowed and the index scores only those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.search.bm25_index import TermIndex, TopK
+from services.search.expressions import FilterSpec
+from services.search.lexical_filters import sql_filters
+from services.search.terms import TERM_DTYPE, counts, decode, encode, query_terms
+from services.search.vector_index import Hit, IndexDoc
+
+log = logging.getLogger(__name__)
+
+LAYOUT_VERSION = 3  # PRAGMA user_version; 1-2 kept the text in an FTS5 table
+TOMBSTONES_KEPT = 100_000  # deletes remembered for catching up; an index further behind rebuilds
+FILTER_ROUNDS = (4, 32, 256)  # x limit: best-scoring documents checked against a filter per round
+
+# BM25 weight of a title match relative to a body match, per kind. Tuned on the
+# MedQuAD *train* split (scripts/tune_search_fusion.py; docs/search.md): the
+# lexical row rose 0.617 -> 0.662 nDCG@10 and hybrid 0.770 -> 0.783 at 5, with
+# gains flattening above it. Knowledge chunks keep 1: their text already opens
+# with a context header naming the document, and RAG's relevance model
+# (services/rag/relevance.py) is calibrated on those scores.
+TITLE_WEIGHTS = {"records": 5.0, "knowledge": 1.0}
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS docs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    pk TEXT NOT NULL UNIQUE,
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    title TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    birth_ymd INTEGER NOT NULL,
+    gender TEXT NOT NULL,
+    clinical_time INTEGER NOT NULL,
+    codes TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    text TEXT NOT NULL DEFAULT '',
+    length INTEGER NOT NULL DEFAULT 0,
+    terms BLOB NOT NULL DEFAULT x'',
+    seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS tombstones (
+    seq INTEGER NOT NULL, tenant_id TEXT NOT NULL, kind TEXT NOT NULL, doc_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', 0), ('pruned_through', 0);
+"""
+
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS docs_scope ON docs (tenant_id, kind, type);
+CREATE INDEX IF NOT EXISTS docs_patient ON docs (tenant_id, patient_id);
+CREATE INDEX IF NOT EXISTS docs_changes ON docs (tenant_id, kind, seq);
+CREATE INDEX IF NOT EXISTS tombstones_scope ON tombstones (tenant_id, kind, seq);
+"""
+
+_UPSERT_DOC = """
+INSERT INTO docs (kind, pk, tenant_id, name, type, title, patient_id, birth_ymd, gender,
+                  clinical_time, codes, labels, grp, extra, text, length, terms, seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (pk) DO UPDATE SET
+    kind = excluded.kind, tenant_id = excluded.tenant_id, name = excluded.name,
+    type = excluded.type, title = excluded.title, patient_id = excluded.patient_id,
+    birth_ymd = excluded.birth_ymd, gender = excluded.gender,
+    clinical_time = excluded.clinical_time, codes = excluded.codes,
+    labels = excluded.labels, grp = excluded.grp, extra = excluded.extra,
+    text = excluded.text, length = excluded.length, terms = excluded.terms,
+    seq = excluded.seq
+"""
+
+_HIT_FIELDS = "d.id, d.pk, d.name, d.type, d.title, d.patient_id, d.grp, d.extra, d.text"
+
+
+@dataclass
+class _Scope:
+    """One (tenant, kind)'s in-memory index and how far into the change sequence it is."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    index: TermIndex | None = None
+    cursor: int = 0
+
+
+class SqliteLexical:
+    """BM25 over SQLite-stored documents: one writer connection, a few readers (WAL)."""
+
+    name = "sqlite-bm25"
+
+    def __init__(self, path: Path, readers: int = 4) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._writer = self._connect()
+        self._writer.executescript(_TABLES)
+        _migrate(self._writer)
+        self._writer.executescript(_INDEXES)
+        self._write_lock = threading.Lock()
+        self._readers = [self._connect() for _ in range(readers)]
+        self._free: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
+        for reader in self._readers:
+            self._free.put_nowait(reader)
+        self._vocab: dict[str, int] = {}  # term -> id; ids never change once committed
+        self._scopes: dict[tuple[str, str], _Scope] = {}
+        self._scopes_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def close(self) -> None:
+        for conn in (self._writer, *self._readers):
+            conn.close()
+
+    # -- writes ------------------------------------------------------------------
+
+    async def upsert(self, kind: str, docs: Sequence[IndexDoc]) -> None:
+        if docs:
+            await asyncio.to_thread(self._upsert, kind, list(docs))
+
+    def _upsert(self, kind: str, docs: list[IndexDoc]) -> None:
+        analysed = [counts(d.title, d.text) for d in docs]  # outside the lock: CPU only
+        with self._write_lock:
+            cur = self._writer.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                seq = _next_seq(cur)
+                new_terms: dict[str, int] = {}
+                for d, (term_counts, length) in zip(docs, analysed, strict=True):
+                    ids = self._term_ids_for_write(cur, term_counts, new_terms)
+                    blob = encode({ids[t]: c for t, c in term_counts.items()})
+                    cur.execute(
+                        _UPSERT_DOC,
+                        (
+                            kind,
+                            d.pk,
+                            d.tenant_id,
+                            d.name,
+                            d.kind,
+                            d.title,
+                            d.patient_id,
+                            d.birth_ymd,
+                            d.gender,
+                            d.clinical_time,
+                            json.dumps(d.codes),
+                            json.dumps(d.labels),
+                            d.group,
+                            json.dumps(d.extra),
+                            d.text,
+                            length,
+                            blob,
+                            seq,
+                        ),
+                    )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self._vocab.update(new_terms)  # only once committed
+
+    def _term_ids_for_write(
+        self, cur: sqlite3.Cursor, term_counts: dict[str, Any], new_terms: dict[str, int]
+    ) -> dict[str, int]:
+        ids: dict[str, int] = {}
+        for term in term_counts:
+            known = self._vocab.get(term) or new_terms.get(term)
+            if known is None:
+                cur.execute(
+                    "INSERT INTO vocab (term) VALUES (?) ON CONFLICT (term) DO NOTHING", (term,)
+                )
+                (known,) = cur.execute("SELECT id FROM vocab WHERE term = ?", (term,)).fetchone()
+                new_terms[term] = known
+            ids[term] = known
+        return ids
+
+    async def delete(self, kind: str, tenant_id: str, pks: Sequence[str]) -> None:
+        if pks:
+            await asyncio.to_thread(
+                self._delete_where,
+                "tenant_id = ? AND kind = ? AND pk IN (SELECT value FROM json_each(?))",
+                (tenant_id, kind, json.dumps(list(pks))),
+            )
+
+    async def delete_all(self, kind: str, tenant_id: str, types: Sequence[str] = ()) -> None:
+        if types:
+            await asyncio.to_thread(
+                self._delete_where,
+                "tenant_id = ? AND kind = ? AND type IN (SELECT value FROM json_each(?))",
+                (tenant_id, kind, json.dumps(list(types))),
+            )
+        else:
+            await asyncio.to_thread(
+                self._delete_where, "tenant_id = ? AND kind = ?", (tenant_id, kind)
+            )
+
+    def _delete_where(self, where: str, params: tuple[Any, ...]) -> None:
+        with self._write_lock:
+            cur = self._writer.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                seq = _next_seq(cur)
+                cur.execute(
+                    "INSERT INTO tombstones (seq, tenant_id, kind, doc_id) "
+                    f"SELECT ?, tenant_id, kind, id FROM docs WHERE {where}",
+                    (seq, *params),
+                )
+                cur.execute(f"DELETE FROM docs WHERE {where}", params)
+                _prune_tombstones(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    # -- reads -------------------------------------------------------------------
+
+    async def search(
+        self, kind: str, tenant_id: str, text: str, spec: FilterSpec, limit: int
+    ) -> list[Hit]:
+        words = query_terms(text)
+        if not words or limit <= 0:
+            return []
+        conn = await self._free.get()
+        try:
+            return await asyncio.to_thread(self._search, conn, kind, tenant_id, words, spec, limit)
+        finally:
+            self._free.put_nowait(conn)
+
+    def _search(
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        tenant_id: str,
+        words: list[str],
+        spec: FilterSpec,
+        limit: int,
+    ) -> list[Hit]:
+        term_ids = self._term_ids_for_read(conn, words)
+        if not term_ids:
+            return []
+        where, params = sql_filters(spec, kind)
+        scope = self._scope(tenant_id, kind)
+        with scope.lock:
+            index = self._caught_up(conn, scope, tenant_id, kind)
+            if not where:
+                top = index.top(term_ids, limit)
+            else:
+                top = self._filtered_top(
+                    conn, index, term_ids, limit, tenant_id, kind, where, params
+                )
+        return self._hits(conn, top, kind)
+
+    def _filtered_top(
+        self,
+        conn: sqlite3.Connection,
+        index: TermIndex,
+        term_ids: list[int],
+        limit: int,
+        tenant_id: str,
+        kind: str,
+        where: str,
+        params: list[Any],
+    ) -> TopK:
+        """The best `limit` documents that pass the filter."""
+        for factor in FILTER_ROUNDS:
+            top = index.top(term_ids, limit * factor)
+            passing = _passing(conn, top.doc_ids, where, params)
+            ok = np.isin(top.doc_ids, passing)
+            if int(ok.sum()) >= limit or top.complete:
+                return TopK(top.doc_ids[ok][:limit], top.scores[ok][:limit], top.complete)
+        # A selective filter: name the documents it allows and score only those.
+        allowed = np.fromiter(
+            (
+                row[0]
+                for row in conn.execute(
+                    f"SELECT d.id FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? {where}",
+                    (tenant_id, kind, *params),
+                )
+            ),
+            dtype=np.int64,
+        )
+        return index.top(term_ids, limit, index.mask(allowed))
+
+    def _hits(self, conn: sqlite3.Connection, top: TopK, kind: str) -> list[Hit]:
+        if len(top.doc_ids) == 0:
+            return []
+        rows = {
+            row[0]: row
+            for row in conn.execute(
+                f"SELECT {_HIT_FIELDS} FROM docs AS d "
+                "WHERE d.id IN (SELECT value FROM json_each(?))",
+                (json.dumps(top.doc_ids.tolist()),),
+            )
+        }
+        hits = []
+        for doc_id, score in zip(top.doc_ids.tolist(), top.scores.tolist(), strict=True):
+            row = rows.get(doc_id)
+            if row is None:  # deleted since the index caught up
+                continue
+            _, pk, name, type_, title, patient, grp, extra, text = row
+            hits.append(
+                Hit(
+                    pk,
+                    float(score),
+                    {
+                        "pk": pk,
+                        "name": name,
+                        "kind": type_,
+                        "title": title,
+                        "patient_id": patient,
+                        "grp": grp,
+                        "extra": json.loads(extra),
+                        "text": text,
+                    },
+                )
+            )
+        return hits
+
+    def _term_ids_for_read(self, conn: sqlite3.Connection, words: list[str]) -> list[int]:
+        missing = [w for w in words if w not in self._vocab]
+        if missing:
+            for term, term_id in conn.execute(
+                "SELECT term, id FROM vocab WHERE term IN (SELECT value FROM json_each(?))",
+                (json.dumps(missing),),
+            ):
+                self._vocab[term] = term_id
+        return [self._vocab[w] for w in words if w in self._vocab]
+
+    def _scope(self, tenant_id: str, kind: str) -> _Scope:
+        with self._scopes_lock:
+            return self._scopes.setdefault((tenant_id, kind), _Scope())
+
+    def _caught_up(
+        self, conn: sqlite3.Connection, scope: _Scope, tenant_id: str, kind: str
+    ) -> TermIndex:
+        """The scope's index with every write committed so far (built on first use)."""
+        conn.execute("BEGIN")  # one snapshot for the sequence and the changes
+        try:
+            seq, pruned = _sequence(conn)
+            index = scope.index
+            if index is None or scope.cursor < pruned or index.dead > max(index.live, 10_000):
+                scope.index = self._built(conn, tenant_id, kind)
+            elif seq > scope.cursor:
+                for (doc_id,) in conn.execute(
+                    "SELECT doc_id FROM tombstones WHERE tenant_id = ? AND kind = ? AND seq > ?",
+                    (tenant_id, kind, scope.cursor),
+                ):
+                    index.remove(doc_id)
+                for doc_id, length, blob in conn.execute(
+                    "SELECT id, length, terms FROM docs "
+                    "WHERE tenant_id = ? AND kind = ? AND seq > ?",
+                    (tenant_id, kind, scope.cursor),
+                ):
+                    index.add(doc_id, length, decode(blob))
+            scope.cursor = seq
+        finally:
+            conn.execute("COMMIT")
+        assert scope.index is not None
+        return scope.index
+
+    def _built(self, conn: sqlite3.Connection, tenant_id: str, kind: str) -> TermIndex:
+        index = TermIndex(TITLE_WEIGHTS.get(kind, 1.0))
+        rows = conn.execute(
+            "SELECT id, length, terms FROM docs WHERE tenant_id = ? AND kind = ? ORDER BY id",
+            (tenant_id, kind),
+        ).fetchall()
+        if rows:
+            doc_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            lengths = np.fromiter((r[1] for r in rows), dtype=np.float32, count=len(rows))
+            per_doc = np.fromiter(
+                (len(r[2]) // TERM_DTYPE.itemsize for r in rows), dtype=np.int64, count=len(rows)
+            )
+            records = np.frombuffer(b"".join(r[2] for r in rows), dtype=TERM_DTYPE)
+            index.load(doc_ids, lengths, records, per_doc)
+        log.info("lexical index for %s/%s loaded: %d documents", tenant_id, kind, len(rows))
+        return index
+
+    async def count(self, kind: str, tenant_id: str) -> int:
+        conn = await self._free.get()
+        try:
+            row = await asyncio.to_thread(
+                lambda: conn.execute(
+                    "SELECT count(*) FROM docs WHERE tenant_id = ? AND kind = ?", (tenant_id, kind)
+                ).fetchone()
+            )
+        finally:
+            self._free.put_nowait(conn)
+        return int(row[0])
+
+
+def _next_seq(cur: sqlite3.Cursor) -> int:
+    (seq,) = cur.execute(
+        "UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value"
+    ).fetchone()
+    return int(seq)
+
+
+def _sequence(conn: sqlite3.Connection) -> tuple[int, int]:
+    values = dict(
+        conn.execute("SELECT key, value FROM meta WHERE key IN ('seq', 'pruned_through')")
+    )
+    return int(values["seq"]), int(values["pruned_through"])
+
+
+def _prune_tombstones(cur: sqlite3.Cursor) -> None:
+    """Keep the newest TOMBSTONES_KEPT; an index whose cursor is older rebuilds."""
+    (newest,) = cur.execute("SELECT max(rowid) FROM tombstones").fetchone()
+    if newest is None or newest <= TOMBSTONES_KEPT:
+        return
+    (through,) = cur.execute(
+        "SELECT max(seq) FROM tombstones WHERE rowid <= ?", (newest - TOMBSTONES_KEPT,)
+    ).fetchone()
+    if through is not None:
+        cur.execute("DELETE FROM tombstones WHERE rowid <= ?", (newest - TOMBSTONES_KEPT,))
+        cur.execute(
+            "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'", (through,)
+        )
+
+
+def _passing(
+    conn: sqlite3.Connection, doc_ids: np.ndarray, where: str, params: list[Any]
+) -> np.ndarray:
+    if len(doc_ids) == 0:
+        return np.empty(0, np.int64)
+    rows = conn.execute(
+        f"SELECT d.id FROM docs AS d WHERE d.id IN (SELECT value FROM json_each(?)) {where}",
+        (json.dumps(doc_ids.tolist()), *params),
+    ).fetchall()
+    return np.array([r[0] for r in rows], dtype=np.int64)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a lexical.db to LAYOUT_VERSION in place; nothing is re-embedded or lost.
+
+    Versions 1-2 kept the text in an FTS5 table (`fts`, rowid = docs.id); version
+    3 keeps it in docs with each document's terms, and drops the FTS5 table.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(docs)")}
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "seq" in columns and "fts" not in tables:
+        conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+        return
+    (documents,) = conn.execute("SELECT count(*) FROM docs").fetchone()
+    log.warning("upgrading lexical index %s: re-analysing %d documents", conn, documents)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for column, decl in (
+            ("text", "TEXT NOT NULL DEFAULT ''"),
+            ("length", "INTEGER NOT NULL DEFAULT 0"),
+            ("terms", "BLOB NOT NULL DEFAULT x''"),
+            ("seq", "INTEGER NOT NULL DEFAULT 0"),
+        ):
+            if column not in columns:
+                conn.execute(f"ALTER TABLE docs ADD COLUMN {column} {decl}")
+        if "fts" in tables:
+            fts_columns = [row[1] for row in conn.execute("PRAGMA table_info(fts)")]
+            if "text" not in fts_columns:
+                raise RuntimeError(
+                    f"lexical index has an unknown layout (fts columns {fts_columns}); move the "
+                    "file aside and run `hacs index backfill` to rebuild it"
+                )
+            conn.execute(
+                "UPDATE docs SET text = "
+                "coalesce((SELECT f.text FROM fts AS f WHERE f.rowid = docs.id), '')"
+            )
+        vocab: dict[str, int] = dict(conn.execute("SELECT term, id FROM vocab"))
+        rows = conn.execute("SELECT id, title, text FROM docs").fetchall()
+        for done, (doc_id, title, text) in enumerate(rows, start=1):
+            term_counts, length = counts(title, text)
+            for term in term_counts:
+                if term not in vocab:
+                    vocab[term] = int(
+                        conn.execute(
+                            "INSERT INTO vocab (term) VALUES (?) RETURNING id", (term,)
+                        ).fetchone()[0]
+                    )
+            blob = encode({vocab[t]: c for t, c in term_counts.items()})
+            conn.execute(
+                "UPDATE docs SET length = ?, terms = ?, seq = 1 WHERE id = ?",
+                (length, blob, doc_id),
+            )
+            if done % 50_000 == 0:
+                log.warning("  %d/%d documents re-analysed", done, len(rows))
+        conn.execute("UPDATE meta SET value = max(value, 1) WHERE key = 'seq'")
+        conn.execute("DROP TABLE IF EXISTS fts")
+        conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

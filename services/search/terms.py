@@ -1,0 +1,70 @@
+"""Words -> index terms, the same way for documents and queries.
+
+Unicode-aware words (letters and digits), case-folded, diacritics removed,
+then Porter-stemmed ("hypertensive", "hypertension" -> "hypertens"). No
+stop words: BM25's IDF already makes a word found in most documents worth
+almost nothing, and the index never scores documents on such words alone
+(bm25_index.py).
+
+A document's terms are stored as one compact blob (TERM_DTYPE records:
+term id, count in the title, count in the body) so an index of a million
+documents loads from SQLite without re-reading any text.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+import numpy as np
+import Stemmer
+
+_WORD = re.compile(r"[^\W_]+")
+MAX_QUERY_TERMS = 64
+
+TERM_DTYPE = np.dtype([("term", "<u4"), ("title", "<u2"), ("body", "<u2")])
+_STEMMER = Stemmer.Stemmer("porter")
+_COUNT_MAX = np.iinfo(np.uint16).max
+
+
+def words(text: str) -> list[str]:
+    """Case-folded words without diacritics ("Ménière's" -> ["meniere", "s"])."""
+    if not text.isascii():
+        decomposed = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _WORD.findall(text.casefold())
+
+
+def terms(text: str) -> list[str]:
+    """Every stemmed term of a text, in order (repeats kept: they are term counts)."""
+    return [t for t in _STEMMER.stemWords(words(text)) if t]  # Porter stems "s" to ""
+
+
+def query_terms(text: str) -> list[str]:
+    """A query's distinct terms, first occurrence first, at most MAX_QUERY_TERMS."""
+    return list(dict.fromkeys(terms(text)))[:MAX_QUERY_TERMS]
+
+
+def counts(title: str, body: str) -> tuple[dict[str, tuple[int, int]], int]:
+    """{term: (count in title, count in body)} and the document's length in terms."""
+    title_terms = Counter(terms(title))
+    body_terms = Counter(terms(body))
+    length = sum(title_terms.values()) + sum(body_terms.values())
+    merged = {
+        term: (title_terms.get(term, 0), body_terms.get(term, 0))
+        for term in title_terms.keys() | body_terms.keys()
+    }
+    return merged, length
+
+
+def encode(term_counts: dict[int, tuple[int, int]]) -> bytes:
+    """{term id: (title count, body count)} -> blob, sorted by term id."""
+    records = np.empty(len(term_counts), dtype=TERM_DTYPE)
+    for i, (term_id, (title, body)) in enumerate(sorted(term_counts.items())):
+        records[i] = (term_id, min(title, _COUNT_MAX), min(body, _COUNT_MAX))
+    return records.tobytes()
+
+
+def decode(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=TERM_DTYPE)
