@@ -15,7 +15,7 @@ Both filter with the same FilterSpec, and both always filter by tenant.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.search.expressions import FilterSpec, knowledge_expression, records_expression
 from services.search.vector_index import Hit, IndexDoc, VectorIndex
@@ -31,8 +31,19 @@ class LexicalIndex(Protocol):
     async def delete_all(self, kind: str, tenant_id: str, types: Sequence[str] = ()) -> None: ...
 
     async def search(
-        self, kind: str, tenant_id: str, text: str, spec: FilterSpec, limit: int
+        self,
+        kind: str,
+        tenant_id: str,
+        text: str,
+        spec: FilterSpec,
+        limit: int,
+        *,
+        with_fields: bool = True,
     ) -> list[Hit]: ...
+
+    async def documents(
+        self, kind: str, tenant_id: str, pks: Sequence[str]
+    ) -> dict[str, dict[str, Any]]: ...
 
 
 def expression(kind: str, spec: FilterSpec) -> str:
@@ -58,8 +69,21 @@ class MilvusLexical:
         """Nothing to do (see delete)."""
 
     async def search(
-        self, kind: str, tenant_id: str, text: str, spec: FilterSpec, limit: int
+        self,
+        kind: str,
+        tenant_id: str,
+        text: str,
+        spec: FilterSpec,
+        limit: int,
+        *,
+        with_fields: bool = True,
     ) -> list[Hit]:
+        fields = self._fields if with_fields else ["pk"]
         return await self._index.lexical_search(
-            kind, tenant_id, text, expression(kind, spec), limit, self._fields
+            kind, tenant_id, text, expression(kind, spec), limit, fields
         )
+
+    async def documents(
+        self, kind: str, tenant_id: str, pks: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        return await self._index.fetch(kind, tenant_id, list(pks), self._fields)

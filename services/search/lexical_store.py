@@ -246,16 +246,45 @@ class SqliteLexical:
     # -- reads -------------------------------------------------------------------
 
     async def search(
-        self, kind: str, tenant_id: str, text: str, spec: FilterSpec, limit: int
+        self,
+        kind: str,
+        tenant_id: str,
+        text: str,
+        spec: FilterSpec,
+        limit: int,
+        *,
+        with_fields: bool = True,
     ) -> list[Hit]:
+        """The best `limit` documents, each with its fields (or only its pk)."""
         words = query_terms(text)
         if not words or limit <= 0:
             return []
         conn = await self._free.get()
         try:
-            return await asyncio.to_thread(self._search, conn, kind, tenant_id, words, spec, limit)
+            return await asyncio.to_thread(
+                self._search, conn, kind, tenant_id, words, spec, limit, with_fields
+            )
         finally:
             self._free.put_nowait(conn)
+
+    async def documents(
+        self, kind: str, tenant_id: str, pks: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The stored fields of these documents (those that exist), by pk."""
+        if not pks:
+            return {}
+        conn = await self._free.get()
+        try:
+            rows = await asyncio.to_thread(
+                lambda: conn.execute(
+                    f"SELECT {_HIT_FIELDS} FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? "
+                    "AND d.pk IN (SELECT value FROM json_each(?))",
+                    (tenant_id, kind, json.dumps(list(pks))),
+                ).fetchall()
+            )
+        finally:
+            self._free.put_nowait(conn)
+        return {row[1]: _fields(row) for row in rows}
 
     def _search(
         self,
@@ -265,6 +294,7 @@ class SqliteLexical:
         words: list[str],
         spec: FilterSpec,
         limit: int,
+        with_fields: bool,
     ) -> list[Hit]:
         term_ids = self._term_ids_for_read(conn, words)
         if not term_ids:
@@ -279,7 +309,7 @@ class SqliteLexical:
                 top = self._filtered_top(
                     conn, index, term_ids, limit, tenant_id, kind, where, params
                 )
-        return self._hits(conn, top, kind)
+        return _hits(conn, top, with_fields)
 
     def _filtered_top(
         self,
@@ -311,41 +341,6 @@ class SqliteLexical:
             dtype=np.int64,
         )
         return index.top(term_ids, limit, index.mask(allowed))
-
-    def _hits(self, conn: sqlite3.Connection, top: TopK, kind: str) -> list[Hit]:
-        if len(top.doc_ids) == 0:
-            return []
-        rows = {
-            row[0]: row
-            for row in conn.execute(
-                f"SELECT {_HIT_FIELDS} FROM docs AS d "
-                "WHERE d.id IN (SELECT value FROM json_each(?))",
-                (json.dumps(top.doc_ids.tolist()),),
-            )
-        }
-        hits = []
-        for doc_id, score in zip(top.doc_ids.tolist(), top.scores.tolist(), strict=True):
-            row = rows.get(doc_id)
-            if row is None:  # deleted since the index caught up
-                continue
-            _, pk, name, type_, title, patient, grp, extra, text = row
-            hits.append(
-                Hit(
-                    pk,
-                    float(score),
-                    {
-                        "pk": pk,
-                        "name": name,
-                        "kind": type_,
-                        "title": title,
-                        "patient_id": patient,
-                        "grp": grp,
-                        "extra": json.loads(extra),
-                        "text": text,
-                    },
-                )
-            )
-        return hits
 
     def _term_ids_for_read(self, conn: sqlite3.Connection, words: list[str]) -> list[int]:
         missing = [w for w in words if w not in self._vocab]
@@ -446,6 +441,39 @@ def _prune_tombstones(cur: sqlite3.Cursor) -> None:
         cur.execute(
             "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'", (through,)
         )
+
+
+def _hits(conn: sqlite3.Connection, top: TopK, with_fields: bool) -> list[Hit]:
+    if len(top.doc_ids) == 0:
+        return []
+    columns = _HIT_FIELDS if with_fields else "d.id, d.pk"
+    rows = {
+        row[0]: row
+        for row in conn.execute(
+            f"SELECT {columns} FROM docs AS d WHERE d.id IN (SELECT value FROM json_each(?))",
+            (json.dumps(top.doc_ids.tolist()),),
+        )
+    }
+    hits = []
+    for doc_id, score in zip(top.doc_ids.tolist(), top.scores.tolist(), strict=True):
+        row = rows.get(doc_id)
+        if row is not None:  # else deleted since the index caught up
+            hits.append(Hit(row[1], float(score), _fields(row) if with_fields else {}))
+    return hits
+
+
+def _fields(row: tuple[Any, ...]) -> dict[str, Any]:
+    _, pk, name, type_, title, patient, grp, extra, text = row
+    return {
+        "pk": pk,
+        "name": name,
+        "kind": type_,
+        "title": title,
+        "patient_id": patient,
+        "grp": grp,
+        "extra": json.loads(extra),
+        "text": text,
+    }
 
 
 def _passing(

@@ -1,11 +1,12 @@
 """Hybrid search: dense + BM25 over the same documents, fused, filtered, scoped.
 
-The query is embedded once; dense and lexical candidates are fetched in
-parallel from Milvus (each search carrying the tenant and the filters in its
-own expression), fused with the chosen method, cut to `top_k`, and given a
-highlighted snippet. The caller only ever sees records of types it may read
-(the type restriction is part of the Milvus filter, so hits it may not read
-are never candidates) and knowledge chunks only with read:knowledge.
+The query is embedded once; dense and lexical candidates (pks and scores)
+are fetched in parallel (each search carrying the tenant and the filters in
+its own expression), fused with the chosen method, cut to `top_k`, and only
+then are the hits' fields and text read and each given a highlighted snippet.
+The caller only ever sees records of types it may read (the type restriction
+is part of both retrievers' filters, so hits it may not read are never
+candidates) and knowledge chunks only with read:knowledge.
 """
 
 from __future__ import annotations
@@ -141,11 +142,15 @@ class Searcher:
             assert vector is not None
             tasks.append(
                 self._index.dense_search(
-                    kind, params.tenant_id, vector, expression(kind, spec), depth, FIELDS
+                    kind, params.tenant_id, vector, expression(kind, spec), depth, ["pk"]
                 )
             )
         if mode in ("hybrid", "lexical"):
-            tasks.append(self._lexical.search(kind, params.tenant_id, lexical_text, spec, depth))
+            tasks.append(
+                self._lexical.search(
+                    kind, params.tenant_id, lexical_text, spec, depth, with_fields=False
+                )
+            )
         found = await asyncio.gather(*tasks)
         if mode == "hybrid":
             dense, lexical = found
@@ -165,7 +170,20 @@ class Searcher:
             [(h.pk, h.score, h.fields) for h in lexical],
             fusion,
         )
-        return [Found(c, kind, Snippet("", [])) for c in candidates[: params.top_k]]
+        kept = candidates[: params.top_k]
+        await self._fill_fields(kind, params.tenant_id, kept)
+        return [Found(c, kind, Snippet("", [])) for c in kept]
+
+    async def _fill_fields(self, kind: str, tenant_id: str, found: list[Candidate]) -> None:
+        """The stored fields of the hits kept (the retrievers return only pks and scores:
+        reading text and fields for every candidate cost more than the searches)."""
+        pks = [c.pk for c in found]
+        stored = await self._lexical.documents(kind, tenant_id, pks)
+        missing = [pk for pk in pks if pk not in stored]  # e.g. written to Milvus only so far
+        if missing:
+            stored.update(await self._index.fetch(kind, tenant_id, missing, FIELDS))
+        for c in found:
+            c.fields.update(stored.get(c.pk, {}))
 
 
 def _readable_kinds(caller: Caller, wanted: list[str]) -> list[str]:

@@ -267,3 +267,16 @@ async def test_a_selective_filter_still_finds_a_low_scoring_match(tmp_path: Path
     hits = await store.search("records", "a", "asthma", FilterSpec(patient_ids=["p/1"]), 5)
     assert [h.pk for h in hits] == ["a/mine"]
     store.close()
+
+
+async def test_hits_without_fields_and_fields_read_by_pk_within_the_tenant(tmp_path: Path) -> None:
+    store = SqliteLexical(tmp_path / "lexical.db")
+    await store.upsert(
+        "records", [doc("a/1", "a", "Asthma, wheezing", title="Asthma"), doc("b/1", "b", "Asthma")]
+    )
+    bare = await store.search("records", "a", "asthma", FilterSpec(), 10, with_fields=False)
+    assert [(h.pk, h.fields) for h in bare] == [("a/1", {})]
+    stored = await store.documents("records", "a", ["a/1", "b/1", "a/none"])
+    assert list(stored) == ["a/1"]  # b/1 belongs to another tenant
+    assert stored["a/1"]["text"] == "Asthma, wheezing" and stored["a/1"]["title"] == "Asthma"
+    store.close()
