@@ -1,7 +1,7 @@
 """RagService.Retrieve latency through Envoy: 50 concurrent clients, complex clinical questions.
 
 1. `hacs serve` (tenant, records, embedding, search, rag: SQLite, Milvus Lite +
-   FTS5, the shipped all-MiniLM-L6-v2 on this machine's CPU) with Envoy in
+   the SQLite lexical store, the shipped all-MiniLM-L6-v2 on this machine's CPU) with Envoy in
    front (config rendered by mesh/envoy/render.py), on free ports, as
    bench/search_latency.py starts them.
 2. One knowledge base, filled through IngestDocuments via Envoy (4 streams):

@@ -139,9 +139,9 @@ class Settings:
     lexical_engine: str = _env(
         "HACS_LEXICAL_ENGINE",
         "auto",
-        "BM25 engine: `milvus` (a Milvus server 2.5+), `sqlite` (FTS5 in "
-        "`$HACS_DATA_DIR/lexical.db`), `auto` (milvus when the server indexes BM25, else sqlite: "
-        "Milvus Lite scans).",
+        "BM25 engine: `milvus` (a Milvus server 2.5+), `sqlite` (documents in "
+        "`$HACS_DATA_DIR/lexical.db`, BM25 scored in memory per tenant), `auto` (milvus when the "
+        "server indexes BM25, else sqlite: Milvus Lite scans).",
     )
     indexer_enabled: bool = _env(
         "HACS_INDEXER_ENABLED", "true", "Run the record indexer in processes that host search."

@@ -1,7 +1,7 @@
 """`hacs eval rag`: a BEIR data set through the RAG path, chunking included.
 
 A fresh platform in this process (temporary data dir: SQLite, Milvus Lite +
-FTS5, the shipped model), a fresh tenant and one knowledge base with the
+the SQLite lexical store, the shipped model), a fresh tenant and one knowledge base with the
 default chunking. Every corpus document goes in through
 RagService.IngestDocuments as a text/plain document (its title as the
 document title, its text as the content; the document id is the corpus id,

@@ -2,8 +2,8 @@
 
 Shared by `Retrieve` and by the relevance fitting script, so the calibration
 is fitted on exactly the features the service computes. The lexical engine
-is the process's (SQLite FTS5 beside Milvus Lite, Milvus's BM25 on a server;
-services/search/lexical.py). Both searches always filter by tenant, so
+is the process's (the SQLite store with in-memory BM25 beside Milvus Lite,
+Milvus's BM25 on a server; services/search/lexical.py). Both searches always filter by tenant, so
 candidates never cross tenants.
 """
 

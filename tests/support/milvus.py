@@ -8,7 +8,7 @@ pinned in requirements/milvus-server.txt) because its dependencies do not
 mix with the platform's. Data lives in a temporary directory removed on stop.
 
 Milvus 2.3 predates BM25 functions (2.5), so with a 2.3 server the platform's
-lexical engine is SQLite FTS5 (`HACS_LEXICAL_ENGINE=auto`); the dense path,
+lexical engine is the embedded SQLite one (`HACS_LEXICAL_ENGINE=auto`); the dense path,
 the partition key and the tenant filters are the server's.
 """
 
