@@ -31,16 +31,17 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from services.common.errors import Unavailable
+from services.search.search_batcher import SearchBatcher
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class VectorIndex:
         self.read_options: dict[str, str] = (
             {} if self.is_lite else {"consistency_level": read_consistency.capitalize()}
         )
+        self._dense: SearchBatcher[np.ndarray, list[Hit]] = SearchBatcher(self._dense_batch)
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run one blocking Milvus client call on the index's own threads."""
@@ -325,21 +327,30 @@ class VectorIndex:
         limit: int,
         fields: list[str],
     ) -> list[Hit]:
+        """The `limit` nearest rows; concurrent searches alike but for the vector share a call."""
         name = await self.ensure(kind)
+        key = (name, _scoped(tenant_id, expr), limit, tuple(fields))
+        return await self._dense.search(key, vector)
+
+    async def _dense_batch(self, key: Hashable, vectors: list[np.ndarray]) -> list[list[Hit]]:
+        name, scoped, limit, fields = cast(tuple[str, str, int, tuple[str, ...]], key)
         result = await self.call(
             self.client.search,
             name,
-            data=[vector.astype(np.float32).tolist()],
+            data=[v.astype(np.float32).tolist() for v in vectors],
             anns_field="dense",
             limit=limit,
-            filter=_scoped(tenant_id, expr),
-            output_fields=fields,
+            filter=scoped,
+            output_fields=list(fields),
             search_params={"metric_type": "IP", "params": {"ef": max(64, limit)}},
             **self.read_options,
         )
         return [
-            Hit(r["pk"] if "pk" in r else r["id"], float(r["distance"]), dict(r["entity"]))
-            for r in result[0]
+            [
+                Hit(r["pk"] if "pk" in r else r["id"], float(r["distance"]), dict(r["entity"]))
+                for r in hits
+            ]
+            for hits in result
         ]
 
     async def lexical_search(
