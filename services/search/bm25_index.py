@@ -18,8 +18,9 @@ of them (exact either way; numpy does the arithmetic).
 
 Postings live in segments (term-sorted arrays), grown by appending and
 merged so that there are about log2(postings) of them; an update or delete
-marks the old slot dead, merges drop dead postings, and `compact()`
-renumbers once dead slots outnumber live ones. As in Lucene, document
+marks the old slot dead, merges drop dead postings, and `compact()` (called
+by the store once dead slots outnumber live ones) drops the rest and
+renumbers. As in Lucene, document
 frequencies count a dead posting until its segment is merged.
 
 The formula is FTS5's bm25(): k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) /
@@ -85,6 +86,7 @@ class TopK:
     doc_ids: np.ndarray  # int64, best first
     scores: np.ndarray  # float64
     complete: bool  # True when no other matching document exists
+    scored: int = 0  # documents scored to answer (for tests and diagnostics)
 
 
 _EMPTY = TopK(np.empty(0, np.int64), np.empty(0, np.float64), True)
@@ -246,14 +248,14 @@ class TermIndex:
         )
         if not plan:
             return _EMPTY
-        complete = True
+        complete, scored = True, 0
         # MaxScore: score the documents of the rarest terms (on every term); stop as soon
         # as the most the other terms could add is below the k-th best score so far.
         for rare_count in range(1, len(plan) + 1):
             rare, common = plan[:rare_count], plan[rare_count:]
             if sum(t.df for t in rare) > self._n // DENSE_SHARE:
                 candidates, scores = self._scored_densely(plan, weights, eligible)
-                complete = len(candidates) <= k
+                complete, scored = len(candidates) <= k, len(candidates)
                 break
             slots = np.concatenate([s for t in rare for s, _ in t.chunks])
             gains = np.concatenate([weights(t, s, f) for t in rare for s, f in t.chunks])
@@ -268,6 +270,7 @@ class TermIndex:
                     hit = term_slots[at] == candidates
                     if hit.any():
                         scores[hit] += weights(term, candidates[hit], tf[at[hit]])
+            scored = len(candidates)
             keep = eligible[candidates]
             candidates, scores = candidates[keep], scores[keep]
             if not common:
@@ -281,7 +284,7 @@ class TermIndex:
             best = np.argpartition(-scores, k - 1)[:k]
             candidates, scores = candidates[best], scores[best]
         order = np.lexsort((candidates, -scores))
-        return TopK(self._slot_doc[candidates[order]], scores[order], complete)
+        return TopK(self._slot_doc[candidates[order]], scores[order], complete, scored)
 
     def _scored_densely(
         self,

@@ -22,10 +22,10 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,9 +36,11 @@ from services.search.terms import TERM_DTYPE, counts, decode, encode, query_term
 from services.search.vector_index import Hit, IndexDoc
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LAYOUT_VERSION = 3  # PRAGMA user_version; 1-2 kept the text in an FTS5 table
-TOMBSTONES_KEPT = 100_000  # deletes remembered for catching up; an index further behind rebuilds
+TOMBSTONE_WRITES_KEPT = 100_000  # tombstones of the last N write transactions are kept; an
+# index further behind than that rebuilds instead of catching up
 FILTER_ROUNDS = (4, 32, 256)  # x limit: best-scoring documents checked against a filter per round
 
 # BM25 weight of a title match relative to a body match, per kind. Tuned on the
@@ -84,6 +86,7 @@ CREATE INDEX IF NOT EXISTS docs_scope ON docs (tenant_id, kind, type);
 CREATE INDEX IF NOT EXISTS docs_patient ON docs (tenant_id, patient_id);
 CREATE INDEX IF NOT EXISTS docs_changes ON docs (tenant_id, kind, seq);
 CREATE INDEX IF NOT EXISTS tombstones_scope ON tombstones (tenant_id, kind, seq);
+CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones (seq);
 """
 
 _UPSERT_DOC = """
@@ -107,7 +110,8 @@ _HIT_FIELDS = "d.id, d.pk, d.name, d.type, d.title, d.patient_id, d.grp, d.extra
 class _Scope:
     """One (tenant, kind)'s in-memory index and how far into the change sequence it is."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the index, in threads
+    queue: asyncio.Lock = field(default_factory=asyncio.Lock)  # waiters hold no connection
     index: TermIndex | None = None
     cursor: int = 0
 
@@ -237,7 +241,7 @@ class SqliteLexical:
                     (seq, *params),
                 )
                 cur.execute(f"DELETE FROM docs WHERE {where}", params)
-                _prune_tombstones(cur)
+                _prune_tombstones(cur, seq)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -259,13 +263,11 @@ class SqliteLexical:
         words = query_terms(text)
         if not words or limit <= 0:
             return []
-        conn = await self._free.get()
-        try:
-            return await asyncio.to_thread(
-                self._search, conn, kind, tenant_id, words, spec, limit, with_fields
+        scope = self._scope(tenant_id, kind)
+        async with scope.queue:  # one search per scope at a time; the others wait here
+            return await self._read(
+                self._search, scope, kind, tenant_id, words, spec, limit, with_fields
             )
-        finally:
-            self._free.put_nowait(conn)
 
     async def documents(
         self, kind: str, tenant_id: str, pks: Sequence[str]
@@ -273,22 +275,31 @@ class SqliteLexical:
         """The stored fields of these documents (those that exist), by pk."""
         if not pks:
             return {}
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                f"SELECT {_HIT_FIELDS} FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? "
+                "AND d.pk IN (SELECT value FROM json_each(?))",
+                (tenant_id, kind, json.dumps(list(pks))),
+            ).fetchall()
+
+        return {row[1]: _fields(row) for row in await self._read(read)}
+
+    async def _read(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """fn(connection, *args) in a thread with a reader connection of its own.
+
+        The connection goes back to the pool when the thread is done, not when the
+        caller stops waiting (a cancelled caller must not hand out a busy connection).
+        """
         conn = await self._free.get()
-        try:
-            rows = await asyncio.to_thread(
-                lambda: conn.execute(
-                    f"SELECT {_HIT_FIELDS} FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? "
-                    "AND d.pk IN (SELECT value FROM json_each(?))",
-                    (tenant_id, kind, json.dumps(list(pks))),
-                ).fetchall()
-            )
-        finally:
-            self._free.put_nowait(conn)
-        return {row[1]: _fields(row) for row in rows}
+        work = asyncio.ensure_future(asyncio.to_thread(fn, conn, *args))
+        work.add_done_callback(lambda _: self._free.put_nowait(conn))
+        return await asyncio.shield(work)
 
     def _search(
         self,
         conn: sqlite3.Connection,
+        scope: _Scope,
         kind: str,
         tenant_id: str,
         words: list[str],
@@ -300,47 +311,21 @@ class SqliteLexical:
         if not term_ids:
             return []
         where, params = sql_filters(spec, kind)
-        scope = self._scope(tenant_id, kind)
         with scope.lock:
-            index = self._caught_up(conn, scope, tenant_id, kind)
-            if not where:
-                top = index.top(term_ids, limit)
-            else:
-                top = self._filtered_top(
-                    conn, index, term_ids, limit, tenant_id, kind, where, params
-                )
-        return _hits(conn, top, with_fields)
-
-    def _filtered_top(
-        self,
-        conn: sqlite3.Connection,
-        index: TermIndex,
-        term_ids: list[int],
-        limit: int,
-        tenant_id: str,
-        kind: str,
-        where: str,
-        params: list[Any],
-    ) -> TopK:
-        """The best `limit` documents that pass the filter."""
-        for factor in FILTER_ROUNDS:
-            top = index.top(term_ids, limit * factor)
-            passing = _passing(conn, top.doc_ids, where, params)
-            ok = np.isin(top.doc_ids, passing)
-            if int(ok.sum()) >= limit or top.complete:
-                return TopK(top.doc_ids[ok][:limit], top.scores[ok][:limit], top.complete)
-        # A selective filter: name the documents it allows and score only those.
-        allowed = np.fromiter(
-            (
-                row[0]
-                for row in conn.execute(
-                    f"SELECT d.id FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? {where}",
-                    (tenant_id, kind, *params),
-                )
-            ),
-            dtype=np.int64,
-        )
-        return index.top(term_ids, limit, index.mask(allowed))
+            # One read snapshot from catching up to reading the hits: a document id the
+            # index returns names the same row when its fields are read.
+            conn.execute("BEGIN")
+            try:
+                index = self._caught_up(conn, scope, tenant_id, kind)
+                if not where:
+                    top = index.top(term_ids, limit)
+                else:
+                    top = _filtered_top(
+                        conn, index, term_ids, limit, tenant_id, kind, where, params
+                    )
+                return _hits(conn, top, tenant_id, kind, with_fields)
+            finally:
+                conn.execute("COMMIT")
 
     def _term_ids_for_read(self, conn: sqlite3.Connection, words: list[str]) -> list[int]:
         missing = [w for w in words if w not in self._vocab]
@@ -359,28 +344,29 @@ class SqliteLexical:
     def _caught_up(
         self, conn: sqlite3.Connection, scope: _Scope, tenant_id: str, kind: str
     ) -> TermIndex:
-        """The scope's index with every write committed so far (built on first use)."""
-        conn.execute("BEGIN")  # one snapshot for the sequence and the changes
-        try:
-            seq, pruned = _sequence(conn)
-            index = scope.index
-            if index is None or scope.cursor < pruned or index.dead > max(index.live, 10_000):
-                scope.index = self._built(conn, tenant_id, kind)
-            elif seq > scope.cursor:
-                for (doc_id,) in conn.execute(
-                    "SELECT doc_id FROM tombstones WHERE tenant_id = ? AND kind = ? AND seq > ?",
-                    (tenant_id, kind, scope.cursor),
-                ):
-                    index.remove(doc_id)
-                for doc_id, length, blob in conn.execute(
-                    "SELECT id, length, terms FROM docs "
-                    "WHERE tenant_id = ? AND kind = ? AND seq > ?",
-                    (tenant_id, kind, scope.cursor),
-                ):
-                    index.add(doc_id, length, decode(blob))
-            scope.cursor = seq
-        finally:
-            conn.execute("COMMIT")
+        """The scope's index with every write committed up to the caller's snapshot.
+
+        Built on first use; rebuilt when it fell behind the tombstones kept or when the
+        file went back in time (restored); compacted once dead slots outnumber live ones.
+        """
+        seq, pruned = _sequence(conn)
+        index = scope.index
+        if index is None or scope.cursor < pruned or seq < scope.cursor:
+            scope.index = index = self._built(conn, tenant_id, kind)
+        elif seq > scope.cursor:
+            for (doc_id,) in conn.execute(
+                "SELECT doc_id FROM tombstones WHERE tenant_id = ? AND kind = ? AND seq > ?",
+                (tenant_id, kind, scope.cursor),
+            ):
+                index.remove(doc_id)
+            for doc_id, length, blob in conn.execute(
+                "SELECT id, length, terms FROM docs WHERE tenant_id = ? AND kind = ? AND seq > ?",
+                (tenant_id, kind, scope.cursor),
+            ):
+                index.add(doc_id, length, decode(blob))
+            if index.dead > max(index.live, 10_000):
+                index.compact()
+        scope.cursor = seq
         assert scope.index is not None
         return scope.index
 
@@ -402,16 +388,13 @@ class SqliteLexical:
         return index
 
     async def count(self, kind: str, tenant_id: str) -> int:
-        conn = await self._free.get()
-        try:
-            row = await asyncio.to_thread(
-                lambda: conn.execute(
-                    "SELECT count(*) FROM docs WHERE tenant_id = ? AND kind = ?", (tenant_id, kind)
-                ).fetchone()
-            )
-        finally:
-            self._free.put_nowait(conn)
-        return int(row[0])
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM docs WHERE tenant_id = ? AND kind = ?", (tenant_id, kind)
+            ).fetchone()
+            return int(row[0])
+
+        return await self._read(read)
 
 
 def _next_seq(cur: sqlite3.Cursor) -> int:
@@ -428,36 +411,38 @@ def _sequence(conn: sqlite3.Connection) -> tuple[int, int]:
     return int(values["seq"]), int(values["pruned_through"])
 
 
-def _prune_tombstones(cur: sqlite3.Cursor) -> None:
-    """Keep the newest TOMBSTONES_KEPT; an index whose cursor is older rebuilds."""
-    (newest,) = cur.execute("SELECT max(rowid) FROM tombstones").fetchone()
-    if newest is None or newest <= TOMBSTONES_KEPT:
-        return
-    (through,) = cur.execute(
-        "SELECT max(seq) FROM tombstones WHERE rowid <= ?", (newest - TOMBSTONES_KEPT,)
-    ).fetchone()
-    if through is not None:
-        cur.execute("DELETE FROM tombstones WHERE rowid <= ?", (newest - TOMBSTONES_KEPT,))
+def _prune_tombstones(cur: sqlite3.Cursor, seq: int) -> None:
+    """Forget tombstones older than TOMBSTONE_WRITES_KEPT write transactions; an index
+    whose cursor is older than that rebuilds (one large delete stays one transaction)."""
+    through = seq - TOMBSTONE_WRITES_KEPT
+    if (
+        through > 0
+        and cur.execute("SELECT 1 FROM tombstones WHERE seq <= ? LIMIT 1", (through,)).fetchone()
+    ):
+        cur.execute("DELETE FROM tombstones WHERE seq <= ?", (through,))
         cur.execute(
             "UPDATE meta SET value = max(value, ?) WHERE key = 'pruned_through'", (through,)
         )
 
 
-def _hits(conn: sqlite3.Connection, top: TopK, with_fields: bool) -> list[Hit]:
+def _hits(
+    conn: sqlite3.Connection, top: TopK, tenant_id: str, kind: str, with_fields: bool
+) -> list[Hit]:
     if len(top.doc_ids) == 0:
         return []
     columns = _HIT_FIELDS if with_fields else "d.id, d.pk"
     rows = {
         row[0]: row
         for row in conn.execute(
-            f"SELECT {columns} FROM docs AS d WHERE d.id IN (SELECT value FROM json_each(?))",
-            (json.dumps(top.doc_ids.tolist()),),
+            f"SELECT {columns} FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? "
+            "AND d.id IN (SELECT value FROM json_each(?))",
+            (tenant_id, kind, json.dumps(top.doc_ids.tolist())),
         )
     }
     hits = []
     for doc_id, score in zip(top.doc_ids.tolist(), top.scores.tolist(), strict=True):
         row = rows.get(doc_id)
-        if row is not None:  # else deleted since the index caught up
+        if row is not None:
             hits.append(Hit(row[1], float(score), _fields(row) if with_fields else {}))
     return hits
 
@@ -476,14 +461,51 @@ def _fields(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
+def _filtered_top(
+    conn: sqlite3.Connection,
+    index: TermIndex,
+    term_ids: list[int],
+    limit: int,
+    tenant_id: str,
+    kind: str,
+    where: str,
+    params: list[Any],
+) -> TopK:
+    """The best `limit` documents that pass the filter."""
+    for factor in FILTER_ROUNDS:
+        top = index.top(term_ids, limit * factor)
+        passing = _passing(conn, top.doc_ids, tenant_id, kind, where, params)
+        ok = np.isin(top.doc_ids, passing)
+        if int(ok.sum()) >= limit or top.complete:
+            return TopK(top.doc_ids[ok][:limit], top.scores[ok][:limit], top.complete)
+    # A selective filter: name the documents it allows and score only those.
+    allowed = np.fromiter(
+        (
+            row[0]
+            for row in conn.execute(
+                f"SELECT d.id FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? {where}",
+                (tenant_id, kind, *params),
+            )
+        ),
+        dtype=np.int64,
+    )
+    return index.top(term_ids, limit, index.mask(allowed))
+
+
 def _passing(
-    conn: sqlite3.Connection, doc_ids: np.ndarray, where: str, params: list[Any]
+    conn: sqlite3.Connection,
+    doc_ids: np.ndarray,
+    tenant_id: str,
+    kind: str,
+    where: str,
+    params: list[Any],
 ) -> np.ndarray:
     if len(doc_ids) == 0:
         return np.empty(0, np.int64)
     rows = conn.execute(
-        f"SELECT d.id FROM docs AS d WHERE d.id IN (SELECT value FROM json_each(?)) {where}",
-        (json.dumps(doc_ids.tolist()), *params),
+        "SELECT d.id FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? "
+        f"AND d.id IN (SELECT value FROM json_each(?)) {where}",
+        (tenant_id, kind, json.dumps(doc_ids.tolist()), *params),
     ).fetchall()
     return np.array([r[0] for r in rows], dtype=np.int64)
 
@@ -492,17 +514,23 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a lexical.db to LAYOUT_VERSION in place; nothing is re-embedded or lost.
 
     Versions 1-2 kept the text in an FTS5 table (`fts`, rowid = docs.id); version
-    3 keeps it in docs with each document's terms, and drops the FTS5 table.
+    3 keeps it in docs with each document's terms. The upgrade copies the text,
+    analyses every document not analysed yet, stamps them with a new change
+    sequence (so running readers pick them up) and drops the FTS5 table. It runs
+    under the write lock and looks at the file again once it holds it, so
+    processes starting together upgrade it once. An FTS5 table that reappears
+    (an older HACS opened the file) is folded in the same way: documents that
+    version wrote get their text and terms, nothing else is touched.
     """
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(docs)")}
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if "seq" in columns and "fts" not in tables:
-        conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+    if _layout_current(conn):
         return
-    (documents,) = conn.execute("SELECT count(*) FROM docs").fetchone()
-    log.warning("upgrading lexical index %s: re-analysing %d documents", conn, documents)
+    conn.execute("PRAGMA busy_timeout = 3600000")  # another process may be upgrading it
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if _layout_current(conn):
+            conn.execute("COMMIT")
+            return
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(docs)")}
         for column, decl in (
             ("text", "TEXT NOT NULL DEFAULT ''"),
             ("length", "INTEGER NOT NULL DEFAULT 0"),
@@ -511,7 +539,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         ):
             if column not in columns:
                 conn.execute(f"ALTER TABLE docs ADD COLUMN {column} {decl}")
-        if "fts" in tables:
+        if _has_fts(conn):
             fts_columns = [row[1] for row in conn.execute("PRAGMA table_info(fts)")]
             if "text" not in fts_columns:
                 raise RuntimeError(
@@ -519,31 +547,65 @@ def _migrate(conn: sqlite3.Connection) -> None:
                     "file aside and run `hacs index backfill` to rebuild it"
                 )
             conn.execute(
-                "UPDATE docs SET text = "
-                "coalesce((SELECT f.text FROM fts AS f WHERE f.rowid = docs.id), '')"
+                "UPDATE docs SET text = (SELECT f.text FROM fts AS f WHERE f.rowid = docs.id) "
+                "WHERE text = '' AND EXISTS (SELECT 1 FROM fts AS f WHERE f.rowid = docs.id)"
             )
-        vocab: dict[str, int] = dict(conn.execute("SELECT term, id FROM vocab"))
-        rows = conn.execute("SELECT id, title, text FROM docs").fetchall()
-        for done, (doc_id, title, text) in enumerate(rows, start=1):
-            term_counts, length = counts(title, text)
-            for term in term_counts:
-                if term not in vocab:
-                    vocab[term] = int(
-                        conn.execute(
-                            "INSERT INTO vocab (term) VALUES (?) RETURNING id", (term,)
-                        ).fetchone()[0]
-                    )
-            blob = encode({vocab[t]: c for t, c in term_counts.items()})
-            conn.execute(
-                "UPDATE docs SET length = ?, terms = ?, seq = 1 WHERE id = ?",
-                (length, blob, doc_id),
-            )
-            if done % 50_000 == 0:
-                log.warning("  %d/%d documents re-analysed", done, len(rows))
-        conn.execute("UPDATE meta SET value = max(value, 1) WHERE key = 'seq'")
+        _analyse_unanalysed(conn)
         conn.execute("DROP TABLE IF EXISTS fts")
         conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    finally:
+        conn.execute("PRAGMA busy_timeout = 10000")
+
+
+def _layout_current(conn: sqlite3.Connection) -> bool:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(docs)")}
+    if "seq" in columns and not _has_fts(conn):
+        if version != LAYOUT_VERSION:
+            conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")  # a new, empty file
+        return True
+    return False
+
+
+def _has_fts(conn: sqlite3.Connection) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fts'").fetchone()
+        is not None
+    )
+
+
+def _analyse_unanalysed(conn: sqlite3.Connection, batch: int = 5000) -> None:
+    """Terms and length for every document without them, in batches, under one new seq."""
+    (pending,) = conn.execute("SELECT count(*) FROM docs WHERE length = 0").fetchone()
+    if not pending:
+        return
+    log.warning("upgrading the lexical index: analysing %d documents", pending)
+    seq = _next_seq(conn.cursor())
+    vocab: dict[str, int] = dict(conn.execute("SELECT term, id FROM vocab"))
+    last, done = 0, 0
+    while True:
+        rows = conn.execute(
+            "SELECT id, title, text FROM docs WHERE length = 0 AND id > ? ORDER BY id LIMIT ?",
+            (last, batch),
+        ).fetchall()
+        if not rows:
+            break
+        for doc_id, title, text in rows:
+            term_counts, length = counts(title, text)
+            for term in term_counts:
+                if term not in vocab:
+                    (vocab[term],) = conn.execute(
+                        "INSERT INTO vocab (term) VALUES (?) RETURNING id", (term,)
+                    ).fetchone()
+            blob = encode({vocab[t]: c for t, c in term_counts.items()})
+            conn.execute(
+                "UPDATE docs SET length = ?, terms = ?, seq = ? WHERE id = ?",
+                (length, blob, seq, doc_id),
+            )
+        last = rows[-1][0]
+        done += len(rows)
+        log.warning("  %d/%d documents analysed", done, pending)

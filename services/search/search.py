@@ -179,11 +179,12 @@ class Searcher:
         reading text and fields for every candidate cost more than the searches)."""
         pks = [c.pk for c in found]
         stored = await self._lexical.documents(kind, tenant_id, pks)
-        missing = [pk for pk in pks if pk not in stored]  # e.g. written to Milvus only so far
-        if missing:
+        missing = [pk for pk in pks if pk not in stored]  # e.g. in Milvus, not yet in SQLite
+        if missing and self._lexical.name != "milvus":  # (the Milvus engine read Milvus)
             stored.update(await self._index.fetch(kind, tenant_id, missing, FIELDS))
         for c in found:
             c.fields.update(stored.get(c.pk, {}))
+        found[:] = [c for c in found if c.pk in stored]  # deleted since it was a candidate
 
 
 def _readable_kinds(caller: Caller, wanted: list[str]) -> list[str]:

@@ -67,6 +67,11 @@ class SearchBatcher(Generic[V, R]):
                 self.calls += 1
                 try:
                     results = await self._run(key, [q for q, _ in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(
+                            f"the index answered {len(results)} result lists for "
+                            f"{len(batch)} queries"
+                        )
                 except Exception as exc:  # every caller of the batch gets the failure
                     _fail(batch, exc)
                     continue

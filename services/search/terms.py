@@ -1,10 +1,11 @@
 """Words -> index terms, the same way for documents and queries.
 
 Unicode-aware words (letters and digits), case-folded, diacritics removed,
-then Porter-stemmed ("hypertensive", "hypertension" -> "hypertens"). No
-stop words: BM25's IDF already makes a word found in most documents worth
-almost nothing, and the index never scores documents on such words alone
-(bm25_index.py).
+then Porter-stemmed as FTS5's porter tokenizer does ("hypertensive",
+"hypertension" -> "hypertens"). No stop words: BM25's IDF already makes a
+word found in most documents worth almost nothing, and the index does not
+look at documents holding only such words when rarer query words decide the
+top k (bm25_index.py).
 
 A document's terms are stored as one compact blob (TERM_DTYPE records:
 term id, count in the title, count in the body) so an index of a million
@@ -14,6 +15,7 @@ documents loads from SQLite without re-reading any text.
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from collections import Counter
 
@@ -24,21 +26,31 @@ _WORD = re.compile(r"[^\W_]+")
 MAX_QUERY_TERMS = 64
 
 TERM_DTYPE = np.dtype([("term", "<u4"), ("title", "<u2"), ("body", "<u2")])
-_STEMMER = Stemmer.Stemmer("porter")
+_STEMMERS = threading.local()  # a PyStemmer object must not be used by two threads at once
 _COUNT_MAX = np.iinfo(np.uint16).max
 
 
 def words(text: str) -> list[str]:
     """Case-folded words without diacritics ("Ménière's" -> ["meniere", "s"])."""
+    text = text.casefold()
     if not text.isascii():
         decomposed = unicodedata.normalize("NFKD", text)
         text = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return _WORD.findall(text.casefold())
+    return _WORD.findall(text)
 
 
 def terms(text: str) -> list[str]:
-    """Every stemmed term of a text, in order (repeats kept: they are term counts)."""
-    return [t for t in _STEMMER.stemWords(words(text)) if t]  # Porter stems "s" to ""
+    """Every stemmed term of a text, in order (repeats kept: they are term counts).
+
+    As FTS5's porter tokenizer: words shorter than 3 or longer than 64 characters are
+    kept as they are ("as", "is", "s" would otherwise become "a", "i", "").
+    """
+    stemmer = getattr(_STEMMERS, "porter", None)
+    if stemmer is None:
+        stemmer = _STEMMERS.porter = Stemmer.Stemmer("porter")
+    found = words(text)
+    stems = stemmer.stemWords(found)
+    return [w if len(w) < 3 or len(w) > 64 else s for w, s in zip(found, stems, strict=True)]
 
 
 def query_terms(text: str) -> list[str]:

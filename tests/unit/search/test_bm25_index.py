@@ -108,6 +108,11 @@ def test_top_k_matches_brute_force_after_adds_updates_deletes_and_compaction(see
     for doc_id in range(1500, 4000):
         add(index, corpus, doc_id)
     assert index.segments > 1
+    rng = random.Random(seed)
+    # Adds only so far (document frequencies exact): several segments and a pending tail.
+    for _ in range(15):
+        query = rng.sample(range(6), rng.randint(0, 3)) + rng.sample(range(6, 400), 2)
+        assert_same(index, corpus, query, 10)
     for doc_id in corpus.rng.sample(range(4000), 600):  # new versions
         add(index, corpus, doc_id)
     for doc_id in corpus.rng.sample(sorted(corpus.docs), 400):
@@ -117,7 +122,6 @@ def test_top_k_matches_brute_force_after_adds_updates_deletes_and_compaction(see
 
     index.compact()  # document frequencies are exact once dead postings are gone
     assert index.dead == 0 and index.segments == 1
-    rng = random.Random(seed)
     for _ in range(40):
         # Queries mixing very common words (ranks 0-5) with rarer ones.
         query = rng.sample(range(6), rng.randint(0, 3)) + rng.sample(
@@ -142,11 +146,15 @@ def test_replaced_and_deleted_documents_never_come_back() -> None:
     assert index.top([12345], 10).complete
 
 
-def test_pruned_answers_say_they_are_not_complete() -> None:
+def test_pruning_scores_fewer_documents_and_keeps_the_exact_top_k() -> None:
     corpus = Corpus(9)
     index = TermIndex(TITLE_WEIGHT)
     for doc_id in range(3000):
         add(index, corpus, doc_id)
-    full = index.top([0, 1, 300], 3000)
-    assert full.complete and len(full.doc_ids) == len(corpus.reference([0, 1, 300], 3000))
-    assert not index.top([0, 1, 300], 5).complete
+    query = [0, 1, 300]  # two words in most documents, one rare one
+    everything = index.top(query, 3000)
+    assert everything.complete
+    assert len(everything.doc_ids) == len(corpus.reference(query, 3000))
+    pruned = index.top(query, 5)
+    assert not pruned.complete and pruned.scored < len(everything.doc_ids) // 4
+    assert_same(index, corpus, query, 5)

@@ -89,5 +89,6 @@ async def test_concurrent_dense_searches_on_milvus_lite_match_one_at_a_time(tmp_
         *(index.dense_search("records", "t", q, "", 5, ["pk"]) for q in queries)
     )
     assert [[h.pk for h in hits] for hits in together] == alone
+    assert index._dense.calls < 2 * len(queries)  # the 12 together took fewer than 12 calls
     assert [hits[0] for hits in alone] == [f"t/{i}" for i in range(12)]
     await index.close()

@@ -3,6 +3,7 @@ scoping, deletes, several writers on one file, the upgrade from the FTS5 layout.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.search import lexical_store
 from services.search.expressions import FilterSpec
 from services.search.lexical_store import LAYOUT_VERSION, SqliteLexical
 from services.search.terms import query_terms
@@ -106,7 +108,8 @@ def test_query_terms_are_stemmed_distinct_words_and_punctuation_is_nothing() -> 
         "z",
         "hypertens",
     ]
-    assert query_terms("Ménière's") == ["menier"]
+    assert query_terms("Ménière's") == ["menier", "s"]  # as FTS5: short words unstemmed
+    assert query_terms("as is") == ["as", "is"]
     assert query_terms("?!") == []
 
 
@@ -250,7 +253,9 @@ async def test_one_tenants_documents_do_not_change_anothers_scores(tmp_path: Pat
     store.close()
 
 
-async def test_a_selective_filter_still_finds_a_low_scoring_match(tmp_path: Path) -> None:
+async def test_a_selective_filter_still_finds_a_low_scoring_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The one allowed document ranks below every other: found by naming what the filter allows."""
     store = SqliteLexical(tmp_path / "lexical.db")
     many = [doc(f"a/{i}", "a", "Asthma asthma asthma", patient_id="p/other") for i in range(300)]
@@ -264,8 +269,12 @@ async def test_a_selective_filter_still_finds_a_low_scoring_match(tmp_path: Path
         ),
     ]
     await store.upsert("records", store_docs)
-    hits = await store.search("records", "a", "asthma", FilterSpec(patient_ids=["p/1"]), 5)
-    assert [h.pk for h in hits] == ["a/mine"]
+    only_mine = FilterSpec(patient_ids=["p/1"])
+    hits = await store.search("records", "a", "asthma", only_mine, 5)
+    assert [h.pk for h in hits] == ["a/mine"]  # found in the rounds of best-scoring documents
+    monkeypatch.setattr(lexical_store, "FILTER_ROUNDS", (1,))  # one short round: not there
+    hits = await store.search("records", "a", "asthma", only_mine, 5)
+    assert [h.pk for h in hits] == ["a/mine"]  # found by naming the documents allowed
     store.close()
 
 
@@ -279,4 +288,82 @@ async def test_hits_without_fields_and_fields_read_by_pk_within_the_tenant(tmp_p
     stored = await store.documents("records", "a", ["a/1", "b/1", "a/none"])
     assert list(stored) == ["a/1"]  # b/1 belongs to another tenant
     assert stored["a/1"]["text"] == "Asthma, wheezing" and stored["a/1"]["title"] == "Asthma"
+    store.close()
+
+
+async def test_a_reader_behind_the_tombstones_kept_rebuilds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lexical_store, "TOMBSTONE_WRITES_KEPT", 2)
+    path = tmp_path / "lexical.db"
+    writer, reader = SqliteLexical(path), SqliteLexical(path)
+    await writer.upsert("records", [doc(f"a/{i}", "a", "Asthma") for i in range(5)])
+    assert len(await reader.search("records", "a", "asthma", FilterSpec(), 10)) == 5
+    for i in range(4):  # four write transactions: the first deletes' tombstones are forgotten
+        await writer.delete("records", "a", [f"a/{i}"])
+    assert [h.pk for h in await reader.search("records", "a", "asthma", FilterSpec(), 10)] == [
+        "a/4"
+    ]
+    writer.close()
+    reader.close()
+
+
+async def test_a_reused_row_id_never_shows_another_tenants_document(tmp_path: Path) -> None:
+    path = tmp_path / "lexical.db"
+    writer, reader = SqliteLexical(path), SqliteLexical(path)
+    await writer.upsert("records", [doc("a/1", "a", "Asthma"), doc("a/2", "a", "Asthma again")])
+    assert len(await reader.search("records", "a", "asthma", FilterSpec(), 10)) == 2
+    await writer.delete("records", "a", ["a/2"])  # the highest row id: SQLite hands it out again
+    await writer.upsert("records", [doc("b/1", "b", "Asthma in tenant b")])
+    hits = await reader.search("records", "a", "asthma", FilterSpec(), 10)
+    assert [h.pk for h in hits] == ["a/1"]
+    assert [h.pk for h in await reader.search("records", "b", "asthma", FilterSpec(), 10)] == [
+        "b/1"
+    ]
+    writer.close()
+    reader.close()
+
+
+async def test_a_cancelled_search_leaves_the_store_usable(tmp_path: Path) -> None:
+    store = SqliteLexical(tmp_path / "lexical.db", readers=1)
+    await store.upsert("records", [doc(f"a/{i}", "a", f"Asthma {i}") for i in range(2000)])
+    searches = [
+        asyncio.create_task(store.search("records", "a", "asthma", FilterSpec(), 10))
+        for _ in range(5)
+    ]
+    await asyncio.sleep(0)
+    for task in searches[::2]:
+        task.cancel()
+    done = await asyncio.gather(*searches, return_exceptions=True)
+    assert all(len(r) == 10 for r in done if isinstance(r, list))
+    assert len(await store.search("records", "a", "asthma", FilterSpec(), 10)) == 10
+    assert await store.count("records", "a") == 2000
+    store.close()
+
+
+async def test_an_fts5_table_recreated_by_an_older_version_is_folded_in(tmp_path: Path) -> None:
+    path = tmp_path / "lexical.db"
+    store = SqliteLexical(path)
+    await store.upsert("records", [doc("a/1", "a", "Asthma. Wheezing at night.")])
+    store.close()
+    # An older HACS opens the file: it recreates `fts` and writes a document its way.
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE VIRTUAL TABLE fts USING fts5 (title, text, tokenize = 'porter unicode61');
+        INSERT INTO docs (kind, pk, tenant_id, name, type, title, patient_id, birth_ymd, gender,
+                          clinical_time, codes, labels, grp, extra)
+        VALUES ('records', 'a/2', 'a', 'n/a/2', 'Condition', 'Gout', '', -1, '', 0, '[]', '{}',
+                '', '{}');
+        INSERT INTO fts (rowid, title, text)
+        SELECT id, 'Gout', 'Gout. Painful big toe.' FROM docs WHERE pk = 'a/2';
+        """
+    )
+    conn.close()
+    store = SqliteLexical(path)
+    assert [h.pk for h in await store.search("records", "a", "wheezing", FilterSpec(), 10)] == [
+        "a/1"
+    ]
+    hits = await store.search("records", "a", "toe", FilterSpec(), 10)
+    assert [(h.pk, h.fields["text"]) for h in hits] == [("a/2", "Gout. Painful big toe.")]
     store.close()
