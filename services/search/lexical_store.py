@@ -136,6 +136,7 @@ class SqliteLexical:
         self._vocab: dict[str, int] = {}  # term -> id; ids never change once committed
         self._scopes: dict[tuple[str, str], _Scope] = {}
         self._scopes_lock = threading.Lock()
+        self._closing = False
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
@@ -144,7 +145,11 @@ class SqliteLexical:
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
 
+    def stop_preloading(self) -> None:
+        self._closing = True
+
     def close(self) -> None:
+        self._closing = True
         for conn in (self._writer, *self._readers):
             conn.close()
 
@@ -284,6 +289,30 @@ class SqliteLexical:
             ).fetchall()
 
         return {row[1]: _fields(row) for row in await self._read(read)}
+
+    async def preload(self) -> int:
+        """Build the index of every (tenant, kind) in the file, so that no search waits for
+        one (about 8 s per million documents). Returns the number of indexes built."""
+
+        def scopes(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return conn.execute("SELECT DISTINCT tenant_id, kind FROM docs").fetchall()
+
+        def warm(conn: sqlite3.Connection, scope: _Scope, tenant_id: str, kind: str) -> None:
+            with scope.lock:
+                conn.execute("BEGIN")
+                try:
+                    self._caught_up(conn, scope, tenant_id, kind)
+                finally:
+                    conn.execute("COMMIT")
+
+        found = await self._read(scopes)
+        for tenant_id, kind in found:
+            if self._closing:
+                break
+            scope = self._scope(tenant_id, kind)
+            async with scope.queue:
+                await self._read(warm, scope, tenant_id, kind)
+        return len(found)
 
     async def _read(self, fn: Callable[..., T], /, *args: Any) -> T:
         """fn(connection, *args) in a thread with a reader connection of its own.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from hacs.search.v1 import search_service_pb2_grpc
 
@@ -50,8 +52,12 @@ async def lexical_index(platform: Platform) -> LexicalIndex:
                 )
             return MilvusLexical(index, FIELDS)
         store = SqliteLexical(platform.settings.data_path / "lexical.db")
+        # Built in the background so the first searches do not wait for them.
+        preload = asyncio.create_task(store.preload(), name="lexical-preload")
 
         async def close() -> None:
+            store.stop_preloading()
+            await asyncio.gather(preload, return_exceptions=True)  # ends after its current index
             store.close()
 
         platform.on_close(close)

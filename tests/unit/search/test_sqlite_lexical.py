@@ -367,3 +367,19 @@ async def test_an_fts5_table_recreated_by_an_older_version_is_folded_in(tmp_path
     hits = await store.search("records", "a", "toe", FilterSpec(), 10)
     assert [(h.pk, h.fields["text"]) for h in hits] == [("a/2", "Gout. Painful big toe.")]
     store.close()
+
+
+async def test_preload_builds_every_tenants_index_before_any_search(tmp_path: Path) -> None:
+    path = tmp_path / "lexical.db"
+    writer = SqliteLexical(path)
+    await writer.upsert("records", [doc("a/1", "a", "Asthma"), doc("b/1", "b", "Gout")])
+    await writer.upsert("knowledge", [doc("a/k1", "a", "Asthma guideline", kind="Chunk")])
+    store = SqliteLexical(path)
+    assert await store.preload() == 3
+    built = {key: scope.index.live for key, scope in store._scopes.items() if scope.index}
+    assert built == {("a", "records"): 1, ("b", "records"): 1, ("a", "knowledge"): 1}
+    assert [h.pk for h in await store.search("knowledge", "a", "asthma", FilterSpec(), 10)] == [
+        "a/k1"
+    ]
+    writer.close()
+    store.close()
