@@ -104,6 +104,9 @@ ON CONFLICT (pk) DO UPDATE SET
 """
 
 _HIT_FIELDS = "d.id, d.pk, d.name, d.type, d.title, d.patient_id, d.grp, d.extra, d.text"
+# Reads of listed documents check the tenant and kind with `+column`: the unary plus keeps
+# SQLite from answering through the (tenant, kind) index — a scan of the whole tenant —
+# instead of looking each listed row up by id or pk.
 
 
 @dataclass
@@ -283,7 +286,7 @@ class SqliteLexical:
 
         def read(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(
-                f"SELECT {_HIT_FIELDS} FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? "
+                f"SELECT {_HIT_FIELDS} FROM docs AS d WHERE +d.tenant_id = ? AND +d.kind = ? "
                 "AND d.pk IN (SELECT value FROM json_each(?))",
                 (tenant_id, kind, json.dumps(list(pks))),
             ).fetchall()
@@ -463,7 +466,7 @@ def _hits(
     rows = {
         row[0]: row
         for row in conn.execute(
-            f"SELECT {columns} FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? "
+            f"SELECT {columns} FROM docs AS d WHERE +d.tenant_id = ? AND +d.kind = ? "
             "AND d.id IN (SELECT value FROM json_each(?))",
             (tenant_id, kind, json.dumps(top.doc_ids.tolist())),
         )
@@ -532,7 +535,7 @@ def _passing(
     if len(doc_ids) == 0:
         return np.empty(0, np.int64)
     rows = conn.execute(
-        "SELECT d.id FROM docs AS d WHERE d.tenant_id = ? AND d.kind = ? "
+        "SELECT d.id FROM docs AS d WHERE +d.tenant_id = ? AND +d.kind = ? "
         f"AND d.id IN (SELECT value FROM json_each(?)) {where}",
         (tenant_id, kind, json.dumps(doc_ids.tolist()), *params),
     ).fetchall()
