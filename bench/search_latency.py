@@ -152,7 +152,9 @@ async def grow_index(data_dir: Path, target: int, milvus_uri: str) -> int:
         limit=16_384,
     )
     total = await index.count(RECORDS_INDEX, "bench")
-    copy = 0
+    # Copies already made by an earlier, smaller size are numbered 1..n: go on from there
+    # (starting again at 1 would overwrite them and leave fewer distinct documents).
+    copy = -(-(total - len(rows)) // len(rows)) if rows else 0
     while total < target:
         copy += 1
         batch = []
