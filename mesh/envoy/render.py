@@ -78,7 +78,15 @@ class Upstream:
         return True
 
 
-def all_in_one_upstreams(upstream: Upstream) -> dict[str, Upstream]:
+# What serves a service: one endpoint, or several replicas Envoy balances over.
+Endpoints = Upstream | tuple[Upstream, ...]
+
+
+def endpoints_of(value: Endpoints) -> tuple[Upstream, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def all_in_one_upstreams(upstream: Upstream) -> dict[str, Endpoints]:
     """Every HACS service served by one process (``hacs serve``)."""
     return {service: upstream for service in HACS_SERVICES}
 
@@ -87,7 +95,7 @@ def all_in_one_upstreams(upstream: Upstream) -> dict[str, Upstream]:
 class EdgeSettings:
     """Every value the edge config depends on; defaults give the embedded mode."""
 
-    upstreams: dict[str, Upstream] = field(
+    upstreams: dict[str, Endpoints] = field(
         default_factory=lambda: all_in_one_upstreams(Upstream("127.0.0.1", DEFAULT_GRPC_PORT))
     )
     listen_host: str = "0.0.0.0"
@@ -118,7 +126,10 @@ class EdgeSettings:
     def __post_init__(self) -> None:
         if not self.upstreams:
             raise ValueError("at least one upstream service is required")
-        for port in (self.listen_port, self.admin_port, *(u.port for u in self.upstreams.values())):
+        if any(not endpoints_of(e) for e in self.upstreams.values()):
+            raise ValueError("every upstream service needs at least one endpoint")
+        endpoint_ports = [u.port for e in self.upstreams.values() for u in endpoints_of(e)]
+        for port in (self.listen_port, self.admin_port, *endpoint_ports):
             if not 0 < port < 65536:
                 raise ValueError(f"port out of range: {port}")
         if self.listen_port == self.admin_port:
@@ -142,30 +153,36 @@ def _short_name(service: str) -> str:
     return parts[1] if len(parts) > 2 and parts[0] == "hacs" else parts[-1].lower()
 
 
-def _ordered_services(upstreams: Mapping[str, Upstream]) -> list[str]:
+def _ordered_services(upstreams: Mapping[str, Endpoints]) -> list[str]:
     known = [s for s in HACS_SERVICES if s in upstreams]
     return known + sorted(s for s in upstreams if s not in HACS_SERVICES)
 
 
 def _clusters(settings: EdgeSettings) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """One cluster per distinct endpoint; returns the clusters and service -> cluster name."""
-    services_by_endpoint: dict[Upstream, list[str]] = {}
+    """One cluster per distinct set of endpoints; returns the clusters and service -> cluster.
+
+    A service with several endpoints (replicas) gets least-request balancing: calls differ
+    a lot in cost (a Search against a long Watch), so round robin would queue behind the
+    busiest replica.
+    """
+    services_by_endpoints: dict[tuple[Upstream, ...], list[str]] = {}
     for service in _ordered_services(settings.upstreams):
-        services_by_endpoint.setdefault(settings.upstreams[service], []).append(service)
+        endpoints = endpoints_of(settings.upstreams[service])
+        services_by_endpoints.setdefault(endpoints, []).append(service)
 
     clusters: list[dict[str, Any]] = []
     cluster_of: dict[str, str] = {}
-    for upstream, services in services_by_endpoint.items():
-        if len(services_by_endpoint) == 1:
+    for endpoints, services in services_by_endpoints.items():
+        if len(services_by_endpoints) == 1:
             name = "hacs"
         else:
             name = "hacs_" + "_".join(_short_name(s) for s in services)
         clusters.append(
             {
                 "name": name,
-                "host": upstream.host,
-                "port": upstream.port,
-                "type": "STATIC" if upstream.is_ip else "STRICT_DNS",
+                "endpoints": [{"host": u.host, "port": u.port} for u in endpoints],
+                "lb_policy": "LEAST_REQUEST" if len(endpoints) > 1 else "ROUND_ROBIN",
+                "type": "STATIC" if all(u.is_ip for u in endpoints) else "STRICT_DNS",
                 # A process hosting several services reports overall health as "".
                 "health_service": services[0] if len(services) == 1 else "",
                 "services": services,
@@ -236,7 +253,8 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Edge
         default=[],
         type=_pair,
         metavar="NAME=HOST:PORT",
-        help="one service's endpoint (mesh mode); NAME is the full or short name",
+        help="one service's endpoint (mesh mode); NAME is the full or short name; repeat a "
+        "NAME to list its replicas",
     )
     parser.add_argument("--jwks-uri")
     parser.add_argument("--listen-port", type=int)
@@ -261,8 +279,12 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Edge
         pick(args.grpc_upstream, "HACS_EDGE_GRPC_UPSTREAM") or f"127.0.0.1:{DEFAULT_GRPC_PORT}"
     )
     upstreams = all_in_one_upstreams(default_upstream)
+    listed: dict[str, tuple[Upstream, ...]] = {}
     for name, endpoint in args.service_upstream:
-        upstreams[_service_name(name)] = Upstream.parse(endpoint)
+        service = _service_name(name)
+        listed[service] = (*listed.get(service, ()), Upstream.parse(endpoint))
+    for service, endpoints in listed.items():
+        upstreams[service] = endpoints[0] if len(endpoints) == 1 else endpoints
 
     overrides: dict[str, Any] = {"upstreams": upstreams}
     for key, flag, env_name, convert in (

