@@ -275,7 +275,17 @@ async def main() -> int:
         help="index in a Milvus standalone server (scripts/install_milvus_server.sh) "
         "instead of Milvus Lite",
     )
+    parser.add_argument(
+        "--search-processes",
+        type=int,
+        default=1,
+        help="processes serving Search behind Envoy (the first also hosts the other services "
+        "and the indexer; more need --milvus-server). The figures' service CPU is the "
+        "first process's; the others count as other processes",
+    )
     args = parser.parse_args()
+    if args.search_processes < 1 or (args.search_processes > 1 and not args.milvus_server):
+        parser.error("--search-processes must be 1, or more with --milvus-server")
     run_dir = Path(tempfile.mkdtemp(prefix="hacs-search-bench-"))
     data_dir = run_dir / "data"
     milvus = MilvusServer() if args.milvus_server else None
@@ -283,7 +293,11 @@ async def main() -> int:
         milvus.start()
     milvus_uri = milvus.uri if milvus is not None else ""
     service = AllInOne(
-        run_dir, data_dir, "tenant,records,embedding,search", {"HACS_MILVUS_URI": milvus_uri}
+        run_dir,
+        data_dir,
+        "tenant,records,embedding,search",
+        {"HACS_MILVUS_URI": milvus_uri},
+        search_processes=args.search_processes,
     )
     figures: dict[str, Any] = {
         "parameters": vars(args)

@@ -19,11 +19,26 @@ from tests.support.postgres import free_port
 UNLIMITED_CALLS_PER_MINUTE = 100_000_000
 
 
+SEARCH = "hacs.search.v1.SearchService"
+
+
 class AllInOne:
-    """`hacs serve` hosting `services` over `data_dir`, and Envoy; restartable."""
+    """`hacs serve` hosting `services` over `data_dir`, and Envoy; restartable.
+
+    With `search_processes` > 1, that many - 1 more `hacs serve` processes host only
+    search (no indexer: the first process's indexer feeds them all through Milvus and
+    lexical.db), and Envoy balances Search over every process that hosts it. They need a
+    Milvus server: Milvus Lite's file belongs to one process.
+    """
 
     def __init__(
-        self, run_dir: Path, data_dir: Path, services: str, env: Mapping[str, str] | None = None
+        self,
+        run_dir: Path,
+        data_dir: Path,
+        services: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        search_processes: int = 1,
     ) -> None:
         self.run_dir, self.data_dir = run_dir, data_dir
         self.env = {
@@ -33,16 +48,32 @@ class AllInOne:
             "HACS_LOG_LEVEL": "WARNING",
             **(env or {}),
         }
+        self.search_processes = search_processes
         self.processes: list[subprocess.Popen[bytes]] = []
         self.edge = ""
         self.pid = 0  # the `hacs serve` process (the one measured)
         self.platform_pids: tuple[int, ...] = ()  # ours, but not measured: Envoy
+        self.search_pids: tuple[int, ...] = ()  # the search-only processes, if any
 
     def start(self) -> None:
         serve, grpc_addr, http_addr = start_serve("hacs-serve", self.run_dir, self.env)
+        replicas = [
+            start_serve(
+                f"hacs-search-{i}",
+                self.run_dir,
+                {**self.env, "HACS_SERVICES": "search", "HACS_INDEXER_ENABLED": "false"},
+            )
+            for i in range(1, self.search_processes)
+        ]
+        upstreams = all_in_one_upstreams(Upstream.parse(grpc_addr))
+        if replicas:
+            upstreams[SEARCH] = (
+                Upstream.parse(grpc_addr),
+                *(Upstream.parse(addr) for _, addr, _ in replicas),
+            )
         edge_port = free_port()
         settings = EdgeSettings(
-            upstreams=all_in_one_upstreams(Upstream.parse(grpc_addr)),
+            upstreams=upstreams,
             listen_host="127.0.0.1",
             listen_port=edge_port,
             admin_port=free_port(),
@@ -52,10 +83,11 @@ class AllInOne:
             access_log_path=str(self.run_dir / "envoy-access.log"),
         )
         envoy = start_envoy(render(settings), self.run_dir, edge_port)
-        self.processes = [envoy, serve]
+        self.processes = [envoy, *(p for p, _, _ in replicas), serve]
         self.edge = f"127.0.0.1:{edge_port}"
         self.pid = serve.pid
         self.platform_pids = (envoy.pid,)
+        self.search_pids = tuple(p.pid for p, _, _ in replicas)
         time.sleep(1.0)
 
     def stop(self) -> None:
