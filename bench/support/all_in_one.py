@@ -61,7 +61,12 @@ class AllInOne:
             start_serve(
                 f"hacs-search-{i}",
                 self.run_dir,
-                {**self.env, "HACS_SERVICES": "search", "HACS_INDEXER_ENABLED": "false"},
+                {
+                    **self.env,
+                    "HACS_SERVICES": "search",
+                    "HACS_INDEXER_ENABLED": "false",
+                    "HACS_JWKS_URL": f"http://{http_addr}/.well-known/jwks.json",
+                },
             )
             for i in range(1, self.search_processes)
         ]
