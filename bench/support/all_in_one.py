@@ -57,19 +57,26 @@ class AllInOne:
 
     def start(self) -> None:
         serve, grpc_addr, http_addr = start_serve("hacs-serve", self.run_dir, self.env)
-        replicas = [
-            start_serve(
-                f"hacs-search-{i}",
-                self.run_dir,
-                {
-                    **self.env,
-                    "HACS_SERVICES": "search",
-                    "HACS_INDEXER_ENABLED": "false",
-                    "HACS_JWKS_URL": f"http://{http_addr}/.well-known/jwks.json",
-                },
-            )
-            for i in range(1, self.search_processes)
-        ]
+        replicas: list[tuple[subprocess.Popen[bytes], str, str]] = []
+        try:
+            for i in range(1, self.search_processes):
+                replicas.append(
+                    start_serve(
+                        f"hacs-search-{i}",
+                        self.run_dir,
+                        {
+                            **self.env,
+                            "HACS_SERVICES": "search",
+                            "HACS_INDEXER_ENABLED": "false",
+                            "HACS_JWKS_URL": f"http://{http_addr}/.well-known/jwks.json",
+                        },
+                    )
+                )
+        except BaseException:  # a replica that cannot start must not leave the others running
+            for process in (serve, *(p for p, _, _ in replicas)):
+                process.terminate()
+                process.wait(timeout=60)
+            raise
         upstreams = all_in_one_upstreams(Upstream.parse(grpc_addr))
         if replicas:
             upstreams[SEARCH] = (
