@@ -120,9 +120,6 @@ class TermIndex:
     def segments(self) -> int:
         return len(self._segments) + (1 if self._pending else 0)
 
-    def __contains__(self, doc_id: int) -> bool:
-        return doc_id in self._slot_of
-
     # -- changes -----------------------------------------------------------------
 
     def load(
