@@ -28,7 +28,7 @@ from services.common.runtime.interceptors import (
     ValidationInterceptor,
 )
 from services.common.runtime.platform import Platform, open_platform
-from services.common.runtime.tracing import configure_tracing, tracing_interceptor
+from services.common.runtime.tracing import tracing_interceptors
 from services.common.settings import Settings
 from services.registry import BY_KEY
 
@@ -65,7 +65,6 @@ class HacsServer:
         self.hosted = settings.enabled_services
         specs = [BY_KEY[key] for key in self.hosted]
         self.platform = platform = await open_platform(settings)
-        provider = configure_tracing(settings.otel_exporter, self.hosted)
 
         open_methods = [m for spec in specs for m in spec.open_methods]
         chain = InterceptorChain(
@@ -80,7 +79,7 @@ class HacsServer:
         )
         limit = settings.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[tracing_interceptor(provider), chain],
+            interceptors=[*tracing_interceptors(settings.otel_exporter, self.hosted), chain],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
