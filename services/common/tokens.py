@@ -5,6 +5,13 @@ because the edge is not the only way in (pod-to-pod calls, a misrouted
 request, a compromised sidecar). Verification checks the RS256 signature
 against the tenant service's keys, `iss`, `aud`, `exp`/`nbf`, and the claims
 a `Caller` is built from.
+
+A token verified once is remembered (bounded, least recently used first out)
+until it expires: the signature and claims of the same bytes cannot change,
+and a hit still asks the key source for the token's key, so a key withdrawn
+from the JWKS ends its tokens at once. An agent sends the same token on every
+call for its lifetime, so the RSA check and the claim parsing run once per
+token, not once per call.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -92,19 +100,41 @@ class RemoteJwks:
 
 
 class TokenVerifier:
-    def __init__(self, keys: KeySource, *, issuer: str, audience: str) -> None:
+    def __init__(
+        self, keys: KeySource, *, issuer: str, audience: str, remembered: int = 10_000
+    ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
+        self._remembered = remembered
+        # token -> (kid, the key that verified it, its caller, exp)
+        self._verified: OrderedDict[str, tuple[str, Any, Caller, float]] = OrderedDict()
 
     async def verify(self, token: str) -> Caller:
+        known = self._verified.get(token)
+        if known is not None:
+            kid, key, caller, exp = known
+            # Still within its lifetime, and its key still published (and the same key).
+            if time.time() <= exp + LEEWAY_SECONDS and await self._keys.public_key(kid) is key:
+                self._verified.move_to_end(token)
+                return caller
+            del self._verified[token]
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"malformed bearer token: {exc}") from exc
         if header.get("alg") != "RS256":
             raise Unauthenticated("token must be signed with RS256")
-        key = await self._keys.public_key(str(header.get("kid", "")))
+        kid = str(header.get("kid", ""))
+        key = await self._keys.public_key(kid)
+        caller = self._decode(token, key)
+        if caller.expires_at is not None:
+            self._verified[token] = (kid, key, caller, caller.expires_at.timestamp())
+            if len(self._verified) > self._remembered:
+                self._verified.popitem(last=False)
+        return caller
+
+    def _decode(self, token: str, key: Any) -> Caller:
         try:
             claims = jwt.decode(
                 token,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 from services.common.errors import Unauthenticated
 from services.common.signing_keys import SigningKeys, generate_key_file
-from services.common.tokens import LocalKeys, TokenVerifier, bearer_token
+from services.common.tokens import LEEWAY_SECONDS, LocalKeys, TokenVerifier, bearer_token
 
 
 def _claims(**overrides: object) -> dict[str, object]:
@@ -96,3 +97,35 @@ def test_bearer_metadata_is_parsed_strictly() -> None:
     for bad in ({}, {"authorization": "Basic abc"}, {"authorization": "Bearer "}):
         with pytest.raises(Unauthenticated):
             bearer_token(bad)
+
+
+async def test_a_remembered_token_still_ends_when_its_key_is_withdrawn(keys: SigningKeys) -> None:
+    local = LocalKeys(keys)
+    verifier = TokenVerifier(local, issuer="hacs", audience="hacs")
+    token = _sign(keys, _claims())
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) == first  # remembered: same caller
+    local._by_kid.clear()  # the key rotated out of the published set
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        await verifier.verify(token)
+
+
+async def test_a_remembered_token_still_expires(keys: SigningKeys) -> None:
+    verifier = TokenVerifier(LocalKeys(keys), issuer="hacs", audience="hacs")
+    exp = int(time.time()) - LEEWAY_SECONDS + 2  # valid for about two more seconds
+    token = _sign(keys, _claims(exp=exp))
+    await verifier.verify(token)
+    await asyncio.sleep(max(0.0, exp + LEEWAY_SECONDS - time.time()) + 0.2)
+    with pytest.raises(Unauthenticated, match="expired"):
+        await verifier.verify(token)
+
+
+async def test_remembered_tokens_are_bounded(keys: SigningKeys) -> None:
+    verifier = TokenVerifier(LocalKeys(keys), issuer="hacs", audience="hacs", remembered=3)
+    tokens = [
+        _sign(keys, _claims(actor=f"a{i}", sub=f"tenants/acme/actors/a{i}")) for i in range(5)
+    ]
+    callers = [await verifier.verify(t) for t in tokens]
+    assert [c.actor_id for c in callers] == [f"a{i}" for i in range(5)]
+    assert len(verifier._verified) == 3
+    assert await verifier.verify(tokens[0]) == callers[0]  # forgotten, verified again
