@@ -62,38 +62,44 @@ def fuse(
     dense: Sequence[tuple[str, float, dict[str, Any]]],
     lexical: Sequence[tuple[str, float, dict[str, Any]]],
     fusion: Fusion,
+    limit: int | None = None,
 ) -> list[Candidate]:
-    """Merge two best-first lists of (pk, score, fields) into one, best first."""
-    merged: dict[str, Candidate] = {}
-    for rank, (pk, score, fields) in enumerate(dense, start=1):
-        merged[pk] = Candidate(pk, dict(fields), dense=score, dense_rank=rank)
-    for rank, (pk, score, fields) in enumerate(lexical, start=1):
-        candidate = merged.setdefault(pk, Candidate(pk, dict(fields)))
-        candidate.lexical, candidate.lexical_rank = score, rank
-        for key, value in fields.items():
-            candidate.fields.setdefault(key, value)
+    """Merge two best-first lists of (pk, score, fields) into one, best first.
+
+    With `limit`, only the best `limit` are returned (and built: search asks for
+    10 of 200 candidates on every call).
+    """
+    dense_rank = {pk: rank for rank, (pk, _, _) in enumerate(dense, start=1)}
+    lexical_rank = {pk: rank for rank, (pk, _, _) in enumerate(lexical, start=1)}
+    fused: dict[str, float] = {}
     if fusion.method == "rrf":
-        for c in merged.values():
-            c.fused = (
-                fusion.semantic_weight / (fusion.rrf_k + c.dense_rank) if c.dense_rank else 0.0
-            ) + (fusion.lexical_weight / (fusion.rrf_k + c.lexical_rank) if c.lexical_rank else 0.0)
+        for pk, rank in dense_rank.items():
+            fused[pk] = fusion.semantic_weight / (fusion.rrf_k + rank)
+        for pk, rank in lexical_rank.items():
+            fused[pk] = fused.get(pk, 0.0) + fusion.lexical_weight / (fusion.rrf_k + rank)
     else:
-        dense_norm = dict(
-            zip(
-                (pk for pk, _, _ in dense),
-                _normalised([s for _, s, _ in dense], fusion.normalization),
-                strict=True,
-            )
-        )
-        lexical_norm = dict(
-            zip(
-                (pk for pk, _, _ in lexical),
-                _normalised([s for _, s, _ in lexical], fusion.normalization),
-                strict=True,
-            )
-        )
-        for c in merged.values():
-            c.fused = fusion.semantic_weight * dense_norm.get(
-                c.pk, 0.0
-            ) + fusion.lexical_weight * lexical_norm.get(c.pk, 0.0)
-    return sorted(merged.values(), key=lambda c: (-c.fused, c.pk))
+        norm = _normalised([s for _, s, _ in dense], fusion.normalization)
+        for (pk, _, _), value in zip(dense, norm, strict=True):
+            fused[pk] = fusion.semantic_weight * value
+        norm = _normalised([s for _, s, _ in lexical], fusion.normalization)
+        for (pk, _, _), value in zip(lexical, norm, strict=True):
+            fused[pk] = fused.get(pk, 0.0) + fusion.lexical_weight * value
+    order = sorted(fused, key=lambda pk: (-fused[pk], pk))
+    if limit is not None:
+        order = order[:limit]
+    dense_by_pk = {pk: (score, fields) for pk, score, fields in dense}
+    lexical_by_pk = {pk: (score, fields) for pk, score, fields in lexical}
+    ranked = []
+    for pk in order:
+        candidate = Candidate(pk, fused=fused[pk])
+        if pk in dense_by_pk:
+            candidate.dense, fields = dense_by_pk[pk]
+            candidate.dense_rank = dense_rank[pk]
+            candidate.fields.update(fields)
+        if pk in lexical_by_pk:
+            candidate.lexical, fields = lexical_by_pk[pk]
+            candidate.lexical_rank = lexical_rank[pk]
+            for key, value in fields.items():
+                candidate.fields.setdefault(key, value)
+        ranked.append(candidate)
+    return ranked

@@ -169,8 +169,9 @@ class Searcher:
             [(h.pk, h.score, h.fields) for h in dense],
             [(h.pk, h.score, h.fields) for h in lexical],
             fusion,
+            limit=params.top_k,
         )
-        kept = candidates[: params.top_k]
+        kept = candidates
         await self._fill_fields(kind, params.tenant_id, kept)
         return [Found(c, kind, Snippet("", [])) for c in kept]
 

@@ -39,6 +39,19 @@ def test_weights_decide_between_the_retrievers() -> None:
     assert fuse(dense, lexical, Fusion(semantic_weight=0.1, lexical_weight=0.9))[0].pk == "y"
 
 
+def test_a_limit_keeps_the_same_best_candidates() -> None:
+    dense = [(f"d{i}", 1.0 - i / 50, {"src": "dense"}) for i in range(40)]
+    lexical = [(f"d{i * 3}", 30.0 - i, {"src": "lexical", "n": i}) for i in range(30)]
+    for fusion in (Fusion(), Fusion(method="rrf")):
+        everything = fuse(dense, lexical, fusion)
+        best = fuse(dense, lexical, fusion, limit=7)
+        assert [(c.pk, c.fused, c.dense_rank, c.lexical_rank) for c in best] == [
+            (c.pk, c.fused, c.dense_rank, c.lexical_rank) for c in everything[:7]
+        ]
+        both = next(c for c in best if c.dense_rank and c.lexical_rank)
+        assert both.fields["src"] == "dense" and "n" in both.fields  # dense's fields first
+
+
 def test_snippet_centres_on_the_matches() -> None:
     text = (
         "Intro text. " * 30
