@@ -227,7 +227,13 @@ async def grow_in_child(data_dir: Path, target: int, milvus_uri: str) -> int:
 
 
 async def measure(
-    edge: str, key: str, pid: int, clients: int, seconds: float, warmup: float
+    edge: str,
+    key: str,
+    pid: int,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    platform_pids: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     async with HacsClient(edge, api_key=key, default_timeout=60) as client:
         rng = random.Random(7)
@@ -248,6 +254,7 @@ async def measure(
             seconds=seconds,
             warmup=warmup,
             service_pid=pid,
+            platform_pids=platform_pids,
         )
     result["memory_mib"] = memory_of(pid)
     return result
@@ -319,7 +326,13 @@ async def main() -> int:
             quiet = await asyncio.to_thread(wait_until_quiet)
             print(f"measuring at {grown:,} documents ...", file=sys.stderr)
             figures["sizes"][str(grown)] = await measure(
-                service.edge, key, service.pid, args.clients, args.seconds, args.warmup
+                service.edge,
+                key,
+                service.pid,
+                args.clients,
+                args.seconds,
+                args.warmup,
+                service.platform_pids,
             )
             figures["sizes"][str(grown)]["machine_busy_percent_before"] = quiet
     finally:
