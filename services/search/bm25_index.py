@@ -23,6 +23,10 @@ by the store once dead slots outnumber live ones) drops the rest and
 renumbers. As in Lucene, document
 frequencies count a dead posting until its segment is merged.
 
+Each slot can also carry a payload (a numpy record of the caller's dtype:
+the store keeps the documents' scalar filter fields there), so a filter can
+be evaluated over every slot at once and passed to `top` as a mask.
+
 The formula is FTS5's bm25(): k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) /
 (n + 0.5)) floored at 1e-6, the term frequency being title_weight * count in
 title + count in body, and the document length every term of both.
@@ -95,8 +99,9 @@ _EMPTY = TopK(np.empty(0, np.int64), np.empty(0, np.float64), True)
 class TermIndex:
     """Postings of one (tenant, kind). Not thread-safe: the caller serialises access."""
 
-    def __init__(self, title_weight: float) -> None:
+    def __init__(self, title_weight: float, payload_dtype: np.dtype | None = None) -> None:
         self._title_weight = np.float32(title_weight)
+        self._payload = np.zeros(0, payload_dtype if payload_dtype is not None else np.bool_)
         self._slot_doc = np.empty(0, np.int64)
         self._length = np.empty(0, np.float32)
         self._alive = np.empty(0, np.bool_)
@@ -117,13 +122,23 @@ class TermIndex:
         return self._n - self.live
 
     @property
+    def payload(self) -> np.ndarray:
+        """Each slot's payload (dead slots included), aligned with `top`'s mask."""
+        return self._payload[: self._n]
+
+    @property
     def segments(self) -> int:
         return len(self._segments) + (1 if self._pending else 0)
 
     # -- changes -----------------------------------------------------------------
 
     def load(
-        self, doc_ids: np.ndarray, lengths: np.ndarray, records: np.ndarray, per_doc: np.ndarray
+        self,
+        doc_ids: np.ndarray,
+        lengths: np.ndarray,
+        records: np.ndarray,
+        per_doc: np.ndarray,
+        payloads: np.ndarray | None = None,
     ) -> None:
         """Add many new documents at once (records: TERM_DTYPE, per_doc: records per document)."""
         if len(doc_ids) == 0:
@@ -135,16 +150,22 @@ class TermIndex:
         self._slot_doc[slots] = doc_ids
         self._length[slots] = lengths
         self._alive[slots] = True
+        if payloads is not None:
+            self._payload[slots] = payloads
         self._slot_of.update(zip(doc_ids.tolist(), slots.tolist(), strict=True))
         self._total_length += float(lengths.sum())
         self._flush()
         posting_slots = np.repeat(slots, per_doc)
         self._append(_segment(records["term"], posting_slots, self._tf(records)))
 
-    def add(self, doc_id: int, length: int, records: np.ndarray) -> None:
+    def add(
+        self, doc_id: int, length: int, records: np.ndarray, payload: tuple[object, ...] = ()
+    ) -> None:
         """Add a document or replace its earlier version."""
         self.remove(doc_id)
         slot = self._reserve(1)
+        if payload:
+            self._payload[slot] = payload
         self._slot_doc[slot] = doc_id
         self._length[slot] = length
         self._alive[slot] = True
@@ -169,6 +190,7 @@ class TermIndex:
         self._segments = []
         self._slot_doc = self._slot_doc[: self._n][keep]
         self._length = self._length[: self._n][keep]
+        self._payload = self._payload[: self._n][keep]
         self._n = len(self._slot_doc)
         self._alive = np.ones(self._n, np.bool_)
         self._slot_of = dict(zip(self._slot_doc.tolist(), range(self._n), strict=True))
@@ -187,6 +209,7 @@ class TermIndex:
             self._slot_doc = _resized(self._slot_doc, capacity)
             self._length = _resized(self._length, capacity)
             self._alive = _resized(self._alive, capacity)
+            self._payload = _resized(self._payload, capacity)
         self._n = need
         return first
 

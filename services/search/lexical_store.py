@@ -10,9 +10,13 @@ the documents and tombstones written since its cursor, so several processes
 (the search service, RAG ingest, a backfill) can write the same file and
 every reader sees each committed write on its next search.
 
-Filters are SQL over the docs table: the best-scoring documents are checked
-against them, a few rounds deep; a very selective filter instead names the
-documents allowed and the index scores only those.
+Scalar filters (type, patient, age, gender, dates, knowledge base) are
+evaluated in numpy over fields kept beside each document's postings
+(slot_filters.py): one mask, and the index returns the exact best documents
+among those allowed. List-valued filters (codes, labels, document tags) are
+SQL over the docs table: the best-scoring documents are checked against
+them, a few rounds deep; a very selective one instead names the documents
+allowed and the index scores only those.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ import numpy as np
 from services.search.bm25_index import TermIndex, TopK
 from services.search.expressions import FilterSpec
 from services.search.lexical_filters import sql_filters
+from services.search.slot_filters import (
+    FILTER_COLUMNS,
+    FILTER_DTYPE,
+    Interned,
+    payload,
+    scalar_mask,
+)
 from services.search.terms import TERM_DTYPE, counts, decode, encode, query_terms
 from services.search.vector_index import Hit, IndexDoc
 
@@ -138,6 +149,7 @@ class SqliteLexical:
         for reader in self._readers:
             self._free.put_nowait(reader)
         self._vocab: dict[str, int] = {}  # term -> id; ids never change once committed
+        self._interned = Interned()  # filter field values -> ids in the indexes' payloads
         self._scopes: dict[tuple[str, str], _Scope] = {}
         self._scopes_lock = threading.Lock()
         self._closing = False
@@ -323,14 +335,17 @@ class SqliteLexical:
         term_ids = self._term_ids_for_read(conn, words)
         if not term_ids:
             return []
-        where, params = sql_filters(spec, kind)
+        where, params = sql_filters(spec, kind, scalars=False)
         # One read snapshot from catching up to reading the hits: a document id the
         # index returns names the same row when its fields are read.
         with self._snapshot(conn, scope, tenant_id, kind) as index:
+            mask = scalar_mask(index.payload, spec, kind, self._interned)
             if not where:
-                top = index.top(term_ids, limit)
+                top = index.top(term_ids, limit, mask)
             else:
-                top = _filtered_top(conn, index, term_ids, limit, tenant_id, kind, where, params)
+                top = _filtered_top(
+                    conn, index, term_ids, limit, mask, (tenant_id, kind, where, params)
+                )
             return _hits(conn, top, tenant_id, kind, with_fields)
 
     @contextmanager
@@ -377,20 +392,22 @@ class SqliteLexical:
                 (tenant_id, kind, scope.cursor),
             ):
                 index.remove(doc_id)
-            for doc_id, length, blob in conn.execute(
-                "SELECT id, length, terms FROM docs WHERE tenant_id = ? AND kind = ? AND seq > ?",
+            for doc_id, length, blob, *fields in conn.execute(
+                f"SELECT id, length, terms, {FILTER_COLUMNS} FROM docs "
+                "WHERE tenant_id = ? AND kind = ? AND seq > ?",
                 (tenant_id, kind, scope.cursor),
             ):
-                index.add(doc_id, length, decode(blob))
+                index.add(doc_id, length, decode(blob), payload(self._interned, *fields))
             if index.dead > max(index.live, 10_000):
                 index.compact()
         scope.cursor = seq
         return index
 
     def _built(self, conn: sqlite3.Connection, tenant_id: str, kind: str) -> TermIndex:
-        index = TermIndex(TITLE_WEIGHTS.get(kind, 1.0))
+        index = TermIndex(TITLE_WEIGHTS.get(kind, 1.0), FILTER_DTYPE)
         rows = conn.execute(
-            "SELECT id, length, terms FROM docs WHERE tenant_id = ? AND kind = ? ORDER BY id",
+            f"SELECT id, length, terms, {FILTER_COLUMNS} FROM docs "
+            "WHERE tenant_id = ? AND kind = ? ORDER BY id",
             (tenant_id, kind),
         ).fetchall()
         if rows:
@@ -400,7 +417,8 @@ class SqliteLexical:
                 (len(r[2]) // TERM_DTYPE.itemsize for r in rows), dtype=np.int64, count=len(rows)
             )
             records = np.frombuffer(b"".join(r[2] for r in rows), dtype=TERM_DTYPE)
-            index.load(doc_ids, lengths, records, per_doc)
+            payloads = np.array([payload(self._interned, *r[3:]) for r in rows], dtype=FILTER_DTYPE)
+            index.load(doc_ids, lengths, records, per_doc, payloads)
         log.info("lexical index for %s/%s loaded: %d documents", tenant_id, kind, len(rows))
         return index
 
@@ -504,14 +522,14 @@ def _filtered_top(
     index: TermIndex,
     term_ids: list[int],
     limit: int,
-    tenant_id: str,
-    kind: str,
-    where: str,
-    params: list[Any],
+    mask: np.ndarray | None,
+    sql: tuple[str, str, str, list[Any]],
 ) -> TopK:
-    """The best `limit` documents that pass the filter."""
+    """The best `limit` documents in `mask` that also pass the SQL filter
+    (sql = tenant, kind, the SQL conditions, their parameters)."""
+    tenant_id, kind, where, params = sql
     for factor in FILTER_ROUNDS:
-        top = index.top(term_ids, limit * factor)
+        top = index.top(term_ids, limit * factor, mask)
         passing = _passing(conn, top.doc_ids, tenant_id, kind, where, params)
         ok = np.isin(top.doc_ids, passing)
         if int(ok.sum()) >= limit or top.complete:
@@ -527,7 +545,8 @@ def _filtered_top(
         ),
         dtype=np.int64,
     )
-    return index.top(term_ids, limit, index.mask(allowed))
+    allowed_slots = index.mask(allowed)
+    return index.top(term_ids, limit, allowed_slots if mask is None else allowed_slots & mask)
 
 
 def _passing(
