@@ -42,6 +42,9 @@ class AuditEventRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
 
 
+_INSERT = insert(Base.metadata.tables["audit_events"])  # the table, not the entity: plain Core
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     id: int
@@ -112,9 +115,9 @@ class AuditLog:
             for tenant_id, items in by_tenant.items():
                 failure: BaseException | None = None
                 try:
-                    # A Core executemany: no ORM unit of work, one transaction per tenant.
+                    # A Core executemany (no ORM bulk machinery), one transaction per tenant.
                     async with self._db.transaction(tenant_id) as session:
-                        await session.execute(insert(AuditEventRow), [row for row, _ in items])
+                        await session.execute(_INSERT, [row for row, _ in items])
                 except Exception as exc:
                     failure = exc
                 for _, done in items:
