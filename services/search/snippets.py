@@ -1,13 +1,18 @@
-"""Snippets: the passage of a hit's text where the query's words are densest, highlighted."""
+"""Snippets: the passage of a hit's text where the query's words are densest, highlighted.
+
+Words are matched as BM25 matched them (services/search/terms.py: case and
+diacritics folded, Porter stems), so "hypertensive" in a query marks
+"Hypertension" in the text and a highlight never shows a word BM25 did not
+count. Query words that carry no content of their own ("with", "and") are
+not highlighted.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from services.search.query_parser import FILLER
-
-_WORD = re.compile(r"[A-Za-z0-9]+")
+from services.search.terms import WORD, fold, stems, terms
 
 
 @dataclass(frozen=True)
@@ -16,31 +21,27 @@ class Snippet:
     highlights: list[tuple[int, int]]
 
 
-def _stem(word: str) -> str:
-    word = word.lower()
-    for suffix in ("ies", "es", "s", "ing", "ed"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
-
-
 def snippet(text: str, query: str, length: int = 200) -> Snippet:
-    terms = {_stem(w) for w in _WORD.findall(query) if w.lower() not in FILLER and len(w) > 1}
-    matches = [(m.start(), m.end()) for m in _WORD.finditer(text) if _stem(m.group(0)) in terms]
-    if len(text) <= length or not matches:
-        start = 0
-    else:
+    wanted = set(terms(" ".join(w for w in WORD.findall(query) if w.casefold() not in FILLER)))
+    matches: list[tuple[int, int]] = []
+    if wanted:
+        spans = [(m.start(), m.end()) for m in WORD.finditer(text)]
+        analysed = stems([fold(text[s:e]) for s, e in spans])
+        matches = [span for span, term in zip(spans, analysed, strict=True) if term in wanted]
+    start = 0
+    if len(text) > length and matches:
         # The window holding the most matches; ties go to the earliest.
-        best, start = -1, 0
+        best, end_of_window = -1, 0
         for i, (first, _) in enumerate(matches):
-            count = sum(1 for s, e in matches[i:] if e <= first + length)
-            if count > best:
-                best, start = count, max(0, first - length // 6)
+            end_of_window = max(end_of_window, i)
+            while end_of_window < len(matches) and matches[end_of_window][1] <= first + length:
+                end_of_window += 1
+            if end_of_window - i > best:
+                best, start = end_of_window - i, max(0, first - length // 6)
         start = _word_start(text, start)
     end = min(len(text), start + length)
-    window = text[start:end]
     highlights = [(s - start, e - start) for s, e in matches if s >= start and e <= end]
-    return Snippet(window, highlights)
+    return Snippet(text[start:end], highlights)
 
 
 def _word_start(text: str, index: int) -> int:

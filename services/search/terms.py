@@ -22,7 +22,7 @@ from collections import Counter
 import numpy as np
 import Stemmer
 
-_WORD = re.compile(r"[^\W_]+")
+WORD = re.compile(r"[^\W_]+")  # a word: letters and digits
 MAX_QUERY_TERMS = 64
 
 TERM_DTYPE = np.dtype([("term", "<u4"), ("title", "<u2"), ("body", "<u2")])
@@ -30,27 +30,36 @@ _STEMMERS = threading.local()  # a PyStemmer object must not be used by two thre
 _COUNT_MAX = np.iinfo(np.uint16).max
 
 
-def words(text: str) -> list[str]:
-    """Case-folded words without diacritics ("Ménière's" -> ["meniere", "s"])."""
+def fold(text: str) -> str:
+    """Case-folded, diacritics removed ("Ménière" -> "meniere")."""
     text = text.casefold()
     if not text.isascii():
         decomposed = unicodedata.normalize("NFKD", text)
         text = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return _WORD.findall(text)
+    return text
 
 
-def terms(text: str) -> list[str]:
-    """Every stemmed term of a text, in order (repeats kept: they are term counts).
+def words(text: str) -> list[str]:
+    """Case-folded words without diacritics ("Ménière's" -> ["meniere", "s"])."""
+    return WORD.findall(fold(text))
 
-    As FTS5's porter tokenizer: words shorter than 3 or longer than 64 characters are
-    kept as they are ("as", "is", "s" would otherwise become "a", "i", "").
-    """
+
+def stems(folded_words: list[str]) -> list[str]:
+    """Each folded word's term. As FTS5's porter tokenizer: words shorter than 3 or longer
+    than 64 characters are kept as they are ("as", "is", "s" would otherwise become "a",
+    "i", "")."""
     stemmer = getattr(_STEMMERS, "porter", None)
     if stemmer is None:
         stemmer = _STEMMERS.porter = Stemmer.Stemmer("porter")
-    found = words(text)
-    stems = stemmer.stemWords(found)
-    return [w if len(w) < 3 or len(w) > 64 else s for w, s in zip(found, stems, strict=True)]
+    stemmed = stemmer.stemWords(folded_words)
+    return [
+        w if len(w) < 3 or len(w) > 64 else s for w, s in zip(folded_words, stemmed, strict=True)
+    ]
+
+
+def terms(text: str) -> list[str]:
+    """Every stemmed term of a text, in order (repeats kept: they are term counts)."""
+    return stems(words(text))
 
 
 def query_terms(text: str) -> list[str]:

@@ -64,6 +64,20 @@ def test_snippet_centres_on_the_matches() -> None:
     assert marked == {"symptoms", "leukemia"}
 
 
+def test_snippets_mark_the_words_bm25_matched() -> None:
+    text = "Ménière's disease with hypertension; hypertensive crisis ruled out. Seen with family."
+    found = snippet(text, "Hypertensive patients with meniere", length=200)
+    marked = [found.text[s:e] for s, e in found.highlights]
+    # Porter stems as in the index, folded case and accents; "with" is not content.
+    assert marked == ["Ménière", "hypertension", "hypertensive"]
+
+
+def test_a_snippet_window_holds_the_most_matches() -> None:
+    text = "glucose " + "filler " * 60 + "insulin glucose insulin " + "filler " * 60
+    found = snippet(text, "glucose insulin", length=60)
+    assert found.text.count("insulin") == 2 and len(found.highlights) == 3
+
+
 def test_expressions_cover_each_filter() -> None:
     spec = FilterSpec(
         kinds=["Patient"],
