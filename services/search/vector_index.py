@@ -334,6 +334,7 @@ class VectorIndex:
 
     async def _dense_batch(self, key: Hashable, vectors: list[np.ndarray]) -> list[list[Hit]]:
         name, scoped, limit, fields = cast(tuple[str, str, int, tuple[str, ...]], key)
+        pk_only = fields == ("pk",)  # search's case: the primary key comes with every hit
         result = await self.call(
             self.client.search,
             name,
@@ -341,10 +342,16 @@ class VectorIndex:
             anns_field="dense",
             limit=limit,
             filter=scoped,
-            output_fields=list(fields),
+            output_fields=[] if pk_only else list(fields),
             search_params={"metric_type": "IP", "params": {"ef": max(64, limit)}},
             **self.read_options,
         )
+        if pk_only and all(hasattr(hits, "distances") for hits in result):
+            # read pymilvus's id and score columns, not a dict per hit
+            return [
+                [Hit(str(pk), float(d), {}) for pk, d in zip(hits.ids, hits.distances, strict=True)]
+                for hits in result
+            ]
         return [
             [
                 Hit(r["pk"] if "pk" in r else r["id"], float(r["distance"]), dict(r["entity"]))
