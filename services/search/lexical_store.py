@@ -53,6 +53,7 @@ T = TypeVar("T")
 LAYOUT_VERSION = 3  # PRAGMA user_version; 1-2 kept the text in an FTS5 table
 TOMBSTONE_WRITES_KEPT = 100_000  # tombstones of the last N write transactions are kept; an
 # index further behind than that rebuilds instead of catching up
+BUILD_CHUNK = 50_000  # rows read at a time when an index is built
 FILTER_ROUNDS = (4, 32, 256)  # x limit: best-scoring documents checked against a filter per round
 
 # BM25 weight of a title match relative to a body match, per kind. Tuned on the
@@ -404,22 +405,29 @@ class SqliteLexical:
         return index
 
     def _built(self, conn: sqlite3.Connection, tenant_id: str, kind: str) -> TermIndex:
+        """The scope's index from the file, read in chunks (a million rows held at once
+        as Python objects would cost hundreds of MB the process keeps afterwards)."""
         index = TermIndex(TITLE_WEIGHTS.get(kind, 1.0), FILTER_DTYPE)
         rows = conn.execute(
             f"SELECT id, length, terms, {FILTER_COLUMNS} FROM docs "
             "WHERE tenant_id = ? AND kind = ? ORDER BY id",
             (tenant_id, kind),
-        ).fetchall()
-        if rows:
-            doc_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            lengths = np.fromiter((r[1] for r in rows), dtype=np.float32, count=len(rows))
+        )
+        loaded = 0
+        while chunk := rows.fetchmany(BUILD_CHUNK):
+            count = len(chunk)
+            doc_ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=count)
+            lengths = np.fromiter((r[1] for r in chunk), dtype=np.float32, count=count)
             per_doc = np.fromiter(
-                (len(r[2]) // TERM_DTYPE.itemsize for r in rows), dtype=np.int64, count=len(rows)
+                (len(r[2]) // TERM_DTYPE.itemsize for r in chunk), dtype=np.int64, count=count
             )
-            records = np.frombuffer(b"".join(r[2] for r in rows), dtype=TERM_DTYPE)
-            payloads = np.array([payload(self._interned, *r[3:]) for r in rows], dtype=FILTER_DTYPE)
+            records = np.frombuffer(b"".join(r[2] for r in chunk), dtype=TERM_DTYPE)
+            payloads = np.array(
+                [payload(self._interned, *r[3:]) for r in chunk], dtype=FILTER_DTYPE
+            )
             index.load(doc_ids, lengths, records, per_doc, payloads)
-        log.info("lexical index for %s/%s loaded: %d documents", tenant_id, kind, len(rows))
+            loaded += count
+        log.info("lexical index for %s/%s loaded: %d documents", tenant_id, kind, loaded)
         return index
 
     async def count(self, kind: str, tenant_id: str) -> int:

@@ -383,3 +383,29 @@ async def test_preload_builds_every_tenants_index_before_any_search(tmp_path: Pa
     ]
     writer.close()
     store.close()
+
+
+async def test_an_index_built_in_chunks_ranks_as_one_built_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = SqliteLexical(tmp_path / "lexical.db")
+    words = ["glucose", "insulin", "fasting", "hba1c", "renal", "retinopathy", "statin"]
+    await writer.upsert(
+        "records",
+        [
+            doc(f"t/{n}", "t", " ".join(words[(n * k) % 7] for k in range(1, 2 + n % 5)))
+            for n in range(40)
+        ],
+    )
+    whole = await writer.search("records", "t", "glucose insulin renal", FilterSpec(), 40)
+    monkeypatch.setattr(lexical_store, "BUILD_CHUNK", 3)
+    chunked = SqliteLexical(tmp_path / "lexical.db")
+    try:
+        again = await chunked.search("records", "t", "glucose insulin renal", FilterSpec(), 40)
+        assert [(h.pk, round(h.score, 9)) for h in again] == [
+            (h.pk, round(h.score, 9)) for h in whole
+        ]
+        assert len(whole) > 10
+    finally:
+        writer.close()
+        chunked.close()
