@@ -23,9 +23,10 @@ by the store once dead slots outnumber live ones) drops the rest and
 renumbers. As in Lucene, document
 frequencies count a dead posting until its segment is merged.
 
-Each slot can also carry a payload (a numpy record of the caller's dtype:
-the store keeps the documents' scalar filter fields there), so a filter can
-be evaluated over every slot at once and passed to `top` as a mask.
+Each slot can also carry a payload (one contiguous numpy column per field of
+the caller's record dtype: the store keeps the documents' scalar filter
+fields there), so a filter can be evaluated over every slot at once and
+passed to `top` as a mask.
 
 The formula is FTS5's bm25(): k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) /
 (n + 0.5)) floored at 1e-6, the term frequency being title_weight * count in
@@ -101,7 +102,10 @@ class TermIndex:
 
     def __init__(self, title_weight: float, payload_dtype: np.dtype | None = None) -> None:
         self._title_weight = np.float32(title_weight)
-        self._payload = np.zeros(0, payload_dtype if payload_dtype is not None else np.bool_)
+        fields = payload_dtype.fields if payload_dtype is not None else None
+        self._payload: dict[str, np.ndarray] = {
+            name: np.zeros(0, spec[0]) for name, spec in (fields or {}).items()
+        }
         self._slot_doc = np.empty(0, np.int64)
         self._length = np.empty(0, np.float32)
         self._alive = np.empty(0, np.bool_)
@@ -122,9 +126,9 @@ class TermIndex:
         return self._n - self.live
 
     @property
-    def payload(self) -> np.ndarray:
-        """Each slot's payload (dead slots included), aligned with `top`'s mask."""
-        return self._payload[: self._n]
+    def payload(self) -> dict[str, np.ndarray]:
+        """Each slot's payload by field (dead slots included), aligned with `top`'s mask."""
+        return {name: column[: self._n] for name, column in self._payload.items()}
 
     @property
     def segments(self) -> int:
@@ -151,7 +155,8 @@ class TermIndex:
         self._length[slots] = lengths
         self._alive[slots] = True
         if payloads is not None:
-            self._payload[slots] = payloads
+            for name, column in self._payload.items():
+                column[slots] = payloads[name]
         self._slot_of.update(zip(doc_ids.tolist(), slots.tolist(), strict=True))
         self._total_length += float(lengths.sum())
         self._flush()
@@ -164,8 +169,8 @@ class TermIndex:
         """Add a document or replace its earlier version."""
         self.remove(doc_id)
         slot = self._reserve(1)
-        if payload:
-            self._payload[slot] = payload
+        for column, value in zip(self._payload.values(), payload, strict=False):
+            column[slot] = value
         self._slot_doc[slot] = doc_id
         self._length[slot] = length
         self._alive[slot] = True
@@ -190,7 +195,7 @@ class TermIndex:
         self._segments = []
         self._slot_doc = self._slot_doc[: self._n][keep]
         self._length = self._length[: self._n][keep]
-        self._payload = self._payload[: self._n][keep]
+        self._payload = {name: c[: self._n][keep] for name, c in self._payload.items()}
         self._n = len(self._slot_doc)
         self._alive = np.ones(self._n, np.bool_)
         self._slot_of = dict(zip(self._slot_doc.tolist(), range(self._n), strict=True))
@@ -209,7 +214,7 @@ class TermIndex:
             self._slot_doc = _resized(self._slot_doc, capacity)
             self._length = _resized(self._length, capacity)
             self._alive = _resized(self._alive, capacity)
-            self._payload = _resized(self._payload, capacity)
+            self._payload = {name: _resized(c, capacity) for name, c in self._payload.items()}
         self._n = need
         return first
 

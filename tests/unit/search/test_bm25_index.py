@@ -158,3 +158,33 @@ def test_pruning_scores_fewer_documents_and_keeps_the_exact_top_k() -> None:
     pruned = index.top(query, 5)
     assert not pruned.complete and pruned.scored < len(everything.doc_ids) // 4
     assert_same(index, corpus, query, 5)
+
+
+def test_payloads_stay_with_their_documents_through_growth_and_compaction() -> None:
+    dtype = np.dtype([("a", np.int32), ("b", np.int64)])
+    index = TermIndex(1.0, dtype)
+    ids = np.arange(100, dtype=np.int64)
+    index.load(
+        ids,
+        np.ones(100, np.float32),
+        np.concatenate([records(Counter(), Counter({1: 1})) for _ in range(100)]),
+        np.ones(100, np.int64),
+        np.array([(int(d), int(d) * 10) for d in ids], dtype=dtype),
+    )
+    for doc_id in range(100, 3000):  # past the first capacity: the columns grow
+        index.add(doc_id, 1, records(Counter(), Counter({1: 1})), (doc_id, doc_id * 10))
+    for doc_id in range(0, 3000, 3):
+        index.remove(doc_id)
+    index.add(7, 1, records(Counter(), Counter({1: 1})), (-7, -70))  # a new version
+    index.compact()
+
+    def mask(column: str, keep: object) -> np.ndarray:
+        return np.asarray([keep(v) for v in index.payload[column]], dtype=np.bool_)  # type: ignore[operator]
+
+    found = index.top([1], 3000, mask("a", lambda v: v % 2 == 0 or v < 0))
+    expected = {d for d in range(3000) if d % 3 and d % 2 == 0 and d != 7} | {7}
+    assert set(found.doc_ids.tolist()) == expected
+    live = index._slot_doc[: len(index.payload["a"])].tolist()  # compacted: every slot live
+    pairs = zip(index.payload["a"].tolist(), index.payload["b"].tolist(), strict=True)
+    for doc_id, pair in zip(live, pairs, strict=True):
+        assert pair == ((-7, -70) if doc_id == 7 else (doc_id, doc_id * 10))

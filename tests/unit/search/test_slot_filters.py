@@ -45,7 +45,9 @@ def _spec(rng: random.Random) -> FilterSpec:
     if rng.random() < 0.4:
         spec.kinds = rng.sample(TYPES, rng.randrange(1, 3))
     if rng.random() < 0.3:
-        spec.patient_ids = [*rng.sample(PATIENTS, rng.randrange(1, 4)), "never-seen"]
+        # A few values (compared one by one) or many (looked up in a table).
+        unknown = [f"never-seen-{i}" for i in range(rng.choice([1, 12]))]
+        spec.patient_ids = [*rng.sample(PATIENTS, rng.randrange(1, 10)), *unknown]
     if rng.random() < 0.4:
         spec.min_age = rng.choice([18, 40, 65, 80])
     if rng.random() < 0.3:
