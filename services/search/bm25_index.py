@@ -302,7 +302,12 @@ class TermIndex:
                 complete = len(candidates) <= k
                 break
             ceiling = sum(t.idf * (K1 + 1) for t in common)
-            if len(scores) >= k and ceiling < _kth_largest(scores, k):
+            # "The k-th best score beats the ceiling" is "k scores beat it": one pass, where
+            # a selection of the k-th value slowed down on the many equal scores of
+            # templated records (7 ms per query at a million documents).
+            above = scores > ceiling
+            if np.count_nonzero(above) >= k:
+                candidates, scores = candidates[above], scores[above]  # the top k are here
                 complete = False
                 break
         if len(candidates) > k:
@@ -336,10 +341,6 @@ class TermIndex:
             return None
         odds = (live - df + 0.5) / (df + 0.5)  # df counts dead postings: may exceed live
         return _Term(math.log(odds) if odds > 1 else IDF_FLOOR, df, chunks)
-
-
-def _kth_largest(values: np.ndarray, k: int) -> float:
-    return float(np.partition(values, len(values) - k)[len(values) - k])
 
 
 def _resized(array: np.ndarray, capacity: int) -> np.ndarray:
