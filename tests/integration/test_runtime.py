@@ -110,19 +110,3 @@ async def test_a_database_behind_the_code_is_refused_without_auto_migrate(tmp_pa
     with pytest.raises(RuntimeError, match="hacs migrate"):
         await server.start()
     await server.stop(0)
-
-
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_every_call_is_traced(hacs: Harness) -> None:
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    await hacs.tenant.GetJwks(pb.GetJwksRequest())
-    names = [span.name for span in exporter.get_finished_spans()]
-    assert "/hacs.tenant.v1.TenantService/GetJwks" in names
