@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from services.common.db import migrate
+from services.common.db.engine import Database
 from tests.support.harness import Harness, make_settings, running_platform
 from tests.support.milvus import MilvusServer
 from tests.support.postgres import PostgresServer, create_database
@@ -51,6 +53,15 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     else:
         admin_url = request.getfixturevalue("postgres_admin_url")
         yield await create_database(admin_url)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A migrated database on each backend (see database_url)."""
+    database = Database(database_url)
+    await migrate.upgrade(database)
+    yield database
+    await database.close()
 
 
 @pytest.fixture

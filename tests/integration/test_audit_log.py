@@ -17,16 +17,7 @@ from typing import Any
 import pytest
 
 from services.common.audit import AuditLog, AuditQuery
-from services.common.db import migrate
 from services.common.db.engine import Database
-
-
-@pytest.fixture
-async def db(database_url: str):  # type: ignore[no-untyped-def]
-    database = Database(database_url)
-    await migrate.upgrade(database)
-    yield database
-    await database.close()
 
 
 def _event(tenant: str, n: int) -> dict[str, Any]:

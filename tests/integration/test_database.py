@@ -20,14 +20,6 @@ from services.common.db.schema import TENANT_OWNED_TABLES, metadata
 from services.tenant.tables import ActorRow, TenantRow
 
 
-@pytest.fixture
-async def db(database_url: str):  # type: ignore[no-untyped-def]
-    database = Database(database_url)
-    await migrate.upgrade(database)
-    yield database
-    await database.close()
-
-
 async def test_migrations_build_exactly_the_declared_schema(db: Database) -> None:
     async with db.engine.connect() as conn:
         diff = await conn.run_sync(
