@@ -336,7 +336,7 @@ class SqliteLexical:
         term_ids = self._term_ids_for_read(conn, words)
         if not term_ids:
             return []
-        where, params = sql_filters(spec, kind, scalars=False)
+        where, params = sql_filters(spec, kind)
         # One read snapshot from catching up to reading the hits: a document id the
         # index returns names the same row when its fields are read.
         with self._snapshot(conn, scope, tenant_id, kind) as index:

@@ -8,9 +8,9 @@ allowed in a single pass. The list-valued filters (codes, labels, document
 tags) stay SQL over the docs table (lexical_filters.py) and are checked on
 the best-scoring documents.
 
-The conditions are the same as the SQL and Milvus ones
-(lexical_filters.sql_filters, expressions.records_expression); a test
-compares them document by document.
+The conditions are the same as the Milvus ones (expressions.py); a test
+compares the store's filtered results with a plain reading of each filter,
+document by document.
 """
 
 from __future__ import annotations
