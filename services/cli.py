@@ -4,6 +4,8 @@ hacs serve [--only search,rag]   host services (all by default) on one gRPC port
 hacs up                          the whole platform on this machine: serve + Envoy
 hacs migrate                     bring the database schema to this build's version
 hacs config [--markdown]         print the settings (or the README's table of them)
+hacs eval retrieval|rag|...      quality figures on a labelled data set
+hacs finetune --dataset DIR ...  adapt an embedding model to a labelled data set
 hacs admin new-operator-key      print a fresh platform operator key for a Secret
 """
 
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     evals = evaluation.add_subparsers(dest="eval_command", required=True)
     for name, module in _eval_modules().items():
         module.add_arguments(evals.add_parser(name, help=module.HELP))
+    from services.embedding import finetune_command
+
+    finetune_command.add_arguments(commands.add_parser("finetune", help=finetune_command.HELP))
     index = commands.add_parser("index", help="search index maintenance")
     index_commands = index.add_subparsers(dest="index_command", required=True)
     backfill = index_commands.add_parser(
@@ -63,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "eval":
         return int(_eval_modules()[args.eval_command].main(args))
+    if args.command == "finetune":
+        return finetune_command.main(args)
     if args.command == "admin":
         from services.tenant.api_keys import new_secret
 
