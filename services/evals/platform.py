@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+from hacs.embedding.v1 import embedding_service_pb2 as epb
+from hacs.embedding.v1 import embedding_service_pb2_grpc
 from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2_grpc
 from hacs.tenant.v1 import tenant_service_pb2 as tpb
 
@@ -56,26 +59,15 @@ async def start_platform(
     token_ttl_seconds: the administrator token's lifetime; a run longer than
     the default hour (a full MedQuAD ingest) asks for more.
     """
-    overrides = {
-        "data_dir": str(data_dir),
-        "grpc_listen": "127.0.0.1:0",
-        "http_listen": "127.0.0.1:0",
-        "services": services,
-        "rate_limit_enabled": "false",
-        "log_level": "WARNING",
-        "token_max_ttl_seconds": str(max(token_ttl_seconds, TOKEN_TTL_SECONDS)),
-    }
+    overrides = _overrides(data_dir, services)
+    overrides["token_max_ttl_seconds"] = str(max(token_ttl_seconds, TOKEN_TTL_SECONDS))
     if not indexer:
         overrides["indexer_enabled"] = "false"
     server = HacsServer(Settings.from_env({}, **overrides))
     await server.start()
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{server.grpc_port}",
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE)],
-    )
+    channel = _channel(server)
     tenants = tenant_service_pb2_grpc.TenantServiceStub(channel)
-    operator_key = (data_dir / "operator.key").read_text().strip()
-    operator = (await tenants.IssueToken(tpb.IssueTokenRequest(api_key=operator_key))).access_token
+    operator = await _operator_token(tenants, data_dir)
     created = await tenants.CreateTenant(
         tpb.CreateTenantRequest(
             tenant_id=tenant_id,
@@ -94,6 +86,59 @@ async def start_platform(
     return EvalPlatform(
         server, channel, (("authorization", f"Bearer {token}"),), f"tenants/{tenant_id}"
     )
+
+
+async def register_default_model(data_dir: Path, model_dir: Path) -> str:
+    """Make `model_dir` (absolute) the default embedding model of the platform in `data_dir`.
+
+    Done through EmbeddingService.RegisterModel on a short-lived platform
+    before the evaluation's own starts, so that every service (the indexer,
+    the vector index's dimension, search) starts with it, as after an
+    operator registers a model and restarts. Returns the model's name.
+    """
+    server = HacsServer(Settings.from_env({}, **_overrides(data_dir, "tenant,embedding")))
+    await server.start()
+    channel = _channel(server)
+    try:
+        operator = await _operator_token(
+            tenant_service_pb2_grpc.TenantServiceStub(channel), data_dir
+        )
+        registered = await embedding_service_pb2_grpc.EmbeddingServiceStub(channel).RegisterModel(
+            epb.RegisterModelRequest(
+                model_id="evaluated", local_path=str(model_dir), set_default=True
+            ),
+            metadata=(("authorization", f"Bearer {operator}"),),
+            timeout=600,
+        )
+    finally:
+        await channel.close()
+        await server.stop(grace=1)
+    return str(registered.model.name)
+
+
+def _overrides(data_dir: Path, services: str) -> dict[str, str]:
+    return {
+        "data_dir": str(data_dir),
+        "grpc_listen": "127.0.0.1:0",
+        "http_listen": "127.0.0.1:0",
+        "services": services,
+        "rate_limit_enabled": "false",
+        "log_level": "WARNING",
+    }
+
+
+def _channel(server: HacsServer) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.grpc_port}",
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE)],
+    )
+
+
+async def _operator_token(tenants: Any, data_dir: Path) -> str:
+    """A platform operator token from the key the platform wrote on first start."""
+    operator_key = (data_dir / "operator.key").read_text().strip()
+    issued = await tenants.IssueToken(tpb.IssueTokenRequest(api_key=operator_key))
+    return str(issued.access_token)
 
 
 @asynccontextmanager

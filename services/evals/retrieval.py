@@ -1,7 +1,8 @@
 """`hacs eval retrieval`: a BEIR data set through the real indexing and search path.
 
 A fresh platform (temporary data dir: SQLite, Milvus Lite, the shipped
-model), a fresh tenant, the corpus written as Evidence records through
+model, or with --model DIR that model registered as the default), a fresh
+tenant, the corpus written as Evidence records through
 RecordService, indexed by the live indexer from the change log, then every
 query of the split sent to SearchService three times: lexical only (BM25),
 dense only, and hybrid with the shipped defaults. Prints nDCG@10 (graded
@@ -27,7 +28,7 @@ from hacs.search.v1 import search_service_pb2 as spb
 
 from services.evals.beir import Dataset, load, ndcg_at, recall_at
 from services.evals.platform import EvalPlatform as Platform
-from services.evals.platform import running_platform
+from services.evals.platform import register_default_model, running_platform
 from services.evals.progress import Progress
 from services.records.names import ID_PATTERN
 
@@ -154,7 +155,13 @@ def score(dataset: Dataset, runs: dict[str, list[tuple[str, float]]]) -> dict[st
 
 
 async def evaluate(
-    directory: Path, *, split: str, max_queries: int, dump: Path | None, out: TextIO
+    directory: Path,
+    *,
+    split: str,
+    max_queries: int,
+    dump: Path | None,
+    out: TextIO,
+    model: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     dataset = load(directory, split)
     if max_queries:
@@ -176,6 +183,9 @@ async def evaluate(
             "and were skipped\n"
         )
     with tempfile.TemporaryDirectory(prefix="hacs-eval-") as data_dir:
+        if model is not None:
+            name = await register_default_model(Path(data_dir), model)
+            out.write(f"  embedding model: {model} (registered as {name}, the default)\n")
         async with running_platform(
             Path(data_dir),
             tenant_id=TENANT,
@@ -216,10 +226,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write every mode's ranked lists (depth 200) to FILE",
     )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="embedding model directory to evaluate instead of the shipped default "
+        "(e.g. the output of `hacs finetune`)",
+    )
 
 
 def main(args: Any) -> int:
     out = sys.stderr
+    if args.model is not None:  # a model that cannot load is refused before any work
+        from services.embedding.model_config import ModelLoadError, read_model_config
+
+        try:
+            read_model_config("models/evaluated", args.model)
+        except ModelLoadError as exc:
+            print(f"hacs eval retrieval: --model: {exc}", file=sys.stderr)
+            return 2
     try:
         table = asyncio.run(
             evaluate(
@@ -228,6 +253,7 @@ def main(args: Any) -> int:
                 max_queries=args.max_queries,
                 dump=args.dump_candidates,
                 out=out,
+                model=args.model.resolve() if args.model else None,
             )
         )
     except Exception as exc:  # a bad data set is reported, not traced
