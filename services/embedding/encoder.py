@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,14 @@ def pick_device(requested: str = "auto") -> str:
         if requested.startswith("cuda"):
             raise ModelLoadError(f"device {requested!r} asked for, but torch sees no CUDA GPU")
     return "cpu"
+
+
+def pool(output: Any, attention_mask: Any, pooling: str) -> Any:
+    """One vector per text from a transformer's last hidden states: [CLS], or the mean of tokens."""
+    if pooling == "cls":
+        return output[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(output.dtype)
+    return (output * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 class Encoder:
@@ -88,11 +97,7 @@ class Encoder:
                     return_tensors="pt",
                 ).to(self.device)
                 output = self._model(**batch).last_hidden_state
-                if self.config.pooling == "cls":
-                    pooled = output[:, 0]
-                else:
-                    mask = batch["attention_mask"].unsqueeze(-1).to(output.dtype)
-                    pooled = (output * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                pooled = pool(output, batch["attention_mask"], self.config.pooling)
                 if normalize:
                     pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
                 vectors[chunk] = pooled.float().cpu().numpy()

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from hacs.records.v1 import record_pb2
 
+from services.embedding.encoder import pool
 from services.embedding.model_config import ModelConfig, ModelLoadError, read_model_config
 from services.evals.beir import Dataset, ndcg_at, recall_at
 from services.records.resource_types import BY_FIELD
@@ -174,11 +175,8 @@ class Trainer:
             texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         ).to(self.device)
         output = self.model(**batch).last_hidden_state
-        if self.config.pooling == "cls":
-            pooled = output[:, 0]
-        else:
-            mask = batch["attention_mask"].unsqueeze(-1).to(output.dtype)
-            pooled = (output * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        pooled = pool(output, batch["attention_mask"], self.config.pooling)
+        # Cosine similarity, as sentence-transformers' MultipleNegativesRankingLoss.
         return self._torch.nn.functional.normalize(pooled, p=2, dim=1)
 
     def vectors(
