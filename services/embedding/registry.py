@@ -76,10 +76,17 @@ class ModelEntry:
 
 class ModelRegistry:
     def __init__(
-        self, db: Database, *, device: str = "auto", max_batch: int = 64, max_wait_ms: float = 4.0
+        self,
+        db: Database,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        max_batch: int = 64,
+        max_wait_ms: float = 4.0,
     ) -> None:
         self._db = db
         self._device = device
+        self._precision = precision
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000.0
         self._entries: dict[str, ModelEntry] = {}
@@ -154,7 +161,9 @@ class ModelRegistry:
                     raise Unavailable(f"{entry.config.name} failed to load: {entry.error}")
                 entry.state = "loading"
                 try:
-                    encoder = await asyncio.to_thread(Encoder, entry.config, self._device)
+                    encoder = await asyncio.to_thread(
+                        Encoder, entry.config, self._device, self._precision
+                    )
                 except ModelLoadError as exc:
                     entry.state, entry.error = "failed", str(exc)
                     raise Unavailable(f"{entry.config.name} cannot be loaded: {exc}") from exc

@@ -72,6 +72,7 @@ class Platform:
             registry = ModelRegistry(
                 self.db,
                 device=self.settings.embedding_device,
+                precision=self.settings.embedding_precision,
                 max_batch=self.settings.embedding_max_batch,
                 max_wait_ms=self.settings.embedding_max_wait_ms,
             )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from services.embedding.batcher import MicroBatcher
-from services.embedding.encoder import Encoder
+from services.embedding.encoder import Encoder, pick_dtype
 from services.embedding.model_config import ModelLoadError, read_model_config, shipped_model_path
 
 
@@ -92,3 +92,35 @@ def test_a_cls_pooled_model_is_read_as_such(tmp_path: Path) -> None:
     config.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
     pooling.write_text(json.dumps(config))
     assert read_model_config("models/clinical-bert", clinical).pooling == "cls"
+
+
+def test_precision_is_chosen_for_the_device_and_checked() -> None:
+    import torch
+
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert pick_dtype("cuda", "auto") == "float16"
+    assert pick_dtype("cuda", "float32") == "float32"
+    assert pick_dtype("cpu", "float32") == "float32"
+    assert pick_dtype("cpu", "auto") == ("bfloat16" if native else "float32")
+    with pytest.raises(ModelLoadError, match="not one of auto, float32, bfloat16"):
+        pick_dtype("cpu", "int8")
+    if not native:
+        with pytest.raises(ModelLoadError, match="no native bfloat16"):
+            pick_dtype("cpu", "bfloat16")
+
+
+def test_bfloat16_vectors_agree_with_float32(encoder: Encoder) -> None:
+    if encoder.dtype != "bfloat16":
+        pytest.skip("this CPU has no native bfloat16: the encoder runs in float32")
+    exact = Encoder(
+        read_model_config("models/all-minilm-l6-v2", shipped_model_path()), "cpu", "float32"
+    )
+    texts = [
+        "Hemoglobin A1c 8.2 % above target",
+        "elderly patients with diabetes and high blood pressure",
+        "Signs include wheezing, shortness of breath and chest tightness at night. " * 8,
+    ]
+    fast = encoder.encode(texts, max_length=256, normalize=True).vectors
+    slow = exact.encode(texts, max_length=256, normalize=True).vectors
+    assert exact.dtype == "float32"
+    assert float(np.min(np.sum(fast * slow, axis=1))) > 0.999
