@@ -74,8 +74,20 @@ def main(args: Any) -> int:
             max_pairs=args.max_pairs,
             seed=args.seed,
         )
-        if options.batch_size < 2 or options.epochs <= 0 or options.learning_rate <= 0:
-            raise FinetuneError("--batch-size must be at least 2, --epochs and --learning-rate > 0")
+        problems = [
+            text
+            for bad, text in (
+                (options.batch_size < 2, "--batch-size must be at least 2"),
+                (options.epochs <= 0, "--epochs must be > 0"),
+                (options.learning_rate <= 0, "--learning-rate must be > 0"),
+                (options.max_length < 0, "--max-length must be >= 0 (0: the model's maximum)"),
+                (options.held_out_queries < 0, "--held-out-queries must be >= 0"),
+                (options.max_pairs < 0, "--max-pairs must be >= 0"),
+            )
+            if bad
+        ]
+        if problems:
+            raise FinetuneError("; ".join(problems))
         report = finetune(base, dataset, args.split, args.out, options, say=progress.show)
     except (DatasetError, FinetuneError, ModelLoadError) as exc:
         print(f"hacs finetune: {exc}", file=sys.stderr)

@@ -142,3 +142,19 @@ def test_training_separates_answers_from_their_siblings(dataset: Dataset, tmp_pa
 
     with pytest.raises(FinetuneError, match="not empty"):
         finetune(base, dataset, "train", out, options)
+
+
+def test_the_command_refuses_bad_settings_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.cli import main
+
+    data = write_dataset(tmp_path / "set")
+    out = tmp_path / "model"
+    argv = ["finetune", "--dataset", str(data), "--out", str(out)]
+    assert main([*argv, "--batch-size", "1", "--max-length", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size must be at least 2" in err and "--max-length must be >= 0" in err
+    assert main([*argv, "--split", "dev"]) == 2
+    assert "qrels/dev.tsv is missing" in capsys.readouterr().err
+    assert not out.exists()
