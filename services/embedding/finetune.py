@@ -233,9 +233,9 @@ class Trainer:
         self.model.train()
         losses: list[float] = []
         tenths: list[float] = []
+        q_prefix, d_prefix = self.config.query_prefix, self.config.document_prefix
         for step, batch in enumerate(batches):
             chosen = [pairs[i] for i in batch]
-            q_prefix, d_prefix = self.config.query_prefix, self.config.document_prefix
             texts = [d_prefix + p.document for p in chosen]
             ids = [p.document_id for p in chosen]
             for p in chosen:

@@ -61,33 +61,33 @@ def main(args: Any) -> int:
     from services.evals.progress import Progress
 
     progress = Progress(sys.stderr)
+    options = Options(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        held_out_queries=args.held_out_queries,
+        hard_negatives=args.hard_negatives,
+        max_pairs=args.max_pairs,
+        seed=args.seed,
+    )
+    problems = [
+        text
+        for bad, text in (
+            (options.batch_size < 2, "--batch-size must be at least 2"),
+            (options.epochs <= 0, "--epochs must be > 0"),
+            (options.learning_rate <= 0, "--learning-rate must be > 0"),
+            (options.max_length < 0, "--max-length must be >= 0 (0: the model's maximum)"),
+            (options.held_out_queries < 0, "--held-out-queries must be >= 0"),
+            (options.max_pairs < 0, "--max-pairs must be >= 0"),
+        )
+        if bad
+    ]
     try:
+        if problems:  # named before the model or the data set is read
+            raise FinetuneError("; ".join(problems))
         base = read_model_config("models/base", args.base or shipped_model_path())
         dataset = load(Path(args.dataset), args.split)
-        options = Options(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            max_length=args.max_length,
-            held_out_queries=args.held_out_queries,
-            hard_negatives=args.hard_negatives,
-            max_pairs=args.max_pairs,
-            seed=args.seed,
-        )
-        problems = [
-            text
-            for bad, text in (
-                (options.batch_size < 2, "--batch-size must be at least 2"),
-                (options.epochs <= 0, "--epochs must be > 0"),
-                (options.learning_rate <= 0, "--learning-rate must be > 0"),
-                (options.max_length < 0, "--max-length must be >= 0 (0: the model's maximum)"),
-                (options.held_out_queries < 0, "--held-out-queries must be >= 0"),
-                (options.max_pairs < 0, "--max-pairs must be >= 0"),
-            )
-            if bad
-        ]
-        if problems:
-            raise FinetuneError("; ".join(problems))
         report = finetune(base, dataset, args.split, args.out, options, say=progress.show)
     except (DatasetError, FinetuneError, ModelLoadError) as exc:
         print(f"hacs finetune: {exc}", file=sys.stderr)

@@ -155,6 +155,9 @@ def test_the_command_refuses_bad_settings_before_any_work(
     assert main([*argv, "--batch-size", "1", "--max-length", "-5"]) == 2
     err = capsys.readouterr().err
     assert "--batch-size must be at least 2" in err and "--max-length must be >= 0" in err
+    nowhere = ["finetune", "--dataset", str(tmp_path / "nowhere"), "--out", str(out)]
+    assert main([*nowhere, "--epochs", "0"]) == 2  # settings first: no data set is read
+    assert "--epochs must be > 0" in capsys.readouterr().err
     assert main([*argv, "--split", "dev"]) == 2
     assert "qrels/dev.tsv is missing" in capsys.readouterr().err
     assert not out.exists()
