@@ -159,7 +159,7 @@ class TermIndex:
                 column[slots] = payloads[name]
         self._slot_of.update(zip(doc_ids.tolist(), slots.tolist(), strict=True))
         self._total_length += float(lengths.sum())
-        self._flush()
+        self.flush()
         posting_slots = np.repeat(slots, per_doc)
         self._append(_segment(records["term"], posting_slots, self._tf(records)))
 
@@ -178,7 +178,7 @@ class TermIndex:
         self._total_length += length
         self._pending.append((slot, records))
         if len(self._pending) >= FLUSH_DOCS:
-            self._flush()
+            self.flush()
 
     def remove(self, doc_id: int) -> None:
         slot = self._slot_of.pop(doc_id, None)
@@ -188,7 +188,7 @@ class TermIndex:
 
     def compact(self) -> None:
         """One segment without dead postings, slots renumbered densely."""
-        self._flush()
+        self.flush()
         keep = self._alive[: self._n]
         renumber = np.cumsum(keep, dtype=np.int64) - 1
         parts = [seg.expanded() for seg in self._segments]
@@ -223,7 +223,8 @@ class TermIndex:
         tf += records["body"]
         return tf
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Turn the documents added since the last flush into a segment."""
         if not self._pending:
             return
         records = np.concatenate([r for _, r in self._pending])
@@ -254,7 +255,7 @@ class TermIndex:
 
     def top(self, term_ids: Sequence[int], k: int, mask: np.ndarray | None = None) -> TopK:
         """The k best documents for the terms (only slots in `mask`, if given), best first."""
-        self._flush()
+        self.flush()
         live = self.live
         if live == 0 or k <= 0:
             return _EMPTY

@@ -37,6 +37,7 @@ import numpy as np
 from services.search.bm25_index import TermIndex, TopK
 from services.search.expressions import FilterSpec
 from services.search.lexical_filters import sql_filters
+from services.search.rwlock import ReadWriteLock
 from services.search.slot_filters import (
     FILTER_COLUMNS,
     FILTER_DTYPE,
@@ -126,10 +127,14 @@ _HIT_FIELDS = "d.id, d.pk, d.name, d.type, d.title, d.patient_id, d.grp, d.extra
 class _Scope:
     """One (tenant, kind)'s in-memory index and how far into the change sequence it is."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)  # the index, in threads
-    queue: asyncio.Lock = field(default_factory=asyncio.Lock)  # waiters hold no connection
+    # Searches read the index together; catching it up excludes them (threads).
+    lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     index: TermIndex | None = None
     cursor: int = 0
+
+    def current(self, seq: int, pruned: int) -> bool:
+        """Whether the index holds exactly what a snapshot at `seq` holds."""
+        return self.index is not None and seq == self.cursor and pruned <= self.cursor
 
 
 class SqliteLexical:
@@ -270,10 +275,9 @@ class SqliteLexical:
         if not words or limit <= 0:
             return []
         scope = self._scope(tenant_id, kind)
-        async with scope.queue:  # one search per scope at a time; the others wait here
-            return await self._read(
-                self._search, scope, kind, tenant_id, words, spec, limit, with_fields
-            )
+        return await self._read(
+            self._search, scope, kind, tenant_id, words, spec, limit, with_fields
+        )
 
     async def documents(
         self, kind: str, tenant_id: str, pks: Sequence[str]
@@ -306,9 +310,7 @@ class SqliteLexical:
         for tenant_id, kind in found:
             if self._closing:
                 break
-            scope = self._scope(tenant_id, kind)
-            async with scope.queue:
-                await self._read(warm, scope, tenant_id, kind)
+            await self._read(warm, self._scope(tenant_id, kind), tenant_id, kind)
         return len(found)
 
     async def _read(self, fn: Callable[..., T], /, *args: Any) -> T:
@@ -353,13 +355,33 @@ class SqliteLexical:
     def _snapshot(
         self, conn: sqlite3.Connection, scope: _Scope, tenant_id: str, kind: str
     ) -> Iterator[TermIndex]:
-        """The scope's index, caught up, held (scope lock) inside one read transaction."""
-        with scope.lock:
-            conn.execute("BEGIN")
+        """The scope's index as of one read transaction, held for reading inside it.
+
+        Searches of a scope run together while the index is current. A search whose
+        snapshot holds writes the index has not seen catches it up alone (write lock)
+        in a new snapshot (while it waited for the lock, another may have caught the
+        index up past its first one), then reads on in that snapshot.
+        """
+        scope.lock.acquire_read()
+        conn.execute("BEGIN")
+        if not scope.current(*_sequence(conn)):
+            conn.execute("COMMIT")
+            scope.lock.release_read()
+            scope.lock.acquire_write()
             try:
-                yield self._caught_up(conn, scope, tenant_id, kind)
-            finally:
+                conn.execute("BEGIN")
+                self._caught_up(conn, scope, tenant_id, kind)
+            except BaseException:
                 conn.execute("COMMIT")
+                scope.lock.release_write()
+                raise
+            scope.lock.downgrade()
+        try:
+            assert scope.index is not None
+            yield scope.index
+        finally:
+            conn.execute("COMMIT")
+            scope.lock.release_read()
 
     def _term_ids_for_read(self, conn: sqlite3.Connection, words: list[str]) -> list[int]:
         missing = [w for w in words if w not in self._vocab]
@@ -401,6 +423,7 @@ class SqliteLexical:
                 index.add(doc_id, length, decode(blob), payload(self._interned, *fields))
             if index.dead > max(index.live, 10_000):
                 index.compact()
+        index.flush()  # searches only read the index: nothing may be left to do in one
         scope.cursor = seq
         return index
 

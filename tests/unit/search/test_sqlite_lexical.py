@@ -409,3 +409,38 @@ async def test_an_index_built_in_chunks_ranks_as_one_built_at_once(
     finally:
         writer.close()
         chunked.close()
+
+
+async def test_concurrent_searches_during_writes_see_whole_snapshots(tmp_path: Path) -> None:
+    """Searches of one tenant run together (they share the index for reading) while
+    another store on the file keeps writing: every search finds a whole batch or none of
+    it, each hit with its fields, and afterwards every store agrees with a fresh one."""
+    path = tmp_path / "lexical.db"
+    writer, reader = SqliteLexical(path), SqliteLexical(path, readers=4)
+    await writer.upsert("records", [doc(f"a/seed{i}", "a", f"Asthma note {i}") for i in range(50)])
+    seen: list[int] = []
+
+    async def search_repeatedly() -> None:
+        for _ in range(15):
+            hits = await reader.search("records", "a", "wheezing", FilterSpec(), 1000)
+            assert all(h.fields.get("text", "").startswith("Wheezing") for h in hits)
+            assert len(hits) % 20 == 0, f"{len(hits)} hits: a batch of 20 seen in part"
+            seen.append(len(hits))
+
+    async def write_batches() -> None:
+        for batch in range(10):
+            docs = [doc(f"a/w{batch}-{i}", "a", f"Wheezing episode {batch} {i}") for i in range(20)]
+            await writer.upsert("records", docs)
+            await asyncio.sleep(0.005)
+
+    await asyncio.gather(write_batches(), *(search_repeatedly() for _ in range(6)))
+    assert len(seen) == 90 and max(seen) <= 200
+    final = await reader.search("records", "a", "wheezing", FilterSpec(), 1000)
+    fresh = SqliteLexical(path)
+    expected = await fresh.search("records", "a", "wheezing", FilterSpec(), 1000)
+    assert [(h.pk, round(h.score, 6)) for h in final] == [
+        (h.pk, round(h.score, 6)) for h in expected
+    ]
+    assert len(final) == 200
+    for store in (writer, reader, fresh):
+        store.close()
