@@ -106,6 +106,12 @@ class Settings:
         "`auto` (float16 on a GPU; bfloat16 on a CPU with native bfloat16, else float32), "
         "`float32`, or `bfloat16`.",
     )
+    embedding_worker: str = _env(
+        "HACS_EMBEDDING_WORKER",
+        "process",
+        "`process`: each model runs in a child process of the service, so its forward pass "
+        "never waits for the service's interpreter lock; `thread`: in the service's process.",
+    )
     embedding_max_batch: int = _env(
         "HACS_EMBEDDING_MAX_BATCH", "64", "Most texts one micro-batch (one forward pass) carries."
     )
@@ -247,6 +253,10 @@ class Settings:
             problems.append(
                 f"HACS_EMBEDDING_PRECISION={self.embedding_precision!r} "
                 "must be auto, float32 or bfloat16"
+            )
+        if self.embedding_worker not in ("process", "thread"):
+            problems.append(
+                f"HACS_EMBEDDING_WORKER={self.embedding_worker!r} must be process or thread"
             )
         if self.milvus_client_threads < 1:
             problems.append("HACS_MILVUS_CLIENT_THREADS must be at least 1")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.common.errors import Unavailable
-from services.embedding.encoder import Encoded, Encoder
+from services.embedding.encoder import Encoded, TextEncoder
 
 
 @dataclass
@@ -33,7 +33,7 @@ class _Pending:
 class MicroBatcher:
     def __init__(
         self,
-        encoder: Encoder,
+        encoder: TextEncoder,
         *,
         max_batch: int = 64,
         max_wait_seconds: float = 0.004,
@@ -67,6 +67,7 @@ class MicroBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        await asyncio.to_thread(self.encoder.close)
 
     async def _run(self) -> None:
         while True:

@@ -30,6 +30,7 @@ from services.common.errors import (
 )
 from services.embedding.batcher import MicroBatcher
 from services.embedding.encoder import Encoder
+from services.embedding.encoder_process import EncoderProcess
 from services.embedding.model_config import (
     ModelConfig,
     ModelLoadError,
@@ -81,12 +82,14 @@ class ModelRegistry:
         *,
         device: str = "auto",
         precision: str = "auto",
+        worker: str = "process",
         max_batch: int = 64,
         max_wait_ms: float = 4.0,
     ) -> None:
         self._db = db
         self._device = device
         self._precision = precision
+        self._worker = worker
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000.0
         self._entries: dict[str, ModelEntry] = {}
@@ -161,9 +164,7 @@ class ModelRegistry:
                     raise Unavailable(f"{entry.config.name} failed to load: {entry.error}")
                 entry.state = "loading"
                 try:
-                    encoder = await asyncio.to_thread(
-                        Encoder, entry.config, self._device, self._precision
-                    )
+                    encoder = await asyncio.to_thread(self._load, entry.config)
                 except ModelLoadError as exc:
                     entry.state, entry.error = "failed", str(exc)
                     raise Unavailable(f"{entry.config.name} cannot be loaded: {exc}") from exc
@@ -196,12 +197,20 @@ class ModelRegistry:
                 config = ModelConfig(
                     **{**config.__dict__, "normalize": bool(overrides["normalize"])}
                 )
-            encoder = await asyncio.to_thread(Encoder, config, self._device)
+            encoder = await asyncio.to_thread(self._load, config)
+        except ModelLoadError as exc:
+            raise Conflict(str(exc), subject=str(path), kind="MODEL_FILES") from exc
+        try:
             await asyncio.to_thread(
                 encoder.encode, ["a test sentence"], max_length=16, normalize=config.normalize
             )
-        except ModelLoadError as exc:
-            raise Conflict(str(exc), subject=str(path), kind="MODEL_FILES") from exc
+        except Exception as exc:
+            encoder.close()
+            raise Conflict(
+                f"{path} loads but cannot embed a sentence: {exc}",
+                subject=str(path),
+                kind="MODEL_FILES",
+            ) from exc
         entry = ModelEntry(
             config,
             str(path),
@@ -211,6 +220,7 @@ class ModelRegistry:
             dtype=encoder.dtype,
         )
         if validate_only:
+            encoder.close()
             return entry
         entry.batcher = MicroBatcher(
             encoder, max_batch=self._max_batch, max_wait_seconds=self._max_wait
@@ -256,6 +266,13 @@ class ModelRegistry:
         if entry.batcher is not None:
             await entry.batcher.close()
         return entry
+
+    def _load(self, config: ModelConfig) -> Encoder | EncoderProcess:
+        """The model on this registry's device and precision, in a process of its own
+        (HACS_EMBEDDING_WORKER=process: see encoder_process.py) or in this one."""
+        if self._worker == "process":
+            return EncoderProcess(config, self._device, self._precision)
+        return Encoder(config, self._device, self._precision)
 
     async def close(self) -> None:
         for entry in self._entries.values():

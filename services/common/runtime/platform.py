@@ -73,6 +73,7 @@ class Platform:
                 self.db,
                 device=self.settings.embedding_device,
                 precision=self.settings.embedding_precision,
+                worker=self.settings.embedding_worker,
                 max_batch=self.settings.embedding_max_batch,
                 max_wait_ms=self.settings.embedding_max_wait_ms,
             )

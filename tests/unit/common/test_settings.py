@@ -42,6 +42,8 @@ def test_bad_values_are_named_at_start() -> None:
         Settings.from_env({"HACS_MILVUS_READ_CONSISTENCY": "session"})
     with pytest.raises(ValueError, match="HACS_MILVUS_CLIENT_THREADS"):
         Settings.from_env({"HACS_MILVUS_CLIENT_THREADS": "0"})
+    with pytest.raises(ValueError, match="HACS_EMBEDDING_WORKER='pod' must be process or thread"):
+        Settings.from_env({"HACS_EMBEDDING_WORKER": "pod"})
 
 
 def test_parse_services_keeps_order_and_drops_repeats() -> None:
