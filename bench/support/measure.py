@@ -22,13 +22,29 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def memory_of(pid: int) -> dict[str, float]:
-    """Resident memory now (VmRSS) and its peak (VmHWM) of a process, in MiB."""
+    """Resident memory now (VmRSS) and its peak (VmHWM) of a process, in MiB; with its
+    child processes (the embedding model's process) when it has any, also their total."""
     values: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, rest = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             values[key] = round(int(rest.split()[0]) / 1024, 1)  # kB -> MiB
-    return {"rss_mib": values["VmRSS"], "peak_rss_mib": values["VmHWM"]}
+    figures = {"rss_mib": values["VmRSS"], "peak_rss_mib": values["VmHWM"]}
+    children = children_of(pid)
+    if children:
+        figures["children_rss_mib"] = round(sum(memory_of(c)["rss_mib"] for c in children), 1)
+    return figures
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes `pid` started (the embedding model's process of a `hacs serve`)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread ended
+            continue
+    return found
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -74,8 +90,9 @@ def _cpu_of(stat_text: str) -> float:
 class CpuSnapshot:
     """CPU seconds used so far: the machine, the record service, PostgreSQL, the rest of ours.
 
-    "Ours" is the record service, every PostgreSQL process, this benchmark
-    process and the other platform processes (Envoy, the tenant service).
+    "Ours" is the service (with its child processes: the embedding model's), every
+    PostgreSQL process, this benchmark process and the other platform processes (Envoy,
+    the tenant service).
     Whatever else the machine did meanwhile is reported as `other`, so a
     figure measured next to someone else's work says so.
     """
@@ -93,14 +110,15 @@ class CpuSnapshot:
         postgres: dict[int, float] = {}
         platform: dict[int, float] = {}
         service = 0.0
+        service_children = set(children_of(service_pid))
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 text = stat.read_text()
             except OSError:  # the process ended
                 continue
             pid = int(stat.parent.name)
-            if pid == service_pid:
-                service = _cpu_of(text)
+            if pid == service_pid or pid in service_children:
+                service += _cpu_of(text)
             elif pid in platform_pids:
                 platform[pid] = _cpu_of(text)
             elif "(postgres)" in text:
