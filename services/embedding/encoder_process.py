@@ -6,11 +6,10 @@ called from Python: between two operations the inference thread must take
 the global interpreter lock again. In a busy server the event loop and the
 other threads hold it most of the time, so every operation waits its turn:
 a 14-query forward pass of all-MiniLM-L6-v2 that takes 20 ms alone took
-115-133 ms inside the search service under 50 concurrent clients, and
-460 ms next to one thread spinning in Python (bench/embedding_gil.py). In a
-child process the model has an interpreter of its own; the service only
-sends texts and receives vectors through a pipe (a wait that releases the
-lock).
+115-133 ms inside the search service under 50 concurrent clients, and 81 ms
+next to one thread running Python (bench/embedding_gil.py). In a child
+process the model has an interpreter of its own; the service only sends
+texts and receives vectors through a pipe (a wait that releases the lock).
 
 The child is a fresh interpreter (torch is not fork-safe); it loads the model
 and answers one request at a time. Small batches (queries) run on one
@@ -37,8 +36,10 @@ from services.embedding.model_config import ModelConfig, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-# Padded tokens in one batch (rows x longest row) from which every core is used.
-MULTI_THREAD_TOKENS = 4096
+# Padded tokens in one batch (rows x longest row) from which every core is used: a
+# micro-batch of queries stays under it (64 queries of 16 tokens), documents being
+# indexed (64 records of ~60 tokens) go over.
+MULTI_THREAD_TOKENS = 1024
 
 
 class EncoderProcessDied(Unavailable):
