@@ -13,6 +13,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+# What HACS_EMBEDDING_PRECISION and HACS_EMBEDDING_WORKER accept (the embedding package
+# checks the same names when a model is loaded).
+EMBEDDING_PRECISIONS = ("auto", "float32", "bfloat16")
+EMBEDDING_WORKERS = ("process", "thread")
+
 ALL_SERVICES = ("tenant", "records", "embedding", "search", "rag", "memory", "sync")
 
 
@@ -249,12 +254,12 @@ class Settings:
                 f"HACS_MILVUS_READ_CONSISTENCY={self.milvus_read_consistency!r} "
                 "must be bounded or strong"
             )
-        if self.embedding_precision not in ("auto", "float32", "bfloat16"):
+        if self.embedding_precision not in EMBEDDING_PRECISIONS:
             problems.append(
                 f"HACS_EMBEDDING_PRECISION={self.embedding_precision!r} "
                 "must be auto, float32 or bfloat16"
             )
-        if self.embedding_worker not in ("process", "thread"):
+        if self.embedding_worker not in EMBEDDING_WORKERS:
             problems.append(
                 f"HACS_EMBEDDING_WORKER={self.embedding_worker!r} must be process or thread"
             )

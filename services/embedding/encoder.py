@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.common.settings import EMBEDDING_PRECISIONS
 from services.embedding.model_config import ModelConfig, ModelLoadError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,7 +61,7 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = EMBEDDING_PRECISIONS
 
 
 def pick_dtype(device: str, precision: str = "auto") -> str:

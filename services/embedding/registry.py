@@ -28,6 +28,7 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.settings import EMBEDDING_WORKERS
 from services.embedding.batcher import MicroBatcher
 from services.embedding.encoder import Encoder
 from services.embedding.encoder_process import EncoderProcess
@@ -89,6 +90,8 @@ class ModelRegistry:
         self._db = db
         self._device = device
         self._precision = precision
+        if worker not in EMBEDDING_WORKERS:
+            raise ValueError(f"worker {worker!r} is not one of {', '.join(EMBEDDING_WORKERS)}")
         self._worker = worker
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000.0
