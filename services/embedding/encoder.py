@@ -100,7 +100,7 @@ class Encoder:
         """`one_thread_below_tokens`: on a CPU, run batches of fewer padded tokens (rows x
         longest row) on one torch thread, larger ones on every core (0: leave torch's
         threads alone). A query batch is barely faster on two threads, and the second
-        thread's spin-waits take a core from the rest of the process's machine."""
+        thread's spin-waits take a core from the rest of the machine."""
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging

@@ -228,24 +228,28 @@ class ModelRegistry:
         entry.batcher = MicroBatcher(
             encoder, max_batch=self._max_batch, max_wait_seconds=self._max_wait
         )
-        async with self._db.transaction(None) as session:
-            if set_default:
-                await session.execute(update(ModelRow).values(is_default=False))
-            session.add(
-                ModelRow(
-                    id=model_id,
-                    kind=kind,
-                    source=str(path),
-                    display_name=config.display_name,
-                    pooling=config.pooling,
-                    max_length=config.max_length,
-                    normalize=config.normalize,
-                    query_prefix=config.query_prefix,
-                    document_prefix=config.document_prefix,
-                    is_default=set_default,
-                    create_time=entry.create_time,
+        try:
+            async with self._db.transaction(None) as session:
+                if set_default:
+                    await session.execute(update(ModelRow).values(is_default=False))
+                session.add(
+                    ModelRow(
+                        id=model_id,
+                        kind=kind,
+                        source=str(path),
+                        display_name=config.display_name,
+                        pooling=config.pooling,
+                        max_length=config.max_length,
+                        normalize=config.normalize,
+                        query_prefix=config.query_prefix,
+                        document_prefix=config.document_prefix,
+                        is_default=set_default,
+                        create_time=entry.create_time,
+                    )
                 )
-            )
+        except BaseException:  # not registered: its model process must not linger
+            await entry.batcher.close()
+            raise
         self._entries[name] = entry
         if set_default:
             self._default = name
