@@ -36,6 +36,7 @@ title + count in body, and the document length every term of both.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,10 @@ B = 0.75
 IDF_FLOOR = 1e-6
 FLUSH_DOCS = 2048  # documents added before their postings become a segment
 DENSE_SHARE = 8  # rare terms in over 1/8 of the slots: sum every posting instead of pruning
+# Looking candidates up in a term's postings: by binary search while there are few of them,
+# through a slot-indexed scratch array (one write per posting, one read per candidate) once
+# the binary searches would cost more (candidates x log2(postings) against postings).
+SCATTER_ABOVE = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,7 @@ class TermIndex:
         self._total_length = 0.0
         self._segments: list[_Segment] = []
         self._pending: list[tuple[int, np.ndarray]] = []
+        self._scratch = threading.local()  # searches read together: one array per thread
 
     # -- size --------------------------------------------------------------------
 
@@ -292,10 +298,8 @@ class TermIndex:
                 scores = np.bincount(where, weights=gains, minlength=len(candidates))
             for term in common:
                 for term_slots, tf in term.chunks:
-                    at = np.minimum(np.searchsorted(term_slots, candidates), len(term_slots) - 1)
-                    hit = term_slots[at] == candidates
-                    if hit.any():
-                        scores[hit] += weights(term, candidates[hit], tf[at[hit]])
+                    found, term_tf = self._lookup(candidates, term_slots, tf)
+                    scores[found] += weights(term, candidates[found], term_tf)
             scored = len(candidates)
             keep = eligible[candidates]
             candidates, scores = candidates[keep], scores[keep]
@@ -316,6 +320,27 @@ class TermIndex:
             candidates, scores = candidates[best], scores[best]
         order = np.lexsort((candidates, -scores))
         return TopK(self._slot_doc[candidates[order]], scores[order], complete, scored)
+
+    def _lookup(
+        self, candidates: np.ndarray, term_slots: np.ndarray, tf: np.ndarray
+    ) -> tuple[np.ndarray | slice, np.ndarray]:
+        """The candidates (ascending slots) that hold the term, and their term frequencies:
+        few candidates are found by binary search; many read a slot-indexed scratch array
+        instead, and come back all (slice), a candidate without the term with tf 0."""
+        if len(candidates) * math.log2(len(term_slots) + 1) < SCATTER_ABOVE * (
+            len(term_slots) + len(candidates)
+        ):
+            at = np.minimum(np.searchsorted(term_slots, candidates), len(term_slots) - 1)
+            hit = np.flatnonzero(term_slots[at] == candidates)
+            return hit, tf[at[hit]]
+        scratch = getattr(self._scratch, "array", None)
+        if scratch is None or len(scratch) < self._n:
+            scratch = self._scratch.array = np.zeros(len(self._slot_doc), np.float32)
+        scratch[term_slots] = tf
+        try:
+            return slice(None), scratch[candidates]
+        finally:
+            scratch[term_slots] = 0  # zero again for the thread's next lookup
 
     def _scored_densely(
         self,

@@ -14,6 +14,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from services.search import bm25_index
 from services.search.bm25_index import K1, B, TermIndex
 from services.search.terms import TERM_DTYPE
 
@@ -188,3 +189,22 @@ def test_payloads_stay_with_their_documents_through_growth_and_compaction() -> N
     pairs = zip(index.payload["a"].tolist(), index.payload["b"].tolist(), strict=True)
     for doc_id, pair in zip(live, pairs, strict=True):
         assert pair == ((-7, -70) if doc_id == 7 else (doc_id, doc_id * 10))
+
+
+@pytest.mark.parametrize("lookup", ["binary search", "scratch array"])
+def test_both_ways_of_finding_candidates_in_postings_give_the_exact_top_k(
+    lookup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candidates are looked up in the common terms' postings by binary search or through
+    a per-thread scratch array, chosen by cost; force each in turn. Queries run back to
+    back on one index, so a scratch array left dirty by one query would spoil the next."""
+    monkeypatch.setattr(bm25_index, "SCATTER_ABOVE", 1e9 if lookup == "binary search" else 0.0)
+    corpus = Corpus(5)
+    index = TermIndex(TITLE_WEIGHT)
+    for doc_id in range(3000):
+        add(index, corpus, doc_id)
+    assert index.segments > 1  # (adds only: document frequencies exact without compaction)
+    rng = random.Random(5)
+    for _ in range(30):
+        query = rng.sample(range(8), rng.randint(1, 3)) + rng.sample(range(8, 400), 2)
+        assert_same(index, corpus, query, 10)
