@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -111,7 +112,7 @@ class Encoder:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, precision)
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(str(config.path), local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(config.path), local_files_only=True)
             model = AutoModel.from_pretrained(str(config.path), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the model in {config.path}: {exc}") from exc
@@ -126,7 +127,26 @@ class Encoder:
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear):
                     module.to(torch.bfloat16)
-        self._model = model.to(self.device).eval()
+        self._attach(tokenizer, model.to(self.device).eval(), one_thread_below_tokens)
+
+    @classmethod
+    def around(cls, config: ModelConfig, tokenizer: Any, model: Any, device: str) -> Encoder:
+        """An encoder over a model already in memory, in its own precision (float32
+        as loaded): `hacs finetune` measures the model it trains this way, so the
+        figures it prints come from the platform's batching and pooling."""
+        encoder = cls.__new__(cls)
+        encoder.config = config
+        encoder.device = device
+        encoder.dtype = "float32"
+        encoder._autocast = False
+        encoder._attach(tokenizer, model, 0)
+        return encoder
+
+    def _attach(self, tokenizer: Any, model: Any, one_thread_below_tokens: int) -> None:
+        import torch
+
+        self._tokenizer = tokenizer
+        self._model = model
         self._torch = torch
         self._lock = threading.Lock()  # one batch at a time per model
         self._one_thread_below = one_thread_below_tokens if self.device == "cpu" else 0
@@ -140,9 +160,16 @@ class Encoder:
         return [len(ids) for ids in encoded["input_ids"]]
 
     def encode(
-        self, texts: list[str], *, max_length: int, normalize: bool, batch_size: int = 64
+        self,
+        texts: list[str],
+        *,
+        max_length: int,
+        normalize: bool,
+        batch_size: int = 64,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Encoded:
-        """Vectors for `texts`, longest-first in batches so padding stays small."""
+        """Vectors for `texts`, longest-first in batches so padding stays small;
+        `progress(done, total)` after each batch."""
         max_length = min(max_length or self.config.max_length, self.config.max_length)
         originals = self.count_tokens(texts)
         order = sorted(range(len(texts)), key=lambda i: -originals[i])
@@ -167,5 +194,7 @@ class Encoder:
                 if normalize:
                     pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
                 vectors[chunk] = pooled.float().cpu().numpy()
+                if progress is not None:
+                    progress(start + len(chunk), len(texts))
         used = [min(n, max_length) for n in originals]
         return Encoded(vectors, used, originals, [n > max_length for n in originals])

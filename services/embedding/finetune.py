@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from hacs.records.v1 import record_pb2
 
-from services.embedding.encoder import pool
+from services.embedding.encoder import Encoder, pool
 from services.embedding.model_config import ModelConfig, ModelLoadError, read_model_config
 from services.evals.beir import Dataset, ndcg_at, recall_at
 from services.records.resource_types import BY_FIELD
@@ -108,10 +108,13 @@ def evidence_text(title: str, text: str) -> str:
     return render(record, BY_FIELD["evidence"])[1]
 
 
-def training_pairs(dataset: Dataset, parser: QueryParser | None = None) -> list[Pair]:
-    """Every (question, relevant document) of the split, as the platform embeds them."""
+def training_pairs(
+    dataset: Dataset, parser: QueryParser | None = None, corpus: Corpus | None = None
+) -> list[Pair]:
+    """Every (question, relevant document) of the split, as the platform embeds them
+    (`corpus`: the split's documents already rendered)."""
     parser = parser or QueryParser()
-    documents = {d.id: d for d in dataset.corpus}
+    rendered = (corpus or Corpus(dataset)).text_of
     pairs = []
     for query_id, grades in sorted(dataset.qrels.items()):
         query = dataset.queries.get(query_id)
@@ -119,9 +122,9 @@ def training_pairs(dataset: Dataset, parser: QueryParser | None = None) -> list[
             continue
         query_text = parser.parse(query).text or query
         for doc_id, grade in sorted(grades.items()):
-            doc = documents.get(doc_id)
-            if grade > 0 and doc is not None:
-                pairs.append(Pair(query_text, evidence_text(doc.title, doc.text), doc_id, query_id))
+            text = rendered.get(doc_id)
+            if grade > 0 and text is not None:
+                pairs.append(Pair(query_text, text, doc_id, query_id))
     if not pairs:
         raise FinetuneError(
             f"{dataset.name}: no question of the split has a relevant document in the corpus"
@@ -169,8 +172,12 @@ class Trainer:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
         self.doc_max_length = min(options.max_length or config.max_length, config.max_length)
+        # What the trained model's vectors are read through between steps: the
+        # platform's own batching and pooling, over the live weights.
+        self._encoder = Encoder.around(config, self.tokenizer, self.model, self.device)
 
     def _embed(self, texts: list[str], max_length: int) -> Any:
+        """Unit vectors with gradients, for the loss."""
         batch = self.tokenizer(
             texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         ).to(self.device)
@@ -182,20 +189,14 @@ class Trainer:
     def vectors(
         self, texts: list[str], *, query: bool, progress: Callable[[int, int], None] | None = None
     ) -> np.ndarray:
-        """Unit vectors of `texts` as the trained model embeds them now (longest first)."""
+        """Unit vectors of `texts` as the trained model embeds them now."""
         max_length = self.options.query_max_length if query else self.doc_max_length
         prefix = self.config.query_prefix if query else self.config.document_prefix
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.zeros((len(texts), self.config.dimension), np.float32)
         self.model.eval()
-        with self._torch.inference_mode():
-            for start in range(0, len(order), 64):
-                chunk = order[start : start + 64]
-                embedded = self._embed([prefix + texts[i] for i in chunk], max_length)
-                out[chunk] = embedded.float().cpu().numpy()
-                if progress is not None:
-                    progress(start + len(chunk), len(texts))
-        return out
+        encoded = self._encoder.encode(
+            [prefix + t for t in texts], max_length=max_length, normalize=True, progress=progress
+        )
+        return encoded.vectors
 
     def train(
         self,
@@ -292,7 +293,8 @@ def finetune(
     if out.exists() and any(out.iterdir()):
         raise FinetuneError(f"{out} exists and is not empty; choose a new directory")
     say = say or (lambda _line, _final: None)
-    pairs = training_pairs(dataset)
+    corpus = Corpus(dataset)
+    pairs = training_pairs(dataset, corpus=corpus)
     training, held_out = split_held_out(pairs, options.held_out_queries, options.seed)
     if options.max_pairs:
         training = training[: options.max_pairs]
@@ -302,7 +304,6 @@ def finetune(
     report = Report(pairs=len(training), held_out=len(held_out))
     say(f"{len(training):,} training pairs, {len(held_out):,} questions held out", True)
     trainer = Trainer(base, options)
-    corpus = Corpus(dataset)
 
     def embedding(label: str) -> Callable[[int, int], None]:
         return lambda done, total: say(f"{label}: {done:,}/{total:,}", done == total)
@@ -358,6 +359,7 @@ class Corpus:
     def __init__(self, dataset: Dataset) -> None:
         self.ids = [d.id for d in dataset.corpus]
         self.texts = [evidence_text(d.title, d.text) for d in dataset.corpus]
+        self.text_of = dict(zip(self.ids, self.texts, strict=True))
 
     def _top(self, queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
         """Row i: the indices of the k best documents for query i, best first."""

@@ -79,6 +79,20 @@ def trainer() -> Trainer:
     return Trainer(config, Options(batch_size=6, epochs=4, learning_rate=5e-5, max_length=64))
 
 
+def test_the_trainer_reads_vectors_as_the_platform_embeds(
+    dataset: Dataset, trainer: Trainer
+) -> None:
+    """The held-out figures and mined negatives come from the platform's own encoder."""
+    texts = Corpus(dataset).texts
+    seen: list[tuple[int, int]] = []
+    mine = trainer.vectors(texts, query=False, progress=lambda d, t: seen.append((d, t)))
+    platform = Encoder(trainer.config, device="cpu", precision="float32")
+    theirs = platform.encode(texts, max_length=64, normalize=True).vectors
+    np.testing.assert_allclose(mine, theirs, atol=1e-5)
+    assert np.allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-5)
+    assert seen[-1] == (len(texts), len(texts))
+
+
 def test_mined_negatives_are_near_misses_never_answers(dataset: Dataset, trainer: Trainer) -> None:
     pairs = training_pairs(dataset)
     training, held_out = split_held_out(pairs, 2, seed=1)
