@@ -143,6 +143,13 @@ async def test_filters_and_parsed_queries(platform: Harness) -> None:
     )
     assert {h.resource_type for h in typed.hits} == {RT.RESOURCE_TYPE_OBSERVATION}
     assert typed.hits[0].snippet.text and typed.hits[0].snippet.highlights is not None
+    # Text filters (indexed on a server: vector_index.INDEXED_FILTER_FIELDS) by equality.
+    tom_name = f"{clinic.tenant.name}/patients/tom"
+    for found in (
+        await clinic.find("patient", filter=query_pb2.SearchFilter(genders=["male"]), top_k=10),
+        await clinic.find("asthma", filter=query_pb2.SearchFilter(patients=[tom_name]), top_k=10),
+    ):
+        assert found.hits and {h.patient for h in found.hits} == {tom_name}
 
 
 async def test_search_is_tenant_scoped(platform: Harness) -> None:
