@@ -14,8 +14,9 @@
 3. Latency: 50 concurrent clients send hybrid Search requests (a mix of
    plain, parsed and filtered clinical queries, query embedding included)
    through Envoy for a fixed time, at each size, once the machine has settled
-   (a Milvus server builds its indexes in the background). Prints p50/p95/p99, calls/s,
-   the service's memory, and every parameter; --json writes them.
+   (a Milvus server builds its indexes in the background), then one client
+   alone (the latency of a call that waits for no other). Prints p50/p95/p99,
+   calls/s, the service's memory, and every parameter; --json writes them.
 
     .venv/bin/python bench/search_latency.py                       # 100k and 1M
     .venv/bin/python bench/search_latency.py --sizes 20000 --index-patients 2000
@@ -283,6 +284,13 @@ async def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument(
+        "--one-client-seconds",
+        type=float,
+        default=15,
+        help="then one client alone for this long at each size: the latency of a call "
+        "that waits for no other (0: skip)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument(
@@ -344,6 +352,16 @@ async def main() -> int:
                 service.platform_pids,
             )
             figures["sizes"][str(grown)]["machine_busy_percent_before"] = quiet
+            if args.one_client_seconds > 0:
+                figures["sizes"][str(grown)]["one_client"] = await measure(
+                    service.edge,
+                    key,
+                    service.pid,
+                    1,
+                    args.one_client_seconds,
+                    args.warmup,
+                    service.platform_pids,
+                )
     finally:
         service.stop()
         if milvus is not None:
@@ -355,6 +373,12 @@ async def main() -> int:
             f"p99 {result['p99_ms']} ms  {result['calls_per_second']} calls/s  "
             f"errors {result['errors']}"
         )
+        if "one_client" in result:
+            one = result["one_client"]
+            print(
+                f"{'':>10}  one client alone: p50 {one['p50_ms']} ms  p95 {one['p95_ms']} ms  "
+                f"p99 {one['p99_ms']} ms"
+            )
     print(json.dumps(figures["parameters"]))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
