@@ -112,7 +112,7 @@ class Encoder:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, precision)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(config.path), local_files_only=True)
+            self._tokenizer = AutoTokenizer.from_pretrained(str(config.path), local_files_only=True)
             model = AutoModel.from_pretrained(str(config.path), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the model in {config.path}: {exc}") from exc
@@ -127,30 +127,21 @@ class Encoder:
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear):
                     module.to(torch.bfloat16)
-        self._attach(tokenizer, model.to(self.device).eval(), one_thread_below_tokens)
-
-    @classmethod
-    def around(cls, config: ModelConfig, tokenizer: Any, model: Any, device: str) -> Encoder:
-        """An encoder over a model already in memory, in its own precision (float32
-        as loaded): `hacs finetune` measures the model it trains this way, so the
-        figures it prints come from the platform's batching and pooling."""
-        encoder = cls.__new__(cls)
-        encoder.config = config
-        encoder.device = device
-        encoder.dtype = "float32"
-        encoder._autocast = False
-        encoder._attach(tokenizer, model, 0)
-        return encoder
-
-    def _attach(self, tokenizer: Any, model: Any, one_thread_below_tokens: int) -> None:
-        import torch
-
-        self._tokenizer = tokenizer
-        self._model = model
+        self._model = model.to(self.device).eval()
         self._torch = torch
         self._lock = threading.Lock()  # one batch at a time per model
         self._one_thread_below = one_thread_below_tokens if self.device == "cpu" else 0
         self._cores = torch.get_num_threads()
+
+    @property
+    def model(self) -> Any:
+        """The loaded transformer: `hacs finetune` trains it in place (float32) and reads
+        its vectors through `encode` between steps."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
 
     def close(self) -> None:
         """Nothing to release: the model goes with the last reference."""

@@ -42,7 +42,7 @@ import numpy as np
 from hacs.records.v1 import record_pb2
 
 from services.embedding.encoder import Encoder, pool
-from services.embedding.model_config import ModelConfig, ModelLoadError, read_model_config
+from services.embedding.model_config import ModelConfig, read_model_config
 from services.evals.beir import Dataset, ndcg_at, recall_at
 from services.records.resource_types import BY_FIELD
 from services.search.query_parser import QueryParser
@@ -153,28 +153,20 @@ class Trainer:
 
     def __init__(self, config: ModelConfig, options: Options) -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         if config.kind != "embedding":
             raise FinetuneError(f"{config.name} is a {config.kind} model, not an embedding model")
         self.config = config
         self.options = options
         self._torch = torch
         torch.manual_seed(options.seed)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(config.path), local_files_only=True)
-            self.model = AutoModel.from_pretrained(str(config.path), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load the model in {config.path}: {exc}") from exc
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(self.device)
+        # The platform's encoder in float32: its model is what gets trained, and the
+        # vectors read between steps come through its batching and pooling.
+        self._encoder = Encoder(config, "auto", "float32")
+        self.device = self._encoder.device
+        self.model = self._encoder.model
+        self.tokenizer = self._encoder.tokenizer
         self.doc_max_length = min(options.max_length or config.max_length, config.max_length)
-        # What the trained model's vectors are read through between steps: the
-        # platform's own batching and pooling, over the live weights.
-        self._encoder = Encoder.around(config, self.tokenizer, self.model, self.device)
 
     def _embed(self, texts: list[str], max_length: int) -> Any:
         """Unit vectors with gradients, for the loss."""
