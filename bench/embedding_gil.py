@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.embedding.encoder import Encoder, TextEncoder
-from services.embedding.encoder_process import EncoderProcess
-from services.embedding.model_config import read_model_config, shipped_model_path
+from services.kernel.embedding.encoder import Encoder, TextEncoder
+from services.kernel.embedding.encoder_process import EncoderProcess
+from services.kernel.embedding.model_config import read_model_config, shipped_model_path
 
 QUERIES = [
     "hemoglobin a1c above target",

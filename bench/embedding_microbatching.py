@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from services.embedding.batcher import MicroBatcher
-from services.embedding.encoder import Encoder
-from services.embedding.model_config import read_model_config, shipped_model_path
+from services.kernel.embedding.batcher import MicroBatcher
+from services.kernel.embedding.encoder import Encoder
+from services.kernel.embedding.model_config import read_model_config, shipped_model_path
 
 QUERIES = [
     "elderly patients with diabetes and high blood pressure",

@@ -47,8 +47,8 @@ import numpy as np
 from hacs.records.v1 import record_pb2
 
 from services.common.runtime.gc_tuning import tune_garbage_collection
-from services.embedding.encoder import Encoder
-from services.embedding.model_config import read_model_config, shipped_model_path
+from services.kernel.embedding.encoder import Encoder
+from services.kernel.embedding.model_config import read_model_config, shipped_model_path
 from services.memory.blocks import TYPES_BY_NAME, embedding_text, patient_id
 from services.memory.consolidation import chunk_partitions
 from services.memory.duplicates import Comparer, Item, Plan, Thresholds, partitions, plan

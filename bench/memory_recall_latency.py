@@ -50,6 +50,9 @@ from hacs.records.v1 import record_service_pb2 as rpb
 
 from services.evals.memory import DEFAULT_DATASET, Block, load, load_blocks
 from services.evals.platform import EvalPlatform, running_platform
+from services.kernel.records.store import RecordStore
+from services.kernel.retrieval.tables import IndexCursorRow
+from services.kernel.retrieval.vector_index import IndexDoc, VectorIndex
 from services.memory.blocks import memory_id, vector_id
 from services.memory.index_rows import (
     PASSAGE,
@@ -60,9 +63,6 @@ from services.memory.index_rows import (
     vector_of,
     whole_row,
 )
-from services.records.store import RecordStore
-from services.search.tables import IndexCursorRow
-from services.search.vector_index import IndexDoc, VectorIndex
 
 DATA = DEFAULT_DATASET.parent
 SETS = ("consolidation_train.jsonl", "consolidation_dev.jsonl", "consolidation_test.jsonl")

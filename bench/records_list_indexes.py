@@ -4,7 +4,7 @@ Loads a tenant through the service (BatchCreateRecords via Envoy, as the load
 benchmark does; 200,000 patients by default to keep the run short), stops the
 service, runs VACUUM ANALYZE, then for every filter shape ListRecords accepts
 builds the exact statement the service runs (RecordTx.query in
-services/records/store.py, captured rather than re-written) and runs it under
+services/kernel/records/store.py, captured rather than re-written) and runs it under
 EXPLAIN (ANALYZE, BUFFERS) as the unprivileged `hacs` role with the tenant
 set for row-level security. It reports the indexes each plan uses and the
 median execution time; then drops those indexes inside a transaction that is
@@ -39,8 +39,8 @@ from sqlalchemy.sql.expression import ClauseElement, Executable
 from bench.support import dataset
 from bench.support.measure import Progress, load
 from bench.support.platform import running_platform
-from services.records.resource_types import RESOURCE_TYPES
-from services.records.store import RecordQuery, RecordTx
+from services.kernel.records.resource_types import RESOURCE_TYPES
+from services.kernel.records.store import RecordQuery, RecordTx
 
 LOINC = dataset.clinical.LOINC
 

@@ -49,9 +49,9 @@ from hacs.tenant.v1 import tenant_service_pb2 as tpb
 from bench.support import dataset
 from bench.support.all_in_one import AllInOne
 from bench.support.measure import memory_of, run_clients, wait_until_quiet
+from services.kernel.retrieval.lexical_store import SqliteLexical
+from services.kernel.retrieval.vector_index import IndexDoc, VectorIndex
 from services.search.indexer import RECORDS_INDEX
-from services.search.lexical_store import SqliteLexical
-from services.search.vector_index import IndexDoc, VectorIndex
 from tests.support.milvus import MilvusServer
 
 QUERIES = [

@@ -1,4 +1,5 @@
-"""Sweep the BM25 title weight (services/search/lexical_store.py TITLE_WEIGHTS) on a TRAIN split.
+"""Sweep the BM25 title weight (TITLE_WEIGHTS in services/kernel/retrieval/lexical_store.py)
+on a TRAIN split.
 
 Indexes the corpus the way the records index does (title + body whose first
 line is the title) in the service's in-memory BM25 index, ranks the split's
@@ -25,10 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.evals.beir import load, ndcg_at, recall_at
-from services.search.bm25_index import TermIndex
-from services.search.fusion import Fusion, fuse
-from services.search.terms import TERM_DTYPE, counts, decode, encode, query_terms
+from services.kernel.retrieval.bm25_index import TermIndex
+from services.kernel.retrieval.fusion import Fusion, fuse
+from services.kernel.retrieval.terms import TERM_DTYPE, counts, decode, encode, query_terms
+from services.tooling.beir import load, ndcg_at, recall_at
 
 WEIGHTS = (1, 2, 3, 5, 8, 12)
 SEMANTIC = (0.5, 0.6, 0.7)

@@ -1,6 +1,6 @@
 """Sweep the fusion settings on a TRAIN split's candidate lists; prints the best ones.
 
-How the shipped fusion defaults (services/search/fusion.py DEFAULT_FUSION)
+How the shipped fusion defaults (services/kernel/retrieval/fusion.py DEFAULT_FUSION)
 were chosen: run the real search path on the train split once, keeping each
 retriever's ranked candidates,
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.evals.beir import ndcg_at, recall_at
-from services.search.fusion import Fusion, fuse
+from services.kernel.retrieval.fusion import Fusion, fuse
+from services.tooling.beir import ndcg_at, recall_at
 
 
 def evaluate(

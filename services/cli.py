@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     evals = evaluation.add_subparsers(dest="eval_command", required=True)
     for name, module in _eval_modules().items():
         module.add_arguments(evals.add_parser(name, help=module.HELP))
-    from services.embedding import finetune_command
+    from services.tooling import finetune_command
 
     finetune_command.add_arguments(commands.add_parser("finetune", help=finetune_command.HELP))
     index = commands.add_parser("index", help="search index maintenance")
@@ -117,7 +117,7 @@ def _eval_modules() -> dict[str, Any]:
 
 
 async def _serve(settings: Settings) -> int:
-    from services.common.runtime.server import HacsServer
+    from services.app.server import HacsServer
 
     server = HacsServer(settings)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hacs.embedding.v1 import model_pb2
 
-from services.embedding.registry import ModelEntry
+from services.kernel.embedding.registry import ModelEntry
 
 KINDS = {"embedding": model_pb2.MODEL_KIND_EMBEDDING, "reranker": model_pb2.MODEL_KIND_RERANKER}
 KIND_NAMES = {v: k for k, v in KINDS.items()}

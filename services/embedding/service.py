@@ -9,9 +9,9 @@ import numpy as np
 
 from services.common.caller import Caller
 from services.common.errors import Conflict, FieldViolation, Invalid
-from services.embedding.encoder import Encoded
-from services.embedding.registry import ModelEntry, ModelRegistry
-from services.embedding.reranker import CrossEncoder
+from services.kernel.embedding.encoder import Encoded
+from services.kernel.embedding.registry import ModelEntry, ModelRegistry
+from services.kernel.embedding.reranker import CrossEncoder
 
 MAX_TEXTS = 2048
 MAX_TEXT_CHARS = 100_000

@@ -40,9 +40,9 @@ from hacs.records.v1 import record_service_pb2 as rpb
 
 from services.evals.platform import EvalPlatform as Platform
 from services.evals.platform import running_platform
-from services.evals.progress import Progress
+from services.kernel.records.names import ID_PATTERN
 from services.memory.blocks import TYPES_BY_NAME
-from services.records.names import ID_PATTERN
+from services.tooling.progress import Progress
 
 DEFAULT_DATASET = (
     Path(__file__).resolve().parents[2] / "tests" / "data" / "memory" / "consolidation_test.jsonl"

@@ -21,7 +21,7 @@ from hacs.embedding.v1 import embedding_service_pb2_grpc
 from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2_grpc
 from hacs.tenant.v1 import tenant_service_pb2 as tpb
 
-from services.common.runtime.server import HacsServer
+from services.app.server import HacsServer
 from services.common.settings import Settings
 
 MAX_MESSAGE = 64 * 1024 * 1024

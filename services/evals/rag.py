@@ -45,10 +45,10 @@ from typing import Any, TextIO
 from hacs.rag.v1 import knowledge_pb2, rag_service_pb2_grpc
 from hacs.rag.v1 import rag_service_pb2 as pb
 
-from services.evals.beir import Dataset, DatasetError, Document, load, ndcg_at, recall_at
 from services.evals.platform import EvalPlatform as Platform
 from services.evals.platform import running_platform
-from services.evals.progress import Progress
+from services.tooling.beir import Dataset, DatasetError, Document, load, ndcg_at, recall_at
+from services.tooling.progress import Progress
 
 TENANT = "rag-eval"
 KB_ID = "corpus"

@@ -41,10 +41,10 @@ from hacs.memory.v1 import memory_service_pb2_grpc, recall_pb2
 from hacs.records.v1 import memory_block_pb2, record_pb2
 
 from services.common import names
-from services.evals.beir import Dataset, DatasetError, load, ndcg_at, recall_at
 from services.evals.platform import EvalPlatform, running_platform
-from services.evals.progress import Progress
 from services.evals.retrieval import record_id
+from services.tooling.beir import Dataset, DatasetError, load, ndcg_at, recall_at
+from services.tooling.progress import Progress
 
 TENANT = "recall-eval"
 BATCH = 500

@@ -26,11 +26,11 @@ from hacs.records.v1 import record_service_pb2 as rpb
 from hacs.search.v1 import query_pb2, search_service_pb2_grpc
 from hacs.search.v1 import search_service_pb2 as spb
 
-from services.evals.beir import Dataset, load, ndcg_at, recall_at
 from services.evals.platform import EvalPlatform as Platform
 from services.evals.platform import register_default_model, running_platform
-from services.evals.progress import Progress
-from services.records.names import ID_PATTERN
+from services.kernel.records.names import ID_PATTERN
+from services.tooling.beir import Dataset, load, ndcg_at, recall_at
+from services.tooling.progress import Progress
 
 MODES = {
     "bm25": spb.RETRIEVAL_MODE_LEXICAL,
@@ -238,7 +238,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: Any) -> int:
     out = sys.stderr
     if args.model is not None:  # a model that cannot load is refused before any work
-        from services.embedding.model_config import ModelLoadError, read_model_config
+        from services.kernel.embedding.model_config import ModelLoadError, read_model_config
 
         try:
             read_model_config("models/evaluated", args.model)
@@ -257,7 +257,7 @@ def main(args: Any) -> int:
             )
         )
     except Exception as exc:  # a bad data set is reported, not traced
-        from services.evals.beir import DatasetError
+        from services.tooling.beir import DatasetError
 
         if isinstance(exc, DatasetError):
             print(f"hacs eval retrieval: {exc}", file=sys.stderr)

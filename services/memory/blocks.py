@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from hacs.records.v1 import memory_block_pb2, record_pb2
 
-from services.records.resource_types import BY_FIELD
+from services.kernel.records.resource_types import BY_FIELD
 
 MT = memory_block_pb2.MemoryType
 INFO = BY_FIELD["memory_block"]

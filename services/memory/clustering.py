@@ -26,13 +26,13 @@ from hacs.records.v1 import record_pb2
 from services.common.caller import Caller
 from services.common.db.base import utcnow
 from services.common.errors import FieldViolation, Invalid
+from services.kernel.records.access import require_own_parent
+from services.kernel.records.store import RecordStore
 from services.memory.blocks import embedding_text, memory_id, vector_id
 from services.memory.listing import scan_scope
 from services.memory.memory_index import MemoryIndex
 from services.memory.scope import Scope
 from services.memory.text import STOPWORDS, analyse
-from services.records.access import require_own_parent
-from services.records.store import RecordStore
 
 AGGLOMERATIVE, HDBSCAN = 1, 2
 MAX_MEMORIES = 100_000

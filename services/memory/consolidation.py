@@ -28,6 +28,10 @@ from hacs.records.v1 import record_pb2
 from services.common.caller import Caller
 from services.common.db.base import utcnow
 from services.common.errors import Conflict
+from services.kernel.records.access import require_own_parent
+from services.kernel.records.names import new_record_id
+from services.kernel.records.store import RecordStore
+from services.kernel.records.writes import NewRecord
 from services.memory.blocks import (
     INFO,
     embedding_text,
@@ -51,10 +55,6 @@ from services.memory.memory_index import MemoryIndex
 from services.memory.merging import merge, superseded
 from services.memory.record_writes import MemoryWriter, Revision
 from services.memory.scope import Scope
-from services.records.access import require_own_parent
-from services.records.names import new_record_id
-from services.records.store import RecordStore
-from services.records.writes import NewRecord
 
 LOADING, CANDIDATES, GROUPING, MERGING, WRITING = 1, 2, 3, 4, 5
 PROGRESS_EVERY = 2000  # memories compared between two progress reports

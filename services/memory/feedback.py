@@ -14,11 +14,11 @@ from hacs.records.v1 import record_pb2
 from services.common.caller import Caller, current_call
 from services.common.db.base import utcnow
 from services.common.errors import NotFound
+from services.kernel.records.access import require_own_parent
 from services.memory import importance
 from services.memory.memories import parse_memory_name
 from services.memory.record_writes import MemoryWriter, Revision
 from services.memory.scope import may_touch
-from services.records.access import require_own_parent
 
 
 @dataclass(frozen=True)

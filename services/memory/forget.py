@@ -24,15 +24,15 @@ from services.common.caller import Caller, current_call
 from services.common.db.base import utcnow
 from services.common.errors import Forbidden, NotFound
 from services.common.etags import check_etag
+from services.kernel.records.access import require_own_parent
+from services.kernel.records.names import parse_patient_name
+from services.kernel.records.store import RecordStore
+from services.kernel.records.writes import RecordWriter
 from services.memory.blocks import COLLECTION, patient_id
 from services.memory.memories import Memories, parse_memory_name
 from services.memory.memory_index import MemoryIndex
 from services.memory.record_writes import MemoryWriter, Revision
 from services.memory.scope import may_touch
-from services.records.access import require_own_parent
-from services.records.names import parse_patient_name
-from services.records.store import RecordStore
-from services.records.writes import RecordWriter
 
 SCAN_BATCH = 1000
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from hacs.records.v1 import record_pb2
 
+from services.kernel.retrieval.vector_index import IndexDoc
 from services.memory.blocks import (
     TYPE_NAMES,
     digest,
@@ -36,7 +37,6 @@ from services.memory.blocks import (
     patient_id,
     utc,
 )
-from services.search.vector_index import IndexDoc
 
 WHOLE = "memory"
 PASSAGE = "memory_passage"

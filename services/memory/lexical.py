@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 from hacs.records.v1 import record_pb2
 
+from services.kernel.records.store import RecordStore
 from services.memory.blocks import COLLECTION, index_text, memory_id, patient_id
 from services.memory.text import STOPWORDS, stem
-from services.records.store import RecordStore
 
 K1 = 1.2
 B = 0.5

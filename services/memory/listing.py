@@ -25,11 +25,11 @@ from services.common.caller import Caller
 from services.common.db.base import utcnow
 from services.common.errors import FieldViolation, Invalid
 from services.common.pagination import decode_page_token, encode_page_token
+from services.kernel.records.access import require_own_parent
+from services.kernel.records.store import RecordQuery, RecordStore
 from services.memory import importance
 from services.memory.blocks import COLLECTION, memory_id
 from services.memory.scope import Scope, matches
-from services.records.access import require_own_parent
-from services.records.store import RecordQuery, RecordStore
 
 ORDERS = {
     "create_time": ("create_time", True),

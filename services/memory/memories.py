@@ -20,6 +20,11 @@ from services.common.caller import Caller
 from services.common.db.base import utcnow
 from services.common.errors import FieldViolation, Forbidden, Invalid, NotFound
 from services.common.etags import check_etag
+from services.kernel.records.access import require_own_parent
+from services.kernel.records.envelope import ENVELOPE_MUTABLE
+from services.kernel.records.names import RecordName, new_record_id, parse_record_name
+from services.kernel.records.store import RecordStore
+from services.kernel.records.writes import NewRecord
 from services.memory import importance
 from services.memory.blocks import (
     COLLECTION,
@@ -34,11 +39,6 @@ from services.memory.blocks import (
 from services.memory.memory_index import MemoryIndex
 from services.memory.record_writes import MemoryWriter, Revision
 from services.memory.scope import may_touch, owns_all
-from services.records.access import require_own_parent
-from services.records.envelope import ENVELOPE_MUTABLE
-from services.records.names import RecordName, new_record_id, parse_record_name
-from services.records.store import RecordStore
-from services.records.writes import NewRecord
 
 log = logging.getLogger(__name__)
 

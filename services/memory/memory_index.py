@@ -37,7 +37,10 @@ from hacs.records.v1 import record_pb2
 
 from services.common.db.base import utcnow
 from services.common.db.engine import Database
-from services.embedding.embedder import Embedder
+from services.kernel.embedding.embedder import Embedder
+from services.kernel.records.store import RecordStore
+from services.kernel.retrieval.tables import IndexCursorRow
+from services.kernel.retrieval.vector_index import Hit, IndexDoc, VectorIndex
 from services.memory.blocks import COLLECTION, embedding_text, memory_id, vector_id
 from services.memory.index_rows import (
     ALL_KINDS,
@@ -56,10 +59,7 @@ from services.memory.index_rows import (
     whole_row,
 )
 from services.memory.passages import passages
-from services.records.store import RecordStore
 from services.search.indexer import RECORDS_INDEX, record_pk
-from services.search.tables import IndexCursorRow
-from services.search.vector_index import Hit, IndexDoc, VectorIndex
 
 KIND = WHOLE  # the whole-memory collection (tests and tools name it)
 CURSOR = "memory"

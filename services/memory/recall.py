@@ -31,6 +31,7 @@ import numpy as np
 from hacs.records.v1 import record_pb2
 
 from services.common.caller import Caller
+from services.kernel.records.store import RecordStore
 from services.memory import importance
 from services.memory.blocks import (
     COLLECTION,
@@ -56,7 +57,6 @@ from services.memory.record_writes import MemoryWriter, Revision
 from services.memory.scope import Scope, index_expression, matches
 from services.memory.temporal import named_windows
 from services.memory.text import canonical
-from services.records.store import RecordStore
 
 MIN_DEPTH = 100
 PASSAGES_PER_MEMORY = 3  # passage hits searched per memory wanted

@@ -25,20 +25,20 @@ from services.common.db.base import utcnow
 from services.common.errors import AlreadyExists, Conflict, NotFound
 from services.common.etags import concurrent_update
 from services.common.validation import Violations
-from services.records import derive
-from services.records.access import require_write
-from services.records.content import check_record
-from services.records.envelope import change, envelope_new, envelope_next
-from services.records.names import parse_record_name
-from services.records.store import ChangeEntry, RecordStore, Stored
-from services.records.write_checks import (
+from services.kernel.records import derive
+from services.kernel.records.access import require_write
+from services.kernel.records.content import check_record
+from services.kernel.records.envelope import change, envelope_new, envelope_next
+from services.kernel.records.names import parse_record_name
+from services.kernel.records.store import ChangeEntry, RecordStore, Stored
+from services.kernel.records.write_checks import (
     IDEMPOTENCY_WINDOW,
     check_new,
     check_new_ids,
     check_patients_exist,
     replayed,
 )
-from services.records.writes import NewRecord
+from services.kernel.records.writes import NewRecord
 
 Reviser = Callable[[record_pb2.Record], record_pb2.Record | None]
 

@@ -13,6 +13,7 @@ from services.common import names
 from services.common.caller import current_caller
 from services.common.db.base import utcnow
 from services.common.pagination import page_size
+from services.kernel.records.write_checks import fingerprint
 from services.memory import (
     convert,
     scope,
@@ -25,7 +26,6 @@ from services.memory.forget import Forgetter
 from services.memory.listing import Lister
 from services.memory.memories import Memories
 from services.memory.recall import Recaller, RecallQuery
-from services.records.write_checks import fingerprint
 
 Context = Any  # grpc.aio.ServicerContext
 

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 
+from services.kernel.retrieval.vocabulary import Vocabulary, shipped
 from services.memory.lexicon import (
     ABBREVIATIONS,
     COUNT_WORDS,
@@ -40,7 +41,6 @@ from services.memory.lexicon import (
     UNITS,
     Unit,
 )
-from services.search.vocabulary import Vocabulary, shipped
 
 __all__ = ["STOPWORDS", "Analysis", "Token", "analyse", "canonical", "stem"]
 

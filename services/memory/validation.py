@@ -14,9 +14,9 @@ from hacs.records.v1 import memory_block_pb2, record_pb2
 
 from services.common import names
 from services.common.validation import Violations, validates
+from services.kernel.records.names import is_record_name
 from services.memory.blocks import MAX_CONTENT, MAX_RELATED, MAX_SUMMARY, MAX_TAG_LENGTH, MAX_TAGS
 from services.memory.memories import MAX_BATCH
-from services.records.names import is_record_name
 
 MEMORY_EXAMPLE = "tenants/{tenant}/memoryBlocks/{memory_block}"
 PATIENT_EXAMPLE = "tenants/{tenant}/patients/{patient}"

@@ -12,7 +12,10 @@ import grpc
 from hacs.memory.v1 import memory_service_pb2_grpc
 
 from services.common.runtime.platform import Platform
-from services.embedding.embedder import Embedder
+from services.kernel.embedding.embedder import Embedder
+from services.kernel.records.store import RecordStore
+from services.kernel.records.writes import RecordWriter
+from services.kernel.retrieval.vector_index import VectorIndex
 from services.memory.clustering import Clusterer
 from services.memory.consolidation import Consolidator
 from services.memory.feedback import FeedbackDesk
@@ -24,9 +27,6 @@ from services.memory.memory_index import MemoryIndex
 from services.memory.recall import Recaller
 from services.memory.record_writes import MemoryWriter
 from services.memory.servicer import MemoryDomain, MemoryServicer
-from services.records.store import RecordStore
-from services.records.writes import RecordWriter
-from services.search.vector_index import VectorIndex
 from services.search.wiring import vector_index
 
 

@@ -3,8 +3,8 @@
 Shared by `Retrieve` and by the relevance fitting script, so the calibration
 is fitted on exactly the features the service computes. The lexical engine
 is the process's (the SQLite store with in-memory BM25 beside Milvus Lite,
-Milvus's BM25 on a server; services/search/lexical.py). Both searches always filter by tenant, so
-candidates never cross tenants.
+Milvus's BM25 on a server; services/kernel/retrieval/lexical.py). Both searches always
+filter by tenant, so candidates never cross tenants.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.kernel.retrieval.expressions import FilterSpec
+from services.kernel.retrieval.fusion import DEFAULT_FUSION, fuse
+from services.kernel.retrieval.hybrid import KNOWLEDGE
+from services.kernel.retrieval.lexical import LexicalIndex
+from services.kernel.retrieval.vector_index import VectorIndex
 from services.rag.relevance import Features, content_words, coverage
-from services.search.expressions import FilterSpec
-from services.search.fusion import DEFAULT_FUSION, fuse
-from services.search.lexical import LexicalIndex
-from services.search.search import KNOWLEDGE
-from services.search.vector_index import VectorIndex
 
 FIELDS = ["pk", "text"]
 

@@ -32,8 +32,8 @@ from hacs.rag.v1 import patient_context_pb2
 from hacs.records.v1 import patient_pb2, record_pb2
 
 from services.common.caller import Caller
-from services.records.reads import ListFilter, RecordReader
-from services.search import vocabulary
+from services.kernel.records.reads import ListFilter, RecordReader
+from services.kernel.retrieval import vocabulary
 
 TERMS_FILE = Path(__file__).parent / "context_terms.yaml"
 WEIGHTS = {"condition": 0.8, "medication": 0.6, "allergy": 0.6, "note": 0.6, "age": 0.4}

@@ -12,13 +12,13 @@ from services.common.caller import Caller
 from services.common.errors import FieldViolation, Invalid, NotFound
 from services.common.etags import check_etag, etag_for
 from services.common.pagination import decode_page_token, take_page
+from services.kernel.retrieval.hybrid import KNOWLEDGE
+from services.kernel.retrieval.lexical import LexicalIndex
+from services.kernel.retrieval.vector_index import VectorIndex, quote
 from services.rag.access import READ, require_parent, require_read, require_write
 from services.rag.names import DocumentName, KnowledgeBaseName, chunk_name
 from services.rag.store import KnowledgeStore
 from services.rag.tables import ChunkRow, DocumentRow
-from services.search.lexical import LexicalIndex
-from services.search.search import KNOWLEDGE
-from services.search.vector_index import VectorIndex, quote
 
 log = logging.getLogger(__name__)
 KIND = "Document"

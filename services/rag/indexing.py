@@ -33,7 +33,10 @@ import numpy as np
 
 from services.common.db.base import utcnow
 from services.common.errors import HacsError
-from services.embedding.embedder import Embedder
+from services.kernel.embedding.embedder import Embedder
+from services.kernel.retrieval.hybrid import KNOWLEDGE
+from services.kernel.retrieval.lexical import LexicalIndex
+from services.kernel.retrieval.vector_index import IndexDoc, VectorIndex, quote
 from services.rag.chunking import TextChunk, chunk_document
 from services.rag.knowledge_bases import chunking_settings
 from services.rag.names import DocumentName, chunk_id
@@ -41,9 +44,6 @@ from services.rag.parsing import UnreadableDocument, parse
 from services.rag.store import KnowledgeStore
 from services.rag.tables import ChunkRow, DocumentRow, KnowledgeBaseRow
 from services.rag.tokens import TokenCounters
-from services.search.lexical import LexicalIndex
-from services.search.search import KNOWLEDGE
-from services.search.vector_index import IndexDoc, VectorIndex, quote
 
 log = logging.getLogger(__name__)
 EMBED_BATCH = 64

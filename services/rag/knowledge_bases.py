@@ -24,15 +24,15 @@ from services.common.errors import (
 )
 from services.common.etags import check_etag, etag_for
 from services.common.pagination import decode_page_token, take_page
-from services.embedding.registry import ModelRegistry
+from services.kernel.embedding.registry import ModelRegistry
+from services.kernel.retrieval.hybrid import KNOWLEDGE
+from services.kernel.retrieval.lexical import LexicalIndex
+from services.kernel.retrieval.vector_index import VectorIndex, quote
 from services.rag.access import READ, WRITE, require_parent, require_read, require_write
 from services.rag.chunking import ChunkingSettings
 from services.rag.names import KnowledgeBaseName, chunk_name
 from services.rag.store import KnowledgeStore
 from services.rag.tables import KnowledgeBaseRow
-from services.search.lexical import LexicalIndex
-from services.search.search import KNOWLEDGE
-from services.search.vector_index import VectorIndex, quote
 
 log = logging.getLogger(__name__)
 KIND = "KnowledgeBase"

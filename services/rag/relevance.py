@@ -10,7 +10,7 @@
              candidates (0 when BM25 did not return it)
 * `coverage` the share of the query's content words found in the chunk
 
-The coefficients are a logistic regression fitted by `services/rag/fit_relevance.py`
+The coefficients are a logistic regression fitted by `services/tooling/fit_relevance.py`
 on labelled (query, chunk) pairs from the MedQuAD *train* split, with the
 shipped all-MiniLM-L6-v2 model and the default chunking, through the same
 candidate generation as `Retrieve` (see docs/rag.md for the run, the data
@@ -30,7 +30,7 @@ import math
 import re
 from dataclasses import dataclass
 
-# Fitted by `python -m services.rag.fit_relevance --dataset ../shared/data/medquad
+# Fitted by `python -m services.tooling.fit_relevance --dataset ../shared/data/medquad
 # --queries 800 --distractors 1500 --seed 7` (MedQuAD train, all-MiniLM-L6-v2, SQLite FTS5
 # BM25, whose scores the embedded lexical engine reproduces): 70,374 pairs; on the
 # held-out 30% of queries the Brier score is 0.0092 and

@@ -3,7 +3,7 @@
 1. The knowledge bases are resolved (named ones must exist in the caller's
    tenant; none named means all of them) and grouped by embedding model; the
    query is embedded once per model.
-2. Each group gives dense + BM25 candidates, fused (services/search/fusion.py);
+2. Each group gives dense + BM25 candidates, fused (services/kernel/retrieval/fusion.py);
    the dense search filters by every RetrievalFilter field, the lexical engine
    by knowledge base and tags, and step 3 applies the rest to both.
 3. Only candidates whose chunk row exists are kept: that row, swapped in one
@@ -27,8 +27,12 @@ from hacs.rag.v1 import patient_context_pb2
 
 from services.common.caller import Caller
 from services.common.errors import Conflict
-from services.embedding.embedder import Embedder
 from services.embedding.service import EmbeddingDomain
+from services.kernel.embedding.embedder import Embedder
+from services.kernel.records.reads import RecordReader
+from services.kernel.retrieval.expressions import FilterSpec, knowledge_expression
+from services.kernel.retrieval.lexical import LexicalIndex
+from services.kernel.retrieval.vector_index import VectorIndex, quote
 from services.rag import context as patient_context
 from services.rag import relevance
 from services.rag.candidates import Scored, hybrid_candidates
@@ -38,10 +42,6 @@ from services.rag.knowledge_bases import KnowledgeBases
 from services.rag.names import KnowledgeBaseName, parse_chunk
 from services.rag.store import ChunkKey, KnowledgeStore
 from services.rag.tables import ChunkRow, DocumentRow, KnowledgeBaseRow
-from services.records.reads import RecordReader
-from services.search.expressions import FilterSpec, knowledge_expression
-from services.search.lexical import LexicalIndex
-from services.search.vector_index import VectorIndex, quote
 
 RERANK_DEPTH = 50
 RERANK_WEIGHT = 0.5  # the logit is the mean of the hybrid and the cross-encoder logits

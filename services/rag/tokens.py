@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from services.embedding.registry import ModelRegistry
+from services.kernel.embedding.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

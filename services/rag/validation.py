@@ -14,10 +14,10 @@ from hacs.records.v1 import evidence_pb2
 
 from services.common import names
 from services.common.validation import Violations, validates
+from services.kernel.records.names import is_record_name
 from services.rag.ingest import FHIR_DATE
 from services.rag.knowledge_bases import UPDATABLE
 from services.rag.names import DOCUMENT_NAME, KB_ID, KB_ID_RULE, KB_NAME
-from services.records.names import is_record_name
 
 KB_EXAMPLE = "tenants/acme/knowledgeBases/guidelines"
 DOC_EXAMPLE = "tenants/acme/knowledgeBases/guidelines/documents/kdigo-2024"

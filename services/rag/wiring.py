@@ -16,6 +16,8 @@ from hacs.rag.v1 import rag_service_pb2_grpc
 
 from services.common.runtime.platform import Platform
 from services.embedding.service import EmbeddingDomain
+from services.kernel.records.reads import RecordReader
+from services.kernel.records.store import RecordStore
 from services.rag import providers
 from services.rag.answer import Answerer
 from services.rag.config import RagConfig
@@ -28,8 +30,6 @@ from services.rag.retrieval import Retriever
 from services.rag.servicer import RagDomain, RagServicer
 from services.rag.store import KnowledgeStore
 from services.rag.tokens import TokenCounters
-from services.records.reads import RecordReader
-from services.records.store import RecordStore
 from services.search.wiring import lexical_index, vector_index
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from services.common.caller import Caller
 from services.common.errors import OutOfRange
-from services.records.access import require_own_parent
-from services.records.resource_types import BY_ENUM
-from services.records.store import ChangeEntry, RecordStore
+from services.kernel.records.access import require_own_parent
+from services.kernel.records.resource_types import BY_ENUM
+from services.kernel.records.store import ChangeEntry, RecordStore
 
 
 @dataclass(frozen=True)

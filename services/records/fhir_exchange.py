@@ -21,8 +21,19 @@ from hacs.records.v1 import record_service_pb2 as pb
 from services.common.caller import Caller, current_call
 from services.common.errors import FieldViolation, HacsError, Invalid
 from services.common.validation import Violations
-from services.records.access import readable_types, require_own_parent
-from services.records.content import check_record
+from services.kernel.records.access import readable_types, require_own_parent
+from services.kernel.records.content import check_record
+from services.kernel.records.names import (
+    ID_PATTERN,
+    ID_RULE,
+    RecordName,
+    new_record_id,
+    parse_patient_name,
+)
+from services.kernel.records.reads import RecordReader
+from services.kernel.records.resource_types import BY_ENUM, BY_FHIR_TYPE, ResourceTypeInfo
+from services.kernel.records.store import RecordQuery, RecordStore
+from services.kernel.records.writes import RecordWriter, Upsert
 from services.records.fhir import (
     BundleEntry,
     BundleError,
@@ -37,17 +48,6 @@ from services.records.fhir import (
     reference_resolver,
     resource_type_of,
 )
-from services.records.names import (
-    ID_PATTERN,
-    ID_RULE,
-    RecordName,
-    new_record_id,
-    parse_patient_name,
-)
-from services.records.reads import RecordReader
-from services.records.resource_types import BY_ENUM, BY_FHIR_TYPE, ResourceTypeInfo
-from services.records.store import RecordQuery, RecordStore
-from services.records.writes import RecordWriter, Upsert
 
 STATUS = {
     "CREATED": pb.FHIR_ENTRY_STATUS_CREATED,

@@ -10,13 +10,13 @@ from hacs.records.v1 import record_service_pb2_grpc as pb_grpc
 from services.common import names
 from services.common.caller import current_caller
 from services.common.pagination import page_size
+from services.kernel.records.convert import change_to_proto
+from services.kernel.records.reads import ListFilter, RecordReader
+from services.kernel.records.write_checks import fingerprint
+from services.kernel.records.writes import NewRecord, RecordWriter
 from services.records import validation  # noqa: F401  (registers the request validators)
 from services.records.changes import ChangeFeed
-from services.records.convert import change_to_proto
 from services.records.fhir_exchange import FhirExchange
-from services.records.reads import ListFilter, RecordReader
-from services.records.write_checks import fingerprint
-from services.records.writes import NewRecord, RecordWriter
 from services.tenant.convert import from_timestamp
 
 Context = Any  # grpc.aio.ServicerContext

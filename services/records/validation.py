@@ -12,9 +12,9 @@ from hacs.records.v1 import record_service_pb2 as pb
 
 from services.common import names
 from services.common.validation import Violations, validates
-from services.records.names import ID_PATTERN, ID_RULE, is_record_name
-from services.records.reads import ORDER_FIELDS
-from services.records.writes import MAX_BATCH
+from services.kernel.records.names import ID_PATTERN, ID_RULE, is_record_name
+from services.kernel.records.reads import ORDER_FIELDS
+from services.kernel.records.writes import MAX_BATCH
 
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 RECORD_NAME_EXAMPLE = "tenants/{tenant}/{collection}/{id}"

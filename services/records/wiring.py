@@ -6,13 +6,13 @@ import grpc
 from hacs.records.v1 import record_service_pb2_grpc
 
 from services.common.runtime.platform import Platform
+from services.kernel.records.reads import RecordReader
+from services.kernel.records.store import RecordStore
+from services.kernel.records.writes import RecordWriter
+from services.kernel.tenancy.standing import standing_lookup
 from services.records.changes import ChangeFeed
 from services.records.fhir_exchange import FhirExchange
-from services.records.reads import RecordReader
 from services.records.servicer import RecordServicer
-from services.records.store import RecordStore
-from services.records.writes import RecordWriter
-from services.tenant.standing import standing_lookup
 
 
 def record_servicer(platform: Platform) -> RecordServicer:

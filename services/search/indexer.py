@@ -30,16 +30,16 @@ from sqlalchemy import select
 from services.common.change_bus import ChangeBus
 from services.common.db.base import utcnow
 from services.common.db.engine import Database
-from services.embedding.embedder import Embedder
-from services.records import derive
-from services.records.derive import parse_fhir_date
-from services.records.names import parse_record_name
-from services.records.resource_types import BY_COLLECTION, of_record
-from services.records.store import RecordStore, RecordTx
-from services.search.lexical import LexicalIndex
-from services.search.render import concept_text, render
-from services.search.tables import IndexCursorRow
-from services.search.vector_index import IndexDoc, VectorIndex
+from services.kernel.embedding.embedder import Embedder
+from services.kernel.records import derive
+from services.kernel.records.derive import parse_fhir_date
+from services.kernel.records.names import parse_record_name
+from services.kernel.records.resource_types import BY_COLLECTION, of_record
+from services.kernel.records.store import RecordStore, RecordTx
+from services.kernel.retrieval.lexical import LexicalIndex
+from services.kernel.retrieval.render import concept_text, render
+from services.kernel.retrieval.tables import IndexCursorRow
+from services.kernel.retrieval.vector_index import IndexDoc, VectorIndex
 from services.tenant.tables import TenantRow
 
 log = logging.getLogger(__name__)

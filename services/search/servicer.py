@@ -16,14 +16,20 @@ from hacs.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.common import names
 from services.common.caller import current_caller
 from services.common.errors import Forbidden
-from services.records.resource_types import BY_ENUM, BY_NAME
+from services.kernel.records.resource_types import BY_ENUM, BY_NAME
+from services.kernel.retrieval.expressions import FilterSpec
+from services.kernel.retrieval.fusion import DEFAULT_FUSION, Fusion
+from services.kernel.retrieval.hybrid import (
+    KNOWLEDGE,
+    RECORDS,
+    Searcher,
+    SearchOutcome,
+    SearchParams,
+)
+from services.kernel.retrieval.query_parser import Parse
+from services.kernel.retrieval.vector_index import VectorIndex
 from services.search import validation  # noqa: F401  (registers the request validators)
-from services.search.expressions import FilterSpec
-from services.search.fusion import DEFAULT_FUSION, Fusion
 from services.search.indexer import RECORDS_INDEX, Progress, RecordIndexer, indexed_sequence
-from services.search.query_parser import Parse
-from services.search.search import KNOWLEDGE, RECORDS, Searcher, SearchOutcome, SearchParams
-from services.search.vector_index import VectorIndex
 from services.tenant.convert import from_timestamp
 
 Context = Any
@@ -216,8 +222,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return response
 
     async def _attach_records(self, response: pb.SearchResponse, tenant_id: str) -> None:
-        from services.records.names import parse_record_name
-        from services.records.store import RecordStore
+        from services.kernel.records.names import parse_record_name
+        from services.kernel.records.store import RecordStore
 
         store = RecordStore(self._db)
         async with store.transaction(tenant_id) as tx:
@@ -247,7 +253,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         if caller.tenant_id != tenant_id:
             raise Forbidden(f"{request.parent} is not the caller's tenant", permission="read:*")
         caller.require("read:changes", request.parent)
-        from services.records.store import RecordStore
+        from services.kernel.records.store import RecordStore
 
         sequence, when = await indexed_sequence(self._db, tenant_id)
         async with RecordStore(self._db).transaction(tenant_id) as tx:

@@ -10,7 +10,7 @@ from hacs.search.v1 import search_service_pb2 as pb
 
 from services.common import names
 from services.common.validation import Violations, validates
-from services.records.names import is_record_name
+from services.kernel.records.names import is_record_name
 
 TYPES = set(record_pb2.ResourceType.values()) - {0}
 GENDERS = ("male", "female", "other", "unknown")

@@ -8,12 +8,12 @@ import grpc
 from hacs.search.v1 import search_service_pb2_grpc
 
 from services.common.runtime.platform import Platform
+from services.kernel.retrieval.hybrid import FIELDS, Searcher
+from services.kernel.retrieval.lexical import LexicalIndex, MilvusLexical
+from services.kernel.retrieval.lexical_store import SqliteLexical
+from services.kernel.retrieval.vector_index import VectorIndex
 from services.search.indexer import RecordIndexer
-from services.search.lexical import LexicalIndex, MilvusLexical
-from services.search.lexical_store import SqliteLexical
-from services.search.search import FIELDS, Searcher
 from services.search.servicer import SearchServicer
-from services.search.vector_index import VectorIndex
 
 
 async def vector_index(platform: Platform) -> VectorIndex:

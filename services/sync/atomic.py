@@ -23,10 +23,10 @@ from sqlalchemy.exc import IntegrityError
 from services.common.caller import Caller
 from services.common.errors import Conflict, HacsError, Invalid
 from services.common.validation import Violations
-from services.records.content import check_record
-from services.records.names import RecordName
-from services.records.store import RecordStore
-from services.records.writes import RecordWriter, Upsert, UpsertOutcome
+from services.kernel.records.content import check_record
+from services.kernel.records.names import RecordName
+from services.kernel.records.store import RecordStore
+from services.kernel.records.writes import RecordWriter, Upsert, UpsertOutcome
 from services.sync.edits import MAX_ATTEMPTS, RecordEdits, Snapshot
 from services.sync.field_paths import PathError
 from services.sync.merge import plan_update

@@ -17,8 +17,8 @@ from hacs.records.v1 import change_pb2, record_pb2
 from hacs.sync.v1 import sync_service_pb2 as pb
 
 from services.common.errors import OutOfRange
-from services.records.convert import change_to_proto
-from services.records.store import ChangeEntry, RecordStore
+from services.kernel.records.convert import change_to_proto
+from services.kernel.records.store import ChangeEntry, RecordStore
 from services.sync import cursors
 from services.sync.to_completion import to_completion
 

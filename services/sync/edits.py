@@ -17,10 +17,10 @@ from hacs.records.v1 import record_pb2
 
 from services.common.caller import Caller
 from services.common.errors import Conflict
-from services.records.envelope import OUTPUT_ONLY
-from services.records.names import RecordName
-from services.records.store import RecordStore
-from services.records.writes import RecordWriter
+from services.kernel.records.envelope import OUTPUT_ONLY
+from services.kernel.records.names import RecordName
+from services.kernel.records.store import RecordStore
+from services.kernel.records.writes import RecordWriter
 from services.sync.merge import Author, Patch, UpdatePlan, plan_update
 from services.sync.stamps import Stamp, WriteStamps
 from services.sync.to_completion import to_completion

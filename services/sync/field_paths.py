@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from hacs.records.v1 import record_pb2
 
-from services.records.envelope import ENVELOPE_MUTABLE, OUTPUT_ONLY
+from services.kernel.records.envelope import ENVELOPE_MUTABLE, OUTPUT_ONLY
 
 _STRUCT = "google.protobuf.Struct"
 _LEAF_MESSAGES = frozenset(

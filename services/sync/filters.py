@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from hacs.sync.v1 import sync_service_pb2 as pb
 
 from services.common.caller import Caller
-from services.records.access import require_own_parent
-from services.records.names import parse_patient_name, parse_record_name
-from services.records.resource_types import BY_ENUM, RESOURCE_TYPES
+from services.kernel.records.access import require_own_parent
+from services.kernel.records.names import parse_patient_name, parse_record_name
+from services.kernel.records.resource_types import BY_ENUM, RESOURCE_TYPES
 from services.sync.change_log import LogEvent
 
 

@@ -30,9 +30,9 @@ from hacs.sync.v1 import sync_service_pb2 as pb
 
 from services.common.caller import Caller
 from services.common.errors import AlreadyExists, Conflict, HacsError
-from services.records.names import RecordName, parse_record_name
-from services.records.resource_types import of_record
-from services.records.writes import NewRecord
+from services.kernel.records.names import RecordName, parse_record_name
+from services.kernel.records.resource_types import of_record
+from services.kernel.records.writes import NewRecord
 from services.sync.edits import (
     MAX_ATTEMPTS,
     ConcurrentWrite,

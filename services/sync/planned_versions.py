@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db.engine import Database
 from services.common.errors import Conflict
-from services.records.store import RecordStore, RecordTx
+from services.kernel.records.store import RecordStore, RecordTx
 
 
 class PlanOutdated(Conflict):

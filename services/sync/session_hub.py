@@ -16,7 +16,7 @@ from hacs.sync.v1 import sync_service_pb2 as pb
 
 from services.common.caller import Caller
 from services.common.errors import NotFound
-from services.records.names import RecordName, parse_record_name
+from services.kernel.records.names import RecordName, parse_record_name
 from services.sync.change_log import ChangeLogReader
 from services.sync.edits import RecordEdits
 from services.sync.participants import Participant

@@ -31,8 +31,8 @@ from hacs.sync.v1 import sync_service_pb2 as pb
 
 from services.common.db.base import utcnow
 from services.common.errors import Conflict, FieldViolation, Invalid
-from services.records.envelope import ENVELOPE_MUTABLE
-from services.records.names import RecordName
+from services.kernel.records.envelope import ENVELOPE_MUTABLE
+from services.kernel.records.names import RecordName
 from services.sync import policies
 from services.sync.change_log import LogEvent
 from services.sync.edits import MAX_ATTEMPTS, ConcurrentWrite, author_of

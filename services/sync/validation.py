@@ -16,7 +16,7 @@ from hacs.sync.v1 import sync_service_pb2 as pb
 
 from services.common import names
 from services.common.validation import Violations, validates
-from services.records.names import is_record_name
+from services.kernel.records.names import is_record_name
 from services.sync import cursors
 from services.sync.field_paths import PathError, resolve
 

@@ -26,7 +26,7 @@ from hacs.sync.v1 import sync_service_pb2 as pb
 
 from services.common.caller import Caller
 from services.common.errors import SlowConsumer, Unauthenticated
-from services.records.access import require_own_parent
+from services.kernel.records.access import require_own_parent
 from services.sync import cursors
 from services.sync.change_log import ChangeLogReader, LogBounds, LogEvent
 from services.sync.filters import ChangeFilter, compile_filter

@@ -6,8 +6,9 @@ import grpc
 from hacs.sync.v1 import sync_service_pb2_grpc
 
 from services.common.runtime.platform import Platform
-from services.records.store import RecordStore
-from services.records.writes import RecordWriter
+from services.kernel.records.store import RecordStore
+from services.kernel.records.writes import RecordWriter
+from services.kernel.tenancy.standing import standing_lookup
 from services.sync.atomic import AtomicPush
 from services.sync.change_log import ChangeLogReader
 from services.sync.collaborate import Collaboration
@@ -21,7 +22,6 @@ from services.sync.session_relay import RedisSessionRelay
 from services.sync.stamps import LocalWriteStamps, RedisWriteStamps, WriteStamps
 from services.sync.tail import ChangeHub
 from services.sync.watch import Watcher
-from services.tenant.standing import standing_lookup
 
 
 async def sync_parts(platform: Platform) -> tuple[Watcher, SessionHub, OfflinePush]:

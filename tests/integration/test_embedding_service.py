@@ -13,7 +13,7 @@ from hacs.client import error_details
 from hacs.embedding.v1 import embedding_service_pb2 as pb
 from hacs.embedding.v1 import embedding_service_pb2_grpc, model_pb2
 
-from services.embedding.model_config import shipped_model_path
+from services.kernel.embedding.model_config import shipped_model_path
 from tests.support.harness import Harness, bearer, make_settings, running_platform
 
 

@@ -12,8 +12,8 @@ import pytest
 from hacs.memory.v1 import memory_service_pb2 as pb
 from hacs.memory.v1 import recall_pb2
 
+from services.kernel.retrieval.vector_index import VectorIndex
 from services.memory.index_rows import ALL_KINDS, HISTORY, PASSAGE, WHOLE
-from services.search.vector_index import VectorIndex
 from tests.integration.test_memory_service import memory, platform, stamp, ward
 from tests.support.harness import Harness
 

@@ -20,8 +20,8 @@ from hacs.records.v1 import memory_block_pb2, record_pb2, record_service_pb2_grp
 from hacs.records.v1 import record_service_pb2 as rpb
 from hacs.tenant.v1 import tenant_service_pb2 as tpb
 
+from services.kernel.retrieval.vector_index import VectorIndex
 from services.memory.index_rows import ALL_KINDS
-from services.search.vector_index import VectorIndex
 from tests.support.harness import Harness, NewTenant, bearer, make_settings, running_platform
 
 MT = memory_block_pb2.MemoryType

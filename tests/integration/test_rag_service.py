@@ -3,7 +3,7 @@
 Real parts only: the shipped MiniLM model and its tokenizer, Milvus Lite,
 SQLite, RecordService for patient context. The LLM providers are the one
 stand-in: a local server speaking the OpenAI and Anthropic wire formats
-(tests/unit/rag/llm_double.py), since no LLM is reachable from here. One
+(tests/support/llm_double.py), since no LLM is reachable from here. One
 platform for the module (the model and Milvus start once).
 """
 
@@ -27,7 +27,7 @@ from hacs.search.v1 import search_service_pb2_grpc
 from tests.data.rag.corpus import BAD, CORPUS, Doc, document_requests
 from tests.support import clinical
 from tests.support.harness import Harness, NewTenant, bearer, make_settings, running_platform
-from tests.unit.rag.llm_double import ANTHROPIC_KEY, OPENAI_KEY, LlmDouble
+from tests.support.llm_double import ANTHROPIC_KEY, OPENAI_KEY, LlmDouble
 
 S = pb.IngestStatus
 CODE = grpc.StatusCode

@@ -18,8 +18,8 @@ from hacs.sync.v1 import patch_pb2
 from hacs.sync.v1 import sync_service_pb2 as pb
 
 from services.common.caller import Caller
-from services.records.store import RecordStore
-from services.records.writes import RecordWriter
+from services.kernel.records.store import RecordStore
+from services.kernel.records.writes import RecordWriter
 from tests.support import clinical
 from tests.support.harness import Harness, NewTenant
 from tests.support.sync import (

@@ -17,7 +17,7 @@ from hacs.records.v1 import record_service_pb2 as records_pb
 from hacs.sync.v1 import sync_service_pb2 as pb
 from sqlalchemy import delete
 
-from services.records.tables import ChangeRow
+from services.kernel.records.tables import ChangeRow
 from services.sync import cursors
 from services.sync.watch import WatchLimits
 from services.sync.wiring import sync_parts

@@ -12,7 +12,7 @@ import grpc
 from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2_grpc
 from hacs.tenant.v1 import tenant_service_pb2 as pb
 
-from services.common.runtime.server import HacsServer
+from services.app.server import HacsServer
 from services.common.settings import Settings
 
 

@@ -21,11 +21,11 @@ from services.common.settings import Settings
 from services.common.signing_keys import SigningKeys
 from services.common.tokens import KeySource, LocalKeys, RemoteJwks, TokenVerifier
 from services.common.usage import UsageMeter
-from services.tenant.standing import standing_lookup
+from services.kernel.tenancy.standing import standing_lookup
 
 if TYPE_CHECKING:
-    from services.embedding.embedder import Embedder
-    from services.embedding.registry import ModelRegistry
+    from services.kernel.embedding.embedder import Embedder
+    from services.kernel.embedding.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,7 +67,7 @@ class Platform:
 
     async def model_registry(self) -> ModelRegistry:
         async def build() -> ModelRegistry:
-            from services.embedding.registry import ModelRegistry
+            from services.kernel.embedding.registry import ModelRegistry
 
             registry = ModelRegistry(
                 self.db,
@@ -87,7 +87,7 @@ class Platform:
         """In-process embedding, or the embedding pods when HACS_EMBEDDING_URL says so."""
 
         async def build() -> Embedder:
-            from services.embedding.embedder import LocalEmbedder, RemoteEmbedder
+            from services.kernel.embedding.embedder import LocalEmbedder, RemoteEmbedder
 
             if self.settings.embedding_url:
                 if not self.settings.service_api_key:

@@ -16,13 +16,13 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from services.records import resource_types
+from services.kernel.records import resource_types
+from services.kernel.records.resource_types import ResourceTypeInfo
 from services.records.fhir import references
 from services.records.fhir.context import ExportContext, ImportContext, JsonObject
 from services.records.fhir.extensions import RESOURCE_TYPE_SYSTEM, RESOURCE_URL, proto_json
 from services.records.fhir.to_fhir import restore_kept
 from services.records.fhir.to_proto import keep
-from services.records.resource_types import ResourceTypeInfo
 
 _R = "hacs.records.v1."
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.records import resource_types
+from services.kernel.records import resource_types
 from services.records.fhir import references
 from services.records.fhir.errors import FhirMappingError
 from services.records.fhir.mapping import fhir_id

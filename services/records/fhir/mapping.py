@@ -21,7 +21,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from hacs.records.v1 import record_pb2
 
-from services.records import resource_types
+from services.kernel.records import resource_types
+from services.kernel.records.resource_types import ResourceTypeInfo
 from services.records.fhir import basic, dates, validation
 from services.records.fhir.context import ExportContext, ImportContext, JsonObject
 from services.records.fhir.errors import FhirMappingError
@@ -35,7 +36,6 @@ from services.records.fhir.extensions import (
 from services.records.fhir.narrative import div_text, text_div
 from services.records.fhir.to_fhir import write_message
 from services.records.fhir.to_proto import keep, read_message
-from services.records.resource_types import ResourceTypeInfo
 
 __all__ = [
     "FhirMappingError",

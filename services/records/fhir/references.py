@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from services.records import resource_types
-from services.records.resource_types import ResourceTypeInfo
+from services.kernel.records import resource_types
+from services.kernel.records.resource_types import ResourceTypeInfo
 
 FHIR_ID = r"[A-Za-z0-9\-.]{1,64}"
 RELATIVE = re.compile(rf"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>{FHIR_ID})(/_history/{FHIR_ID})?$")

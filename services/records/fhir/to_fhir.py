@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf.message import Message
 from hacs.common.v1 import datatypes_pb2
 
-from services.records import resource_types
+from services.kernel.records import resource_types
 from services.records.fhir import leaves, references
 from services.records.fhir.context import ExportContext, ImportContext, JsonObject, join
 from services.records.fhir.errors import FhirMappingError

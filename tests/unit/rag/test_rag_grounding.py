@@ -5,11 +5,11 @@ from __future__ import annotations
 from hacs.common.v1 import datatypes_pb2
 from hacs.rag.v1 import patient_context_pb2
 
+from services.kernel.retrieval import vocabulary
 from services.rag.citations import CitedSource, answer_sentences, validate
 from services.rag.context import _ngrams, _phrase_finder, boost, facts
 from services.rag.extractive import INTRO, Passage, extractive_answer
 from services.rag.relevance import Features, base_logit, content_words, coverage, sigmoid
-from services.search import vocabulary
 
 RENAL = (
     "Renal impairment\n\nMetformin is contraindicated when eGFR is below 30 mL/min/1.73 m2. "

@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 
-from services.embedding.model_config import shipped_model_path
+from services.kernel.embedding.model_config import shipped_model_path
 from services.rag.chunking import ChunkingSettings, chunk_document, context_header
 from services.rag.parsing import ParsedDocument, UnreadableDocument, parse
 from services.rag.sentences import sentence_spans

@@ -2,7 +2,7 @@
 
 The real request/response code runs: aiohttp, the JSON bodies, SSE parsing,
 timeouts, retries and fallback. Only the far end is a stand-in
-(tests/unit/rag/llm_double.py), since no LLM is reachable from here.
+(tests/support/llm_double.py), since no LLM is reachable from here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from services.rag.providers.base import CompletionRequest, Provider
 from services.rag.providers.config import ProviderConfig, ProviderConfigError, load_providers
 from services.rag.providers.fallback import Attempt, Completed, Delta, Reset, generate
 from services.rag.providers.http import SharedSession
-from tests.unit.rag.llm_double import ANTHROPIC_KEY, OPENAI_KEY, LlmDouble
+from tests.support.llm_double import ANTHROPIC_KEY, OPENAI_KEY, LlmDouble
 
 PROMPT = CompletionRequest(
     system="Answer from the passages.",

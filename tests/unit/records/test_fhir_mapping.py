@@ -24,7 +24,7 @@ from hacs.records.v1 import (
     record_pb2,
 )
 
-from services.records import resource_types
+from services.kernel.records import resource_types
 from services.records.fhir import (
     FhirMappingError,
     dates,

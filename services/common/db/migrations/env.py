@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from services.common.db.schema import metadata
+from services.app.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -1,0 +1,38 @@
+"""Every table of every service, gathered into one MetaData for Alembic.
+
+Importing a service's table module registers its tables on `Base.metadata`.
+"""
+
+from __future__ import annotations
+
+from services.common import audit, usage  # noqa: F401  (registers tables)
+from services.common.db.base import Base
+from services.kernel.embedding import registry as embedding_registry  # noqa: F401
+from services.kernel.records import tables as record_tables  # noqa: F401
+from services.kernel.retrieval import tables as search_tables  # noqa: F401
+from services.rag import tables as rag_tables  # noqa: F401
+from services.tenant import tables as tenant_tables  # noqa: F401
+
+metadata = Base.metadata
+
+# Tables whose rows belong to one tenant, protected by row-level security on
+# PostgreSQL. Every later tenant-owned table must be listed here and get its
+# policy in a migration (tests check both).
+TENANT_OWNED_TABLES = (
+    "actors",
+    "api_keys",
+    "audit_events",
+    "usage_counters",
+    "records",
+    "record_versions",
+    "record_codes",
+    "record_labels",
+    "change_log",
+    "tenant_counters",
+    "idempotent_requests",
+    "index_cursors",
+    "knowledge_bases",
+    "knowledge_documents",
+    "knowledge_document_tags",
+    "knowledge_chunks",
+)

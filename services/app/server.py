@@ -1,0 +1,153 @@
+"""The one gRPC server that hosts any subset of HACS services.
+
+`HacsServer.start()` opens the platform (database, migrations, keys), builds
+the chosen servicers, registers health (per service) and reflection, and
+listens. `stop()` drains: health flips to NOT_SERVING so Envoy and
+Kubernetes stop sending new calls, in-flight calls get the grace period, then
+the database closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.app.registry import BY_KEY
+from services.common.runtime.gc_tuning import tune_garbage_collection
+from services.common.runtime.http import OpsHttpServer
+from services.common.runtime.interceptors import (
+    AuditInterceptor,
+    AuthInterceptor,
+    ErrorMappingInterceptor,
+    InterceptorChain,
+    MetricsInterceptor,
+    RateLimitInterceptor,
+    ValidationInterceptor,
+)
+from services.common.runtime.platform import Platform, open_platform
+from services.common.runtime.tracing import tracing_interceptors
+from services.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_OPTIONS = [
+    # Ping idle connections so dead peers (a vanished pod, a NAT timeout) are
+    # noticed within a minute, and allow Envoy's pings as often as every 10 s.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Recycle connections now and then so load rebalances across replicas.
+    ("grpc.max_connection_age_ms", 30 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 60_000),
+]
+
+
+@dataclass
+class HacsServer:
+    settings: Settings
+    platform: Platform | None = None
+    grpc_port: int = 0
+    http_port: int = 0
+    hosted: tuple[str, ...] = ()
+    _server: grpc.aio.Server | None = None
+    _health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
+    _http: OpsHttpServer | None = None
+    _serving: dict[str, bool] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.hosted = settings.enabled_services
+        specs = [BY_KEY[key] for key in self.hosted]
+        self.platform = platform = await open_platform(settings)
+
+        open_methods = [m for spec in specs for m in spec.open_methods]
+        chain = InterceptorChain(
+            [
+                MetricsInterceptor(platform.usage),
+                ErrorMappingInterceptor(),
+                AuthInterceptor(platform.verifier, open_methods),
+                AuditInterceptor(platform.audit),
+                RateLimitInterceptor(platform.limiter),
+                ValidationInterceptor(),
+            ]
+        )
+        limit = settings.max_message_bytes
+        server = grpc.aio.server(
+            interceptors=[*tracing_interceptors(settings.otel_exporter, self.hosted), chain],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                *KEEPALIVE_OPTIONS,
+            ],
+        )
+
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for spec in specs:
+            await spec.register(platform, server)
+            self._serving[spec.full_name] = spec.implemented
+        tune_garbage_collection()  # start-up objects are in place: freeze them
+        names = [spec.full_name for spec in specs]
+        reflection.enable_server_reflection(
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+
+        host, _, port = settings.grpc_listen.rpartition(":")
+        self.grpc_port = server.add_insecure_port(f"{host}:{port}")
+        if self.grpc_port == 0:
+            raise RuntimeError(f"cannot listen on {settings.grpc_listen} (port in use?)")
+        await server.start()
+        self._server = server
+        self._health = health_servicer
+        for name, serving in self._serving.items():
+            await health_servicer.set(name, _status(serving))
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+        self._http = OpsHttpServer(platform, self._ready)
+        self.http_port = await self._http.start(settings.http_listen)
+        log.info(
+            "hacs serving %s: gRPC on %s:%d, metrics/health/JWKS on http://%s",
+            ", ".join(self.hosted),
+            host,
+            self.grpc_port,
+            settings.http_listen.rsplit(":", 1)[0] + f":{self.http_port}",
+        )
+
+    def _ready(self) -> bool:
+        return self._server is not None and self._health is not None
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._http is not None:
+            await self._http.stop()
+        if self._server is not None:
+            log.info("draining in-flight calls (up to %.0fs)", grace)
+            await self._server.stop(grace)
+        if self.platform is not None:
+            await self.platform.close()
+        self._server = None
+
+    async def wait(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+
+def _status(serving: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    return (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )

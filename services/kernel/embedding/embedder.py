@@ -1,0 +1,66 @@
+"""The port other services embed text through: in-process or over gRPC.
+
+In all-in-one mode search and RAG call the registry in this process (same
+batcher, same model); in the mesh they call the embedding pods'
+EmbeddingService (HACS_EMBEDDING_URL), so GPU nodes serve everyone.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import grpc
+import numpy as np
+from hacs.client import HacsClient
+from hacs.embedding.v1 import embedding_service_pb2 as pb
+
+from services.common.errors import Unavailable
+from services.kernel.embedding.registry import ModelRegistry
+
+
+class Embedder(Protocol):
+    async def embed(self, texts: list[str], *, query: bool, model: str = "") -> np.ndarray: ...
+
+
+class LocalEmbedder:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+
+    async def embed(self, texts: list[str], *, query: bool, model: str = "") -> np.ndarray:
+        entry, batcher = await self._registry.batcher(model)
+        prefix = entry.config.query_prefix if query else entry.config.document_prefix
+        result = await batcher.embed(
+            [prefix + t for t in texts],
+            max_length=entry.config.max_length,
+            normalize=entry.config.normalize,
+        )
+        return result.vectors
+
+
+class RemoteEmbedder:
+    """EmbeddingService over gRPC, as the platform's own service actor.
+
+    The embedding pods authenticate every call like any other; this side
+    holds a service API key (HACS_SERVICE_API_KEY, an actor of the platform
+    tenant with read:embedding) and lets the SDK keep its token fresh.
+    """
+
+    def __init__(self, target: str, api_key: str) -> None:
+        self._client = HacsClient(target, api_key=api_key)
+
+    async def embed(self, texts: list[str], *, query: bool, model: str = "") -> np.ndarray:
+        request = pb.EmbedRequest(
+            model=model,
+            texts=texts,
+            options=pb.EmbedOptions(
+                input_type=pb.INPUT_TYPE_QUERY if query else pb.INPUT_TYPE_DOCUMENT
+            ),
+        )
+        try:
+            reply = await self._client.embedding.Embed(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(f"embedding service: {exc.code().name} {exc.details()}") from exc
+        return np.array([list(e.values) for e in reply.embeddings], dtype=np.float32)
+
+    async def close(self) -> None:
+        await self._client.close()

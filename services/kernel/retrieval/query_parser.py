@@ -1,0 +1,331 @@
+"""Reading a natural-language query: filters, clinical terms, the text to retrieve with.
+
+"elderly women with diabetes and high blood pressure" becomes: min_age 65,
+gender female, resource type Patient, the concepts Diabetes mellitus and
+Hypertension (with their SNOMED CT / ICD-10-CM codes, from the shipped
+vocabulary), and the retrieval text "diabetes high blood pressure", expanded
+for BM25 with the concepts' names and synonyms.
+
+Filters come from small tables of patterns (age groups, age bounds, sexes,
+record kinds, periods) applied to the query's words; clinical concepts come
+from the vocabulary. Every extraction is reported with the words it came
+from, so callers can see what was understood.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from services.kernel.retrieval.vocabulary import Match, Vocabulary, shipped
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['\u2019][A-Za-z]+)?")
+# Words that carry no content of their own in a search request.
+FILLER = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "for",
+        "with",
+        "without",
+        "and",
+        "or",
+        "in",
+        "on",
+        "at",
+        "to",
+        "from",
+        "by",
+        "who",
+        "whose",
+        "which",
+        "that",
+        "those",
+        "these",
+        "their",
+        "there",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "has",
+        "have",
+        "had",
+        "do",
+        "does",
+        "did",
+        "any",
+        "all",
+        "some",
+        "show",
+        "find",
+        "list",
+        "get",
+        "give",
+        "me",
+        "my",
+        "us",
+        "our",
+        "please",
+        "search",
+        "look",
+        "looking",
+        "records",
+        "record",
+        "i",
+        "want",
+        "need",
+        "about",
+        "what",
+        "how",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class AgeGroup:
+    words: tuple[str, ...]
+    min_age: int | None
+    max_age: int | None
+
+
+# Plural or unambiguous words only: "Adult Acute Lymphoblastic Leukemia" and
+# "childhood asthma" name diseases, not age filters.
+AGE_GROUPS = (
+    AgeGroup(("elderly", "older adults", "older people", "seniors", "geriatric"), 65, None),
+    AgeGroup(("children", "kids", "pediatric", "paediatric"), None, 17),
+    AgeGroup(("adolescents", "teenagers", "teens"), 13, 17),
+    AgeGroup(("infants", "babies", "newborns"), None, 1),
+    AgeGroup(("young adults",), 18, 39),
+    AgeGroup(("middle aged", "middle-aged"), 40, 64),
+    AgeGroup(("adults",), 18, None),
+)
+GENDERS = {
+    "female": ("women", "woman", "female", "females", "girls", "girl", "ladies", "lady"),
+    "male": ("men", "man", "male", "males", "boys", "boy", "gentlemen"),
+}
+RECORD_KINDS: dict[str, tuple[str, ...]] = {
+    "Patient": ("patients", "patient", "people", "persons", "individuals", "cases"),
+    "Observation": (
+        "labs",
+        "lab",
+        "lab results",
+        "test results",
+        "observations",
+        "observation",
+        "vitals",
+        "measurements",
+        "readings",
+    ),
+    "MedicationStatement": ("medications", "medication", "meds", "drugs", "prescriptions"),
+    "Condition": ("conditions", "diagnoses", "diagnosis", "problems", "problem list"),
+    "Encounter": ("encounters", "visits", "admissions", "appointments"),
+    "Procedure": ("procedures", "surgeries", "operations"),
+    "AllergyIntolerance": ("allergies", "allergy"),
+    "CarePlan": ("care plans", "care plan"),
+    "DiagnosticReport": ("reports", "diagnostic reports"),
+}
+# Numeric age bounds: (pattern, handler(match) -> (min_age, max_age)).
+AGE_BOUNDS: tuple[
+    tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[int | None, int | None]]], ...
+] = (
+    (
+        re.compile(
+            r"\b(?:aged|age|ages|between)\s+(\d{1,3})\s*(?:-|to|and)\s*(\d{1,3})(?:\s*(?:years?|yrs?)(?:\s*old)?)?\b"
+        ),
+        lambda m: (int(m[1]), int(m[2])),
+    ),
+    (
+        re.compile(r"\b(\d{1,3})\s*(?:-|to)\s*(\d{1,3})\s*(?:years?|yrs?)(?:\s*old)?\b"),
+        lambda m: (int(m[1]), int(m[2])),
+    ),
+    (
+        re.compile(
+            r"\b(?:over|above|older than|more than|at least)\s+(\d{1,3})"
+            r"(?:\s*(?:years?|yrs?)(?:\s*old)?)?\b"
+        ),
+        lambda m: (int(m[1]) + (0 if "least" in m[0] else 1), None),
+    ),
+    (
+        re.compile(
+            r"\b(\d{1,3})\s*(?:\+|years?\s+and\s+(?:older|over|above)|and\s+(?:older|over|above))\b"
+        ),
+        lambda m: (int(m[1]), None),
+    ),
+    (
+        re.compile(
+            r"\b(?:under|below|younger than|less than)\s+(\d{1,3})"
+            r"(?:\s*(?:years?|yrs?)(?:\s*old)?)?\b"
+        ),
+        lambda m: (None, int(m[1]) - 1),
+    ),
+    (re.compile(r"\b(\d{1,3})\s*(?:years?|yrs?)\s*old\b"), lambda m: (int(m[1]), int(m[1]))),
+)
+PERIODS: tuple[
+    tuple[
+        re.Pattern[str],
+        Callable[[re.Match[str], datetime], tuple[datetime | None, datetime | None]],
+    ],
+    ...,
+] = (
+    (
+        re.compile(r"\b(?:last|past|previous)\s+(\d{1,3})\s+(day|week|month|year)s?\b"),
+        lambda m, now: (now - _span(int(m[1]), m[2]), None),
+    ),
+    (
+        re.compile(r"\b(?:last|past|previous)\s+(day|week|month|year)\b"),
+        lambda m, now: (now - _span(1, m[1]), None),
+    ),
+    (
+        re.compile(r"\b(?:since|after)\s+((?:19|20)\d\d)\b"),
+        lambda m, now: (datetime(int(m[1]), 1, 1, tzinfo=UTC), None),
+    ),
+    (
+        re.compile(r"\bbefore\s+((?:19|20)\d\d)\b"),
+        lambda m, now: (None, datetime(int(m[1]), 1, 1, tzinfo=UTC)),
+    ),
+    (
+        re.compile(r"\b(?:in|during)\s+((?:19|20)\d\d)\b"),
+        lambda m, now: (
+            datetime(int(m[1]), 1, 1, tzinfo=UTC),
+            datetime(int(m[1]) + 1, 1, 1, tzinfo=UTC),
+        ),
+    ),
+)
+
+
+def _span(n: int, unit: str) -> timedelta:
+    return timedelta(days=n * {"day": 1, "week": 7, "month": 30, "year": 365}[unit])
+
+
+@dataclass
+class Extracted:
+    field: str
+    value: str
+    source_text: str
+    start: int
+    end: int
+
+
+@dataclass
+class TermFound:
+    text: str
+    start: int
+    end: int
+    match: Match
+
+
+@dataclass
+class Parse:
+    query: str
+    text: str = ""
+    expanded_text: str = ""
+    min_age: int | None = None
+    max_age: int | None = None
+    genders: list[str] = field(default_factory=list)
+    resource_types: list[str] = field(default_factory=list)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    extracted: list[Extracted] = field(default_factory=list)
+    terms: list[TermFound] = field(default_factory=list)
+
+
+class QueryParser:
+    def __init__(self, vocabulary: Vocabulary | None = None) -> None:
+        self.vocabulary = vocabulary or shipped()
+
+    def parse(self, query: str, *, now: datetime | None = None) -> Parse:
+        now = now or datetime.now(UTC)
+        result = Parse(query=query)
+        lowered = query.lower()
+        used = [False] * len(query)  # characters consumed by a filter phrase
+
+        def take(start: int, end: int) -> bool:
+            if any(used[start:end]):
+                return False
+            used[start:end] = [True] * (end - start)
+            return True
+
+        for pattern, handler in AGE_BOUNDS:
+            for m in pattern.finditer(lowered):
+                if take(m.start(), m.end()):
+                    low, high = handler(m)
+                    self._age(result, low, high, m.group(0), m.start(), m.end())
+        for group in AGE_GROUPS:
+            for phrase in group.words:
+                for m in re.finditer(rf"\b{re.escape(phrase)}\b", lowered):
+                    if take(m.start(), m.end()):
+                        self._age(
+                            result, group.min_age, group.max_age, m.group(0), m.start(), m.end()
+                        )
+        for gender, words in GENDERS.items():
+            for word in words:
+                for m in re.finditer(rf"\b{re.escape(word)}\b", lowered):
+                    if take(m.start(), m.end()):
+                        if gender not in result.genders:
+                            result.genders.append(gender)
+                        result.extracted.append(
+                            Extracted("genders", gender, m.group(0), m.start(), m.end())
+                        )
+        for kind, words in RECORD_KINDS.items():
+            for word in sorted(words, key=len, reverse=True):
+                for m in re.finditer(rf"\b{re.escape(word)}\b", lowered):
+                    if take(m.start(), m.end()):
+                        if kind not in result.resource_types:
+                            result.resource_types.append(kind)
+                        result.extracted.append(
+                            Extracted("resource_types", kind, m.group(0), m.start(), m.end())
+                        )
+        for pattern, period in PERIODS:
+            for m in pattern.finditer(lowered):
+                if take(m.start(), m.end()):
+                    start, end = period(m, now)
+                    if start is not None:
+                        result.start_time = start
+                        result.extracted.append(
+                            Extracted(
+                                "start_time", start.isoformat(), m.group(0), m.start(), m.end()
+                            )
+                        )
+                    if end is not None:
+                        result.end_time = end
+                        result.extracted.append(
+                            Extracted("end_time", end.isoformat(), m.group(0), m.start(), m.end())
+                        )
+
+        spans = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(query)]
+        free = [w for w in spans if not any(used[w[1] : w[2]])]
+        lowered_free = [_norm(w[0]) for w in free]
+        for match in self.vocabulary.find(lowered_free, [w[0] for w in free]):
+            first, last = free[match.start], free[match.end - 1]
+            result.terms.append(TermFound(query[first[1] : last[2]], first[1], last[2], match))
+        result.text = " ".join(w[0] for w in free if w[0].lower() not in FILLER) or query.strip()
+        expansion: list[str] = []
+        for term in result.terms:
+            concept = term.match.concept
+            for phrase in (concept.name, *concept.synonyms[:4]):
+                if phrase.lower() not in expansion and phrase.lower() != term.text.lower():
+                    expansion.append(phrase.lower())
+        result.expanded_text = " ".join([result.text, *expansion])
+        return result
+
+    @staticmethod
+    def _age(
+        result: Parse, low: int | None, high: int | None, source: str, start: int, end: int
+    ) -> None:
+        if low is not None:
+            result.min_age = low if result.min_age is None else max(result.min_age, low)
+            result.extracted.append(Extracted("min_age", str(low), source, start, end))
+        if high is not None:
+            result.max_age = high if result.max_age is None else min(result.max_age, high)
+            result.extracted.append(Extracted("max_age", str(high), source, start, end))
+
+
+def _norm(word: str) -> str:
+    return word.lower().replace("'", "").replace("\u2019", "")

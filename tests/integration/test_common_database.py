@@ -1,0 +1,145 @@
+"""Schema and isolation guarantees of the database layer, on both backends.
+
+The second isolation layer is proven here: on PostgreSQL, a query that
+forgets its tenant filter still sees only the transaction's tenant, and a
+transaction with no tenant sees nothing.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, select, text
+
+from services.app.schema import TENANT_OWNED_TABLES, metadata
+from services.common.db import migrate
+from services.common.db.base import utcnow
+from services.common.db.engine import Database
+from services.tenant.tables import ActorRow, TenantRow
+
+
+async def test_migrations_build_exactly_the_declared_schema(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        diff = await conn.run_sync(
+            lambda c: compare_metadata(
+                MigrationContext.configure(c, opts={"compare_type": True}), metadata
+            )
+        )
+    assert diff == []
+    assert await migrate.current_revision(db) == migrate.head_revision()
+
+
+async def test_every_table_with_tenant_id_is_declared_tenant_owned() -> None:
+    with_tenant = {t.name for t in metadata.sorted_tables if "tenant_id" in t.c}
+    assert with_tenant == set(TENANT_OWNED_TABLES)
+
+
+async def _two_tenants_with_actors(db: Database) -> None:
+    now = utcnow()
+    for tenant in ("north", "south"):
+        async with db.transaction(tenant) as s:
+            s.add(
+                TenantRow(
+                    id=tenant,
+                    display_name=tenant,
+                    plan="free",
+                    max_users=0,
+                    max_patients=0,
+                    calls_per_minute=0,
+                    state="active",
+                    labels={},
+                    create_time=now,
+                    update_time=now,
+                    version=1,
+                )
+            )
+            await s.flush()
+            s.add(
+                ActorRow(
+                    tenant_id=tenant,
+                    id="doc",
+                    display_name="Doc",
+                    role="physician",
+                    permissions=[],
+                    organization="",
+                    department="",
+                    is_active=True,
+                    security_level="medium",
+                    labels={},
+                    create_time=now,
+                    update_time=now,
+                    version=1,
+                )
+            )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_row_level_security_hides_other_tenants_from_unscoped_queries(db: Database) -> None:
+    await _two_tenants_with_actors(db)
+    async with db.transaction("north") as s:
+        # No tenant filter on purpose: the policy must add it.
+        rows = (await s.execute(select(ActorRow.tenant_id))).scalars().all()
+        assert rows == ["north"]
+        raw = (await s.execute(text("SELECT count(*) FROM actors"))).scalar()
+        assert raw == 1
+    async with db.transaction(None) as s:
+        assert (await s.scalar(select(func.count()).select_from(ActorRow))) == 0
+    # Writing a row for another tenant is refused by the policy's WITH CHECK.
+    with pytest.raises(Exception, match="row-level security"):
+        async with db.transaction("north") as s:
+            await s.execute(text("UPDATE actors SET tenant_id = 'south' WHERE tenant_id = 'north'"))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_policies_exist_and_the_app_role_cannot_bypass_them(
+    db: Database, database_url: str
+) -> None:
+    dsn = database_url.replace("postgresql+asyncpg", "postgresql")
+    conn = await asyncpg.connect(dsn)
+    try:
+        role = await conn.fetchrow(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        )
+        assert role["rolsuper"] is False and role["rolbypassrls"] is False
+        secured = await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relrowsecurity AND relforcerowsecurity"
+        )
+        assert {r["relname"] for r in secured} >= set(TENANT_OWNED_TABLES)
+        policies = await conn.fetch(
+            "SELECT tablename FROM pg_policies WHERE policyname = 'tenant_isolation'"
+        )
+        assert {r["tablename"] for r in policies} == set(TENANT_OWNED_TABLES)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_row_level_security_covers_records_and_the_change_log(db: Database) -> None:
+    from hacs.records.v1 import record_pb2
+
+    from services.kernel.records.store import ChangeEntry, RecordStore, Stored
+    from services.kernel.records.tables import ChangeRow, RecordRow
+
+    await _two_tenants_with_actors(db)
+    store = RecordStore(db)
+    now = utcnow()
+    for tenant in ("north", "south"):
+        record = record_pb2.Record(name=f"tenants/{tenant}/patients/p-1", version=1)
+        record.patient.gender = "female"
+        record.create_time.FromDatetime(now)
+        record.update_time.FromDatetime(now)
+        async with store.transaction(tenant) as tx:
+            await tx.insert_many([Stored(record, "patients", "p-1", "p-1", now, frozenset())])
+            await tx.append_changes(
+                [ChangeEntry("patients", "p-1", "CREATE", 1, now, "a", "p-1", None, {}, [])]
+            )
+    async with db.transaction("south") as s:
+        # Unscoped on purpose: no WHERE tenant_id anywhere.
+        assert (await s.execute(select(RecordRow.tenant_id))).scalars().all() == ["south"]
+        assert (await s.execute(select(ChangeRow.tenant_id))).scalars().all() == ["south"]
+        assert (await s.execute(text("SELECT count(*) FROM record_versions"))).scalar() == 1
