@@ -114,9 +114,9 @@ async def stored_memories(bench: EvalPlatform) -> list[record_pb2.Record]:
 
 async def copy_memories(bench: EvalPlatform, base: list[record_pb2.Record], target: int) -> int:
     """Copies of the stored memories (new ids, same words) until the tenant holds `target`."""
-    server = bench.server.platform
-    assert server is not None
-    index: VectorIndex = await server.shared("vector_index", _missing)
+    kernel = bench.server.kernel
+    assert kernel is not None
+    index = await kernel.vector_index()
     tenant_id = bench.tenant.split("/")[1]
     rows = await _live_rows(index, tenant_id, base)
     records = record_service_pb2_grpc.RecordServiceStub(bench.channel)
@@ -147,12 +147,8 @@ async def copy_memories(bench: EvalPlatform, base: list[record_pb2.Record], targ
     print(file=sys.stderr)
     await index.flush(WHOLE)
     await index.flush(PASSAGE)
-    await _cursor_to_head(server.db, tenant_id)
+    await _cursor_to_head(kernel.platform.db, tenant_id)
     return copies
-
-
-async def _missing() -> Any:
-    raise RuntimeError("the vector index is not started")
 
 
 async def _live_rows(

@@ -1,6 +1,7 @@
 """`hacs`: one binary, many roles.
 
 hacs serve [--only search,rag]   host services (all by default) on one gRPC port
+hacs targets                     each service and the kernel modules a process hosting it builds
 hacs up                          the whole platform on this machine: serve + Envoy
 hacs migrate                     bring the database schema to this build's version
 hacs config [--markdown]         print the settings (or the README's table of them)
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated services to host (default: all of {', '.join(ALL_SERVICES)})",
     )
     commands.add_parser(
+        "targets", help="list the services and the kernel modules each one makes a process build"
+    )
+    commands.add_parser(
         "up", help="start every service and Envoy on localhost:8080 (embedded defaults)"
     )
     commands.add_parser("migrate", help="run database migrations to head")
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(_eval_modules()[args.eval_command].main(args))
     if args.command == "finetune":
         return finetune_command.main(args)
+    if args.command == "targets":
+        return _targets()
     if args.command == "admin":
         from services.tenant.api_keys import new_secret
 
@@ -99,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_up(settings)
     return asyncio.run(_serve(settings))
+
+
+def _targets() -> int:
+    """Loki's -list-targets: what `hacs serve --only X` builds, from the declarations."""
+    from services.app.registry import SERVICES, kernel_modules
+
+    for spec in SERVICES:
+        modules = ", ".join(kernel_modules((spec.key,))) or "(none)"
+        print(f"{spec.key:<10} {spec.full_name:<36} kernel modules: {modules}")
+    every = ", ".join(kernel_modules(tuple(spec.key for spec in SERVICES)))
+    print(f"{'all':<10} {'(hacs serve)':<36} kernel modules: {every}")
+    return 0
 
 
 def _eval_modules() -> dict[str, Any]:
@@ -138,18 +156,21 @@ async def _serve(settings: Settings) -> int:
 
 async def _backfill(settings: Settings, tenant_id: str, batch_size: int) -> int:
     """Rebuild one tenant's record index in this process, with a progress bar."""
+    from services.app.registry import kernel_modules
     from services.common.runtime.platform import open_platform
-    from services.search.indexer import Progress
+    from services.kernel.modules import Kernel
+    from services.kernel.tenancy.standing import standing_lookup
+    from services.search.indexer import BackfillProgress
     from services.search.wiring import record_indexer
 
     # The tenant role only supplies token verification, which this command does not use.
     platform = await open_platform(
-        Settings.from_env(services="tenant,search", indexer_enabled="false")
+        Settings.from_env(services="tenant,search", indexer_enabled="false"), standing_lookup
     )
     try:
-        indexer = await record_indexer(platform)
+        indexer = await record_indexer(Kernel(platform, kernel_modules(("search",))))
 
-        async def show(progress: Progress) -> None:
+        async def show(progress: BackfillProgress) -> None:
             width = 30
             filled = int(width * progress.processed / max(progress.total, 1))
             rate = progress.processed / max(progress.seconds, 1e-6)

@@ -1,8 +1,10 @@
 """Which services exist, and how to build each one into a running server.
 
 `hacs serve` hosts every entry; `hacs serve --only search,rag` hosts some.
-A service is built by its `services/<key>/wiring.py` (`register(platform,
-server)`). A service whose domain is not built yet is still served from its contract:
+A service is built by its `services/<key>/wiring.py`: `KERNEL_MODULES` names
+the kernel modules it uses (`services/kernel/modules.py` resolves what those
+need in turn) and `register(kernel, server)` adds its servicer. A service
+whose domain is not built yet is still served from its contract:
 reflection lists it, its health reports NOT_SERVING, and every method answers
 UNIMPLEMENTED with a message saying so, rather than the process pretending.
 """
@@ -19,7 +21,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from services.common.errors import NotImplementedYet
-from services.common.runtime.platform import Platform
+from services.kernel.modules import Kernel, resolve
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,20 @@ class ServiceSpec:
         except ModuleNotFoundError:  # not even the service's package exists yet
             return False
 
-    async def register(self, platform: Platform, server: grpc.aio.Server) -> None:
-        """Build the servicer from the platform's parts and add it to `server`."""
+    @property
+    def kernel_modules(self) -> tuple[str, ...]:
+        """The kernel modules this service declares it uses (none when not built)."""
+        if not self.implemented:
+            return ()
+        return tuple(importlib.import_module(self.wiring).KERNEL_MODULES)
+
+    async def register(self, kernel: Kernel, server: grpc.aio.Server) -> None:
+        """Build the servicer from the kernel's parts and add it to `server`."""
         if not self.implemented:
             server.add_generic_rpc_handlers((contract_only(self),))
             return
         module = importlib.import_module(self.wiring)
-        await module.register(platform, server)
+        await module.register(kernel, server)
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -77,6 +86,11 @@ SERVICES: tuple[ServiceSpec, ...] = (
 )
 
 BY_KEY = {spec.key: spec for spec in SERVICES}
+
+
+def kernel_modules(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """What a process hosting these services builds, in dependency order."""
+    return resolve(module for key in keys for module in BY_KEY[key].kernel_modules)
 
 
 def contract_only(spec: ServiceSpec) -> grpc.GenericRpcHandler:

@@ -1,6 +1,8 @@
-"""Every table of every service, gathered into one MetaData for Alembic.
+"""Every table of the platform, gathered into one MetaData (for Alembic and its tests).
 
-Importing a service's table module registers its tables on `Base.metadata`.
+Each layer declares its own tables on the runtime's `Base`; importing a
+table module registers them. This module, above every layer, is the one
+place that imports them all.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from services.common import audit, usage  # noqa: F401  (registers tables)
 from services.common.db.base import Base
 from services.kernel.embedding import registry as embedding_registry  # noqa: F401
 from services.kernel.records import tables as record_tables  # noqa: F401
-from services.kernel.retrieval import tables as search_tables  # noqa: F401
+from services.kernel.retrieval import tables as index_tables  # noqa: F401
+from services.kernel.tenancy import tables as tenancy_tables  # noqa: F401
 from services.rag import tables as rag_tables  # noqa: F401
 from services.tenant import tables as tenant_tables  # noqa: F401
 

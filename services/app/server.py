@@ -1,10 +1,10 @@
 """The one gRPC server that hosts any subset of HACS services.
 
-`HacsServer.start()` opens the platform (database, migrations, keys), builds
-the chosen servicers, registers health (per service) and reflection, and
-listens. `stop()` drains: health flips to NOT_SERVING so Envoy and
-Kubernetes stop sending new calls, in-flight calls get the grace period, then
-the database closes.
+`HacsServer.start()` opens the platform (database, migrations, keys), sets
+up the kernel modules the chosen services declare, builds their servicers,
+registers health (per service) and reflection, and listens. `stop()`
+drains: health flips to NOT_SERVING so Envoy and Kubernetes stop sending new
+calls, in-flight calls get the grace period, then the database closes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.app.registry import BY_KEY
+from services.app.registry import BY_KEY, kernel_modules
 from services.common.runtime.gc_tuning import tune_garbage_collection
 from services.common.runtime.http import OpsHttpServer
 from services.common.runtime.interceptors import (
@@ -31,6 +31,8 @@ from services.common.runtime.interceptors import (
 from services.common.runtime.platform import Platform, open_platform
 from services.common.runtime.tracing import tracing_interceptors
 from services.common.settings import Settings
+from services.kernel.modules import Kernel
+from services.kernel.tenancy.standing import standing_lookup
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ KEEPALIVE_OPTIONS = [
 class HacsServer:
     settings: Settings
     platform: Platform | None = None
+    kernel: Kernel | None = None
     grpc_port: int = 0
     http_port: int = 0
     hosted: tuple[str, ...] = ()
@@ -64,7 +67,8 @@ class HacsServer:
         settings = self.settings
         self.hosted = settings.enabled_services
         specs = [BY_KEY[key] for key in self.hosted]
-        self.platform = platform = await open_platform(settings)
+        self.platform = platform = await open_platform(settings, standing_lookup)
+        self.kernel = kernel = Kernel(platform, kernel_modules(self.hosted))
 
         open_methods = [m for spec in specs for m in spec.open_methods]
         chain = InterceptorChain(
@@ -90,7 +94,7 @@ class HacsServer:
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         for spec in specs:
-            await spec.register(platform, server)
+            await spec.register(kernel, server)
             self._serving[spec.full_name] = spec.implemented
         tune_garbage_collection()  # start-up objects are in place: freeze them
         names = [spec.full_name for spec in specs]
@@ -117,8 +121,9 @@ class HacsServer:
         self._http = OpsHttpServer(platform, self._ready)
         self.http_port = await self._http.start(settings.http_listen)
         log.info(
-            "hacs serving %s: gRPC on %s:%d, metrics/health/JWKS on http://%s",
+            "hacs serving %s (kernel modules: %s): gRPC on %s:%d, metrics/health/JWKS on http://%s",
             ", ".join(self.hosted),
+            ", ".join(kernel.modules) or "none",
             host,
             self.grpc_port,
             settings.http_listen.rsplit(":", 1)[0] + f":{self.http_port}",

@@ -24,6 +24,11 @@ def parse(pattern: re.Pattern[str], name: str, field: str = "name") -> dict[str,
     return match.groupdict()
 
 
+def tenant_of(name: str, field: str = "parent") -> str:
+    """The tenant id of `tenants/{tenant}`, or INVALID_ARGUMENT naming the field."""
+    return parse(TENANT, name, field)["tenant"]
+
+
 def pattern_example(pattern: re.Pattern[str]) -> str:
     return {
         TENANT: "tenants/{tenant}",

@@ -169,6 +169,29 @@ class Settings:
         "Mesh: Redis for change notifications between replicas (`redis://redis:6379/0`). "
         "Empty: in-process.",
     )
+    rag_max_document_bytes: int = _env(
+        "HACS_RAG_MAX_DOCUMENT_BYTES",
+        "67108864",
+        "Largest document one RAG ingest accepts (64 MiB).",
+    )
+    llm_providers: str = _env(
+        "HACS_LLM_PROVIDERS",
+        "",
+        "LLM providers `Answer` tries, in order: `anthropic:claude-sonnet-4,openai:gpt-4o-mini` "
+        "or a JSON list (docs/rag.md). Empty: extractive answers. Keys: `HACS_OPENAI_API_KEY`, "
+        "`HACS_ANTHROPIC_API_KEY` (or `<variable>_FILE`).",
+    )
+    llm_timeout_seconds: float = _env(
+        "HACS_LLM_TIMEOUT_SECONDS",
+        "20",
+        "Connect and stall timeout per provider call (no bytes for this long = timeout).",
+    )
+    llm_total_timeout_seconds: float = _env(
+        "HACS_LLM_TOTAL_TIMEOUT_SECONDS", "120", "Longest one provider call may take in all."
+    )
+    llm_max_retries: int = _env(
+        "HACS_LLM_MAX_RETRIES", "2", "Extra tries on a transient error (never after a timeout)."
+    )
     log_level: str = _env("HACS_LOG_LEVEL", "INFO", "Python log level.")
     log_format: str = _env(
         "HACS_LOG_FORMAT", "text", "`text` or `json` (one JSON object per line)."
@@ -269,6 +292,12 @@ class Settings:
             problems.append(
                 f"HACS_OTEL_EXPORTER={self.otel_exporter!r} must be none, console or otlp"
             )
+        if self.rag_max_document_bytes <= 0:
+            problems.append("HACS_RAG_MAX_DOCUMENT_BYTES must be positive")
+        if self.llm_timeout_seconds <= 0 or self.llm_total_timeout_seconds <= 0:
+            problems.append(
+                "HACS_LLM_TIMEOUT_SECONDS and HACS_LLM_TOTAL_TIMEOUT_SECONDS must be positive"
+            )
         if self.token_ttl_seconds > self.token_max_ttl_seconds:
             problems.append("HACS_TOKEN_TTL_SECONDS must not exceed HACS_TOKEN_MAX_TTL_SECONDS")
         if problems:
@@ -281,6 +310,11 @@ def _convert(kind: object, raw: Any) -> Any:
         if value < 0:
             raise ValueError(raw)
         return value
+    if kind in ("float", float):
+        number = float(str(raw).strip())
+        if not number >= 0 or number == float("inf"):  # NaN fails the comparison
+            raise ValueError(raw)
+        return number
     if kind in ("bool", bool):
         text = str(raw).strip().lower()
         if text in ("1", "true", "yes", "on"):
@@ -289,6 +323,25 @@ def _convert(kind: object, raw: Any) -> Any:
             return False
         raise ValueError(raw)
     return str(raw)
+
+
+def secret(variable: str, environ: Mapping[str, str] | None = None, file: str = "") -> str:
+    """A secret named by its variable: the variable's value, else the contents of `file`,
+    else of the file `<variable>_FILE` names ("" when none is set).
+
+    Secrets are not Settings fields (a provider entry may name its own variable,
+    and settings are printed by `hacs config`); this is the one place they are read.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(variable):
+        return env[variable].strip()
+    path = file or env.get(f"{variable}_FILE", "")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the secret file {path} (for {variable})") from exc
+    return ""
 
 
 def _env_name(field_name: str) -> str:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common.caller import Caller
-from services.common.errors import Conflict, FieldViolation, Invalid
+from services.common.errors import FieldViolation, Invalid
 from services.kernel.embedding.encoder import Encoded
 from services.kernel.embedding.registry import ModelEntry, ModelRegistry
-from services.kernel.embedding.reranker import CrossEncoder
+from services.kernel.embedding.rerankers import Rerankers
 
 MAX_TEXTS = 2048
 MAX_TEXT_CHARS = 100_000
@@ -33,9 +33,9 @@ class EmbedResult:
 
 
 class EmbeddingDomain:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, rerankers: Rerankers) -> None:
         self.registry = registry
-        self._rerankers: dict[str, CrossEncoder] = {}
+        self.rerankers = rerankers
 
     async def embed(
         self, caller: Caller, model: str, texts: list[str], options: EmbedOptions
@@ -66,28 +66,4 @@ class EmbeddingDomain:
         self, caller: Caller, model: str, query: str, passages: list[str]
     ) -> tuple[ModelEntry, np.ndarray, list[bool]]:
         caller.require("read:embedding", model or "models/(default re-ranker)")
-        entry = self._reranker_entry(model)
-        encoder = self._rerankers.get(entry.config.name)
-        if encoder is None:
-            encoder = await asyncio.to_thread(CrossEncoder, entry.config, "auto")
-            self._rerankers[entry.config.name] = encoder
-            entry.device, entry.dtype, entry.state = encoder.device, encoder.dtype, "ready"
-        scores, truncated = await asyncio.to_thread(encoder.score, query, passages)
-        return entry, scores, truncated
-
-    def _reranker_entry(self, model: str) -> ModelEntry:
-        if model:
-            entry = self.registry.get(model)
-            if entry.config.kind != "reranker":
-                raise Invalid(
-                    FieldViolation("model", f"{model} is an embedding model, not a re-ranker")
-                )
-            return entry
-        rerankers = [e for e in self.registry.entries() if e.config.kind == "reranker"]
-        if not rerankers:
-            raise Conflict(
-                "no re-ranker is registered; register a local cross-encoder with RegisterModel "
-                "(kind MODEL_KIND_RERANKER)",
-                subject="models",
-            )
-        return next((e for e in rerankers if e.is_default), rerankers[0])
+        return await self.rerankers.score(model, query, passages)

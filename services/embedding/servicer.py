@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import numpy as np
 from hacs.embedding.v1 import embedding_service_pb2 as pb
@@ -12,11 +11,10 @@ from hacs.embedding.v1 import embedding_service_pb2_grpc as pb_grpc
 from services.common.caller import current_caller
 from services.common.errors import FieldViolation, Invalid
 from services.common.pagination import decode_page_token, page_size, take_page
+from services.common.runtime.context import ServicerContext
 from services.embedding import validation  # noqa: F401  (registers the request validators)
 from services.embedding.convert import KIND_NAMES, POOLING_NAMES, model_to_proto
 from services.embedding.service import EmbeddingDomain, EmbedOptions, EmbedResult
-
-Context = Any
 
 
 def _options(options: pb.EmbedOptions) -> EmbedOptions:
@@ -45,7 +43,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     def __init__(self, domain: EmbeddingDomain) -> None:
         self._domain = domain
 
-    async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
+    async def Embed(self, request: pb.EmbedRequest, context: ServicerContext) -> pb.EmbedResponse:
         result = await self._domain.embed(
             current_caller(), request.model, list(request.texts), _options(request.options)
         )
@@ -61,7 +59,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         )
 
     async def EmbedStream(
-        self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: Context
+        self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: ServicerContext
     ) -> AsyncIterator[pb.EmbedStreamResponse]:
         caller = current_caller()
         config: pb.EmbedStreamConfig | None = None
@@ -88,7 +86,9 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
                 ],
             )
 
-    async def Rerank(self, request: pb.RerankRequest, context: Context) -> pb.RerankResponse:
+    async def Rerank(
+        self, request: pb.RerankRequest, context: ServicerContext
+    ) -> pb.RerankResponse:
         entry, scores, truncated = await self._domain.rerank(
             current_caller(), request.model, request.query, list(request.passages)
         )
@@ -103,7 +103,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         )
 
     async def ListModels(
-        self, request: pb.ListModelsRequest, context: Context
+        self, request: pb.ListModelsRequest, context: ServicerContext
     ) -> pb.ListModelsResponse:
         current_caller().require("read:embedding", "models")
         entries = [
@@ -121,12 +121,14 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             models=[model_to_proto(e) for e in page], next_page_token=token
         )
 
-    async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.GetModelResponse:
+    async def GetModel(
+        self, request: pb.GetModelRequest, context: ServicerContext
+    ) -> pb.GetModelResponse:
         current_caller().require("read:embedding", request.name)
         return pb.GetModelResponse(model=model_to_proto(self._domain.registry.get(request.name)))
 
     async def RegisterModel(
-        self, request: pb.RegisterModelRequest, context: Context
+        self, request: pb.RegisterModelRequest, context: ServicerContext
     ) -> pb.RegisterModelResponse:
         current_caller().require_platform_operator()
         wanted = request.model
@@ -150,7 +152,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         return pb.RegisterModelResponse(model=model_to_proto(entry))
 
     async def DeleteModel(
-        self, request: pb.DeleteModelRequest, context: Context
+        self, request: pb.DeleteModelRequest, context: ServicerContext
     ) -> pb.DeleteModelResponse:
         current_caller().require_platform_operator()
         entry = await self._domain.registry.delete(request.name)

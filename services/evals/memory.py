@@ -42,6 +42,7 @@ from services.evals.platform import EvalPlatform as Platform
 from services.evals.platform import running_platform
 from services.kernel.records.names import ID_PATTERN
 from services.memory.blocks import TYPES_BY_NAME
+from services.tooling.beir import DatasetError
 from services.tooling.progress import Progress
 
 DEFAULT_DATASET = (
@@ -53,10 +54,6 @@ SWEEP_LEXICAL = (0.4, 0.45, 0.5, 0.55, 0.6)
 
 
 TENANT = "memory-eval"
-
-
-class DatasetError(Exception):
-    pass
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,7 @@ async def run_queries(
 
 
 @dataclass
-class Report:
+class RagReport:
     figures: dict[str, float]
     documents: int
     queries: int
@@ -315,7 +315,7 @@ async def evaluate(
     top_k: int,
     ignore_scope: bool,
     out: TextIO,
-) -> Report:
+) -> RagReport:
     dataset = subset(load(directory, split), max_queries, max_documents)
     doc_scopes, query_scopes = ({}, {}) if ignore_scope else read_scopes(directory)
     scoped = bool(doc_scopes and query_scopes)
@@ -361,7 +361,7 @@ async def evaluate(
             started = time.monotonic()
             runs = await run_queries(platform, dataset, query_tags, top_k=top_k, out=out)
             retrieve_seconds = time.monotonic() - started
-    return Report(
+    return RagReport(
         figures=score(runs, dataset.qrels, 10),
         documents=len(dataset.corpus),
         queries=len(dataset.queries),

@@ -51,10 +51,6 @@ def memory_id(name: str) -> str:
     return name.rsplit("/", 1)[1]
 
 
-def memory_name(tenant_id: str, record_id: str) -> str:
-    return f"tenants/{tenant_id}/{COLLECTION}/{record_id}"
-
-
 def vector_id(tenant_id: str, record_id: str) -> str:
     """The id of a memory's live vector: stable for the memory's whole life."""
     return f"{tenant_id}/{record_id}"
@@ -93,10 +89,6 @@ def expire_time(record: record_pb2.Record) -> datetime | None:
 def is_expired(record: record_pb2.Record, at: datetime) -> bool:
     expires = expire_time(record)
     return expires is not None and expires <= at
-
-
-def is_live(record: record_pb2.Record) -> bool:
-    return not record.HasField("delete_time")
 
 
 def normalise_tags(tags: list[str]) -> list[str]:

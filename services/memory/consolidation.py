@@ -31,7 +31,8 @@ from services.common.errors import Conflict
 from services.kernel.records.access import require_own_parent
 from services.kernel.records.names import new_record_id
 from services.kernel.records.store import RecordStore
-from services.kernel.records.writes import NewRecord
+from services.kernel.records.write_plans import NewRecord, Revision
+from services.kernel.records.writes import RecordWriter
 from services.memory.blocks import (
     INFO,
     embedding_text,
@@ -53,7 +54,6 @@ from services.memory.listing import scan_scope
 from services.memory.memories import Memories
 from services.memory.memory_index import MemoryIndex
 from services.memory.merging import merge, superseded
-from services.memory.record_writes import MemoryWriter, Revision
 from services.memory.scope import Scope
 
 LOADING, CANDIDATES, GROUPING, MERGING, WRITING = 1, 2, 3, 4, 5
@@ -61,7 +61,7 @@ PROGRESS_EVERY = 2000  # memories compared between two progress reports
 
 
 @dataclass(frozen=True)
-class Progress:
+class ConsolidationProgress:
     stage: int
     processed: int
     total: int
@@ -86,7 +86,7 @@ class FoundContradiction:
 
 
 @dataclass
-class Outcome:
+class ConsolidationOutcome:
     dry_run: bool
     scanned: int = 0
     groups: int = 0
@@ -96,7 +96,7 @@ class Outcome:
     seconds: float = 0.0
 
 
-Event = Progress | MergedGroup | FoundContradiction | Outcome
+Event = ConsolidationProgress | MergedGroup | FoundContradiction | ConsolidationOutcome
 
 
 @dataclass
@@ -107,7 +107,7 @@ class _Loaded:
 
 class Consolidator:
     def __init__(
-        self, store: RecordStore, index: MemoryIndex, writer: MemoryWriter, memories: Memories
+        self, store: RecordStore, index: MemoryIndex, writer: RecordWriter, memories: Memories
     ) -> None:
         self._store = store
         self._index = index
@@ -121,12 +121,12 @@ class Consolidator:
         require_own_parent(caller, scope.tenant_id, permission)
         caller.require(permission, f"tenants/{scope.tenant_id}")
         started = time.monotonic()
-        outcome = Outcome(dry_run)
+        outcome = ConsolidationOutcome(dry_run)
         now = utcnow()
-        yield Progress(LOADING, 0, 0, 0, 0)
+        yield ConsolidationProgress(LOADING, 0, 0, 0, 0)
         loaded = await self._load(scope, now)
         outcome.scanned = len(loaded.records)
-        yield Progress(LOADING, len(loaded.records), len(loaded.records), 0, 0)
+        yield ConsolidationProgress(LOADING, len(loaded.records), len(loaded.records), 0, 0)
 
         items = [
             Item(
@@ -137,7 +137,7 @@ class Consolidator:
             for r in loaded.records
         ]
         comparer = await asyncio.to_thread(Comparer, items, loaded.vectors)
-        yield Progress(CANDIDATES, 0, len(items), 0, 0)
+        yield ConsolidationProgress(CANDIDATES, 0, len(items), 0, 0)
         found = Plan()
         done = 0
         for chunk in chunk_partitions(partitions(items)):  # partitions are independent
@@ -145,13 +145,15 @@ class Consolidator:
             found.groups += part.groups
             found.contradictions += part.contradictions
             done += sum(len(members) for members in chunk)
-            yield Progress(
+            yield ConsolidationProgress(
                 CANDIDATES, done, len(items), len(found.groups), len(found.contradictions)
             )
         outcome.contradictions = len(found.contradictions)
         for contradiction in found.contradictions:
             yield _contradiction(comparer, contradiction)
-        yield Progress(GROUPING, len(items), len(items), len(found.groups), outcome.contradictions)
+        yield ConsolidationProgress(
+            GROUPING, len(items), len(items), len(found.groups), outcome.contradictions
+        )
 
         stage = MERGING if dry_run else WRITING
         for number, group in enumerate(found.groups, start=1):
@@ -172,7 +174,9 @@ class Consolidator:
                 group.min_similarity,
                 group.mean_similarity,
             )
-            yield Progress(stage, number, len(found.groups), outcome.groups, outcome.contradictions)
+            yield ConsolidationProgress(
+                stage, number, len(found.groups), outcome.groups, outcome.contradictions
+            )
         if not dry_run and outcome.groups:
             await self._memories.settle(scope.tenant_id)
         outcome.seconds = time.monotonic() - started
@@ -223,6 +227,7 @@ class Consolidator:
                 revisions=revisions,
                 strict=True,
                 prefix="merged",
+                revised_field="memory",
                 now=now,
             )
         except Conflict:  # a source changed since it was read: leave this group

@@ -34,7 +34,7 @@ TOLERANCE = 1e-3  # relative: unit conversion rounds
 
 
 @dataclass(frozen=True)
-class Conflict:
+class FactConflict:
     """One attribute on which two memories disagree, with each side's values."""
 
     attribute: str
@@ -109,7 +109,7 @@ def _adopt_units(mine: list[Fact], theirs: list[Fact]) -> list[Fact]:
 class Verdict:
     """How two memories' facts relate."""
 
-    conflicts: list[Conflict]  # contradictions: same subject, different values
+    conflicts: list[FactConflict]  # contradictions: same subject, different values
     distinct: bool = False  # about different things or events: nothing to merge or report
 
     @property
@@ -129,9 +129,9 @@ def compare(
     return Verdict(found)
 
 
-def conflicts(left: list[Fact], right: list[Fact]) -> list[Conflict]:
+def conflicts(left: list[Fact], right: list[Fact]) -> list[FactConflict]:
     """The attributes both memories state, on which they share no value."""
-    found: list[Conflict] = []
+    found: list[FactConflict] = []
     left, right = _adopt_units(left, right), _adopt_units(right, left)
     a_groups, b_groups = _by_attribute(left), _by_attribute(right)
     for key in sorted(a_groups.keys() & b_groups.keys()):
@@ -144,7 +144,9 @@ def conflicts(left: list[Fact], right: list[Fact]) -> list[Conflict]:
             a_values, b_values = a_side[anchor], b_side[anchor]
             if any(_same(x.value, y.value) for x in a_values for y in b_values):
                 continue
-            found.append(Conflict(_attribute(kind, unit, anchor), tuple(a_values), tuple(b_values)))
+            found.append(
+                FactConflict(_attribute(kind, unit, anchor), tuple(a_values), tuple(b_values))
+            )
     return found
 
 

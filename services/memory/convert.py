@@ -12,11 +12,11 @@ from hacs.memory.v1 import recall_pb2
 
 from services.memory.clustering import Clustering, ClusterParams
 from services.memory.consolidation import (
+    ConsolidationOutcome,
+    ConsolidationProgress,
     Event,
     FoundContradiction,
     MergedGroup,
-    Outcome,
-    Progress,
 )
 from services.memory.duplicates import Thresholds
 from services.memory.ranking import Weights
@@ -81,7 +81,7 @@ def thresholds(message: cpb.ConsolidationThresholds) -> Thresholds:
 
 
 def consolidate_event(event: Event) -> pb.ConsolidateResponse:
-    if isinstance(event, Progress):
+    if isinstance(event, ConsolidationProgress):
         return pb.ConsolidateResponse(
             progress=cpb.ConsolidationProgress(
                 stage=event.stage,  # type: ignore[arg-type]
@@ -115,7 +115,7 @@ def consolidate_event(event: Event) -> pb.ConsolidateResponse:
                 ],
             )
         )
-    assert isinstance(event, Outcome)
+    assert isinstance(event, ConsolidationOutcome)
     duration = Duration()
     duration.FromTimedelta(timedelta(seconds=event.seconds))
     return pb.ConsolidateResponse(

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.memory.contradictions import Conflict, Verdict, compare
+from services.memory.contradictions import FactConflict, Verdict, compare
 from services.memory.facts import Fact, entities, extract
 from services.memory.merging import Reading
 from services.memory.text import analyse
@@ -76,7 +76,7 @@ class PairContradiction:
     left: int
     right: int
     similarity: float
-    conflicts: list[Conflict]
+    conflicts: list[FactConflict]
 
 
 @dataclass

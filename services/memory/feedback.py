@@ -14,11 +14,11 @@ from hacs.records.v1 import record_pb2
 from services.common.caller import Caller, current_call
 from services.common.db.base import utcnow
 from services.common.errors import NotFound
-from services.kernel.records.access import require_own_parent
+from services.kernel.records.access import may_access, require_own_parent
+from services.kernel.records.write_plans import Revision
+from services.kernel.records.writes import RecordWriter
 from services.memory import importance
 from services.memory.memories import parse_memory_name
-from services.memory.record_writes import MemoryWriter, Revision
-from services.memory.scope import may_touch
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class FeedbackOutcome:
 
 
 class FeedbackDesk:
-    def __init__(self, writer: MemoryWriter) -> None:
+    def __init__(self, writer: RecordWriter) -> None:
         self._writer = writer
 
     async def record(
@@ -53,14 +53,18 @@ class FeedbackDesk:
         before: list[float] = []
 
         def revise(current: record_pb2.Record) -> record_pb2.Record:
-            if not may_touch(caller, current):
+            if not may_access(caller, current):
                 raise NotFound("MemoryBlock", str(name))
             before.append(importance.effective(current, now))
             return importance.apply_feedback(current, kind, now, explicit)
 
         paths = ("memory_block.importance_score", "memory_block.confidence_score")
         written = await self._writer.write(
-            caller, name.tenant_id, revisions=[Revision(str(name), revise, paths)], now=now
+            caller,
+            name.tenant_id,
+            revisions=[Revision(str(name), revise, paths)],
+            revised_field="memory",
+            now=now,
         )
         record = written.revised[str(name)]
         return FeedbackOutcome(record, before[0], record.memory_block.importance_score)

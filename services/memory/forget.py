@@ -24,15 +24,14 @@ from services.common.caller import Caller, current_call
 from services.common.db.base import utcnow
 from services.common.errors import Forbidden, NotFound
 from services.common.etags import check_etag
-from services.kernel.records.access import require_own_parent
-from services.kernel.records.names import parse_patient_name
+from services.kernel.records.access import may_access, require_own_parent
+from services.kernel.records.names import parse_patient_name, record_name
 from services.kernel.records.store import RecordStore
+from services.kernel.records.write_plans import Revision
 from services.kernel.records.writes import RecordWriter
-from services.memory.blocks import COLLECTION, patient_id
+from services.memory.blocks import COLLECTION, INFO, patient_id
 from services.memory.memories import Memories, parse_memory_name
 from services.memory.memory_index import MemoryIndex
-from services.memory.record_writes import MemoryWriter, Revision
-from services.memory.scope import may_touch
 
 SCAN_BATCH = 1000
 
@@ -55,14 +54,12 @@ class Forgetter:
     def __init__(
         self,
         store: RecordStore,
-        writer: MemoryWriter,
-        records: RecordWriter,
+        writer: RecordWriter,
         index: MemoryIndex,
         memories: Memories,
     ) -> None:
         self._store = store
         self._writer = writer
-        self._records = records
         self._index = index
         self._memories = memories
 
@@ -75,7 +72,7 @@ class Forgetter:
         _audit(reason=reason)
 
         def revise(current: record_pb2.Record) -> record_pb2.Record:
-            if not may_touch(caller, current):
+            if not may_access(caller, current):
                 raise NotFound("MemoryBlock", str(name))
             check_etag(str(name), current.version, etag)
             return current
@@ -85,6 +82,7 @@ class Forgetter:
             name.tenant_id,
             revisions=[Revision(str(name), revise, (), delete=True)],
             strict=True,
+            revised_field="memory",
             now=utcnow(),
         )
         await self._memories.settle(name.tenant_id)
@@ -104,11 +102,11 @@ class Forgetter:
         # Bring the index up to date first, so every row to erase is known.
         await self._index.catch_up(tenant_id)
         ids, versions = await self._about(tenant_id, patient, pid)
-        names = [f"tenants/{tenant_id}/{COLLECTION}/{i}" for i in ids]
+        names = [record_name(tenant_id, INFO, i) for i in ids]
         if dry_run:
             vectors = await self._index.count_rows(tenant_id, names)
             return Erasure(names, versions, vectors, True)
-        outcome = await self._records.purge(caller, names, reason)
+        outcome = await self._writer.purge(caller, names, reason)
         vectors = await self._index.erase(tenant_id, outcome.names)
         vectors += await self._index.erase_from_record_index(tenant_id, outcome.names)
         await self._memories.settle(tenant_id)

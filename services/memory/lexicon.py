@@ -1,107 +1,14 @@
 """The word lists and unit tables the memory text analyser reads.
 
-Plain data: English stopwords, clinical shorthand, word forms of the same
-finding, negation cues, month names, units with their canonical unit and
-conversion, and the ways dosing frequencies are written. `text.py` holds the
-code that uses them.
+Plain data: clinical shorthand, word forms of the same finding, negation
+cues, month names, units with their canonical unit and conversion, and the
+ways dosing frequencies are written. `text.py` holds the code that uses
+them; the stopwords are the platform's (kernel/retrieval/stopwords.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-# Words that carry no content on their own (a standard English list).
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "for",
-        "with",
-        "and",
-        "or",
-        "in",
-        "on",
-        "at",
-        "to",
-        "from",
-        "by",
-        "as",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "has",
-        "have",
-        "had",
-        "do",
-        "does",
-        "did",
-        "this",
-        "that",
-        "these",
-        "those",
-        "it",
-        "its",
-        "he",
-        "she",
-        "they",
-        "them",
-        "his",
-        "her",
-        "their",
-        "there",
-        "here",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "what",
-        "when",
-        "where",
-        "how",
-        "than",
-        "then",
-        "so",
-        "such",
-        "very",
-        "just",
-        "also",
-        "about",
-        "into",
-        "onto",
-        "over",
-        "under",
-        "after",
-        "before",
-        "again",
-        "further",
-        "only",
-        "own",
-        "same",
-        "too",
-        "can",
-        "will",
-        "would",
-        "should",
-        "could",
-        "may",
-        "might",
-        "must",
-        "shall",
-        "i",
-        "me",
-        "my",
-        "we",
-        "our",
-        "you",
-        "your",
-    ]
-)
 
 # Clinical shorthand -> the words it stands for (case-insensitive, whole tokens).
 ABBREVIATIONS: dict[str, str] = {

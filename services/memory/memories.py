@@ -20,11 +20,12 @@ from services.common.caller import Caller
 from services.common.db.base import utcnow
 from services.common.errors import FieldViolation, Forbidden, Invalid, NotFound
 from services.common.etags import check_etag
-from services.kernel.records.access import require_own_parent
+from services.kernel.records.access import may_access, require_own_parent, sees_every_owner
 from services.kernel.records.envelope import ENVELOPE_MUTABLE
 from services.kernel.records.names import RecordName, new_record_id, parse_record_name
 from services.kernel.records.store import RecordStore
-from services.kernel.records.writes import NewRecord
+from services.kernel.records.write_plans import NewRecord, Revision
+from services.kernel.records.writes import RecordWriter
 from services.memory import importance
 from services.memory.blocks import (
     COLLECTION,
@@ -37,8 +38,6 @@ from services.memory.blocks import (
     vector_id,
 )
 from services.memory.memory_index import MemoryIndex
-from services.memory.record_writes import MemoryWriter, Revision
-from services.memory.scope import may_touch, owns_all
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ def parse_memory_name(name: str, field: str = "name") -> RecordName:
 
 
 class Memories:
-    def __init__(self, store: RecordStore, writer: MemoryWriter, index: MemoryIndex) -> None:
+    def __init__(self, store: RecordStore, writer: RecordWriter, index: MemoryIndex) -> None:
         self._store = store
         self._writer = writer
         self._index = index
@@ -102,7 +101,7 @@ class Memories:
             Revision(
                 name=name,
                 revise=lambda record: (
-                    importance.record_citation(record, now) if may_touch(caller, record) else None
+                    importance.record_citation(record, now) if may_access(caller, record) else None
                 ),
                 paths=("memory_block.importance_score",),
             )
@@ -114,6 +113,8 @@ class Memories:
             creates=creates,
             revisions=revisions,
             strict=False,
+            prefix="memories[{i}]",
+            revised_field="memory",
             request_id=request_id,
             request_hash=request_hash,
             method="Remember",
@@ -138,7 +139,7 @@ class Memories:
             raise Forbidden(
                 f"{agent} is not an actor of tenants/{tenant_id}", permission="write:memory"
             )
-        if agent != caller.actor_name and not owns_all(caller):
+        if agent != caller.actor_name and not sees_every_owner(caller, INFO):
             raise Forbidden(
                 f"actor {caller.actor_name!r} is an agent: it stores memories as itself only",
                 permission="admin:memory",
@@ -151,7 +152,7 @@ class Memories:
         caller.require("read:memory", str(name))
         async with self._store.transaction(name.tenant_id) as tx:
             record = await tx.get(COLLECTION, name.id)
-        if record is None or not may_touch(caller, record):
+        if record is None or not may_access(caller, record):
             raise NotFound("MemoryBlock", str(name))
         return record
 
@@ -167,7 +168,7 @@ class Memories:
             self._check_owner(caller, name.tenant_id, changes.memory_block.agent, "memory")
 
         def revise(current: record_pb2.Record) -> record_pb2.Record:
-            if not may_touch(caller, current):
+            if not may_access(caller, current):
                 raise NotFound("MemoryBlock", str(name))
             check_etag(str(name), current.version, changes.etag)
             updated = record_pb2.Record()
@@ -189,6 +190,7 @@ class Memories:
             name.tenant_id,
             revisions=[Revision(str(name), revise, tuple(paths))],
             strict=True,
+            revised_field="memory",
             now=now,
         )
         await self.settle(name.tenant_id)

@@ -26,7 +26,6 @@ matching does not use Milvus (see lexical.py).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,13 +34,14 @@ from typing import Any
 import numpy as np
 from hacs.records.v1 import record_pb2
 
-from services.common.db.base import utcnow
 from services.common.db.engine import Database
 from services.kernel.embedding.embedder import Embedder
+from services.kernel.records.names import record_name
 from services.kernel.records.store import RecordStore
-from services.kernel.retrieval.tables import IndexCursorRow
-from services.kernel.retrieval.vector_index import Hit, IndexDoc, VectorIndex
-from services.memory.blocks import COLLECTION, embedding_text, memory_id, vector_id
+from services.kernel.retrieval.cursors import IndexCursors
+from services.kernel.retrieval.expressions import is_in
+from services.kernel.retrieval.vector_index import RECORDS, Hit, IndexDoc, VectorIndex, record_pk
+from services.memory.blocks import COLLECTION, INFO, embedding_text, memory_id, vector_id
 from services.memory.index_rows import (
     ALL_KINDS,
     HISTORY,
@@ -59,7 +59,6 @@ from services.memory.index_rows import (
     whole_row,
 )
 from services.memory.passages import passages
-from services.search.indexer import RECORDS_INDEX, record_pk
 
 KIND = WHOLE  # the whole-memory collection (tests and tools name it)
 CURSOR = "memory"
@@ -91,6 +90,7 @@ class MemoryIndex:
     ) -> None:
         self._db = db
         self._store = RecordStore(db)
+        self._cursors = IndexCursors(db, CURSOR)
         self._vector_index = vector_index
         self._embedder = embedder
         self._locks: dict[str, asyncio.Lock] = {}
@@ -110,7 +110,7 @@ class MemoryIndex:
         async with lock:
             written = 0
             while True:
-                cursor = await self._cursor(tenant_id)
+                cursor, _ = await self._cursors.read(tenant_id)
                 async with self._store.transaction(tenant_id) as tx:
                     head = await tx.head_sequence()
                     if cursor >= head:
@@ -122,7 +122,7 @@ class MemoryIndex:
                     ids = list(dict.fromkeys(c.record_id for c in changes))
                     written += await self._apply(tenant_id, ids)
                 done = changes[-1].sequence if len(changes) == CHANGES_PER_ROUND else head
-                await self._save_cursor(tenant_id, done)
+                await self._cursors.save(tenant_id, done)
 
     async def _apply(self, tenant_id: str, ids: list[str]) -> int:
         async with self._store.transaction(tenant_id) as tx:
@@ -140,7 +140,7 @@ class MemoryIndex:
             pk = vector_id(tenant_id, record_id)
             row = existing.get(pk)
             if record is None:  # purged: every row goes
-                erased.append(f"tenants/{tenant_id}/{COLLECTION}/{record_id}")
+                erased.append(record_name(tenant_id, INFO, record_id))
                 continue
             parts = _parts_of(row, old_passages)
             if record.HasField("delete_time"):
@@ -246,27 +246,6 @@ class MemoryIndex:
             since = ms(version.update_time)
         return since
 
-    async def _cursor(self, tenant_id: str) -> int:
-        async with self._db.transaction(tenant_id) as session:
-            row = await session.get(IndexCursorRow, (tenant_id, CURSOR))
-        return row.last_sequence if row else 0
-
-    async def _save_cursor(self, tenant_id: str, sequence: int) -> None:
-        async with self._db.transaction(tenant_id) as session:
-            row = await session.get(IndexCursorRow, (tenant_id, CURSOR), with_for_update=True)
-            if row is None:
-                session.add(
-                    IndexCursorRow(
-                        tenant_id=tenant_id,
-                        index_name=CURSOR,
-                        last_sequence=sequence,
-                        update_time=utcnow(),
-                    )
-                )
-            elif sequence > row.last_sequence:
-                row.last_sequence = sequence
-                row.update_time = utcnow()
-
     # -- reading ---------------------------------------------------------------
 
     async def search(
@@ -330,7 +309,7 @@ class MemoryIndex:
         if not names:
             return 0
         index = await self.index()
-        expr = f"name in {json.dumps(list(names))}"
+        expr = is_in("name", names)
         return sum([await index.count(kind, tenant_id, expr) for kind in ALL_KINDS])
 
     async def erase(self, tenant_id: str, names: Sequence[str]) -> int:
@@ -340,7 +319,7 @@ class MemoryIndex:
         index = await self.index()
         removed = 0
         for start in range(0, len(names), 500):
-            expr = f"name in {json.dumps(list(names[start : start + 500]))}"
+            expr = is_in("name", names[start : start + 500])
             for kind in ALL_KINDS:
                 removed += await index.count(kind, tenant_id, expr)
                 await index.delete_where(kind, tenant_id, expr)
@@ -354,12 +333,12 @@ class MemoryIndex:
         wait for it.
         """
         index = await self.index()
-        exists = await index.call(index.client.has_collection, index.collection(RECORDS_INDEX))
+        exists = await index.call(index.client.has_collection, index.collection(RECORDS))
         if not exists or not names:
             return 0
         pks = [record_pk(tenant_id, COLLECTION, memory_id(name)) for name in names]
-        found = await index.fetch(RECORDS_INDEX, tenant_id, pks, ["pk"])
-        await index.delete(RECORDS_INDEX, tenant_id, pks)
+        found = await index.fetch(RECORDS, tenant_id, pks, ["pk"])
+        await index.delete(RECORDS, tenant_id, pks)
         return len(found)
 
 

@@ -31,10 +31,14 @@ import numpy as np
 from hacs.records.v1 import record_pb2
 
 from services.common.caller import Caller
+from services.kernel.records.names import record_name
 from services.kernel.records.store import RecordStore
+from services.kernel.records.write_plans import Revision
+from services.kernel.records.writes import RecordWriter
 from services.memory import importance
 from services.memory.blocks import (
     COLLECTION,
+    INFO,
     embedding_text,
     index_text,
     memory_id,
@@ -42,7 +46,7 @@ from services.memory.blocks import (
     vector_id,
 )
 from services.memory.index_rows import PASSAGE, WHOLE
-from services.memory.lexical import LexicalIndex, LexicalScope
+from services.memory.lexical import LexicalScope, MemoryLexicon
 from services.memory.memory_index import MemoryIndex
 from services.memory.passages import passages
 from services.memory.ranking import (
@@ -53,7 +57,6 @@ from services.memory.ranking import (
     recency,
     with_context,
 )
-from services.memory.record_writes import MemoryWriter, Revision
 from services.memory.scope import Scope, index_expression, matches
 from services.memory.temporal import named_windows
 from services.memory.text import canonical
@@ -89,7 +92,7 @@ class Recalled:
 
 class Recaller:
     def __init__(
-        self, store: RecordStore, index: MemoryIndex, lexical: LexicalIndex, writer: MemoryWriter
+        self, store: RecordStore, index: MemoryIndex, lexical: MemoryLexicon, writer: RecordWriter
     ) -> None:
         self._store = store
         self._index = index
@@ -145,10 +148,8 @@ class Recaller:
             and matches(record, scope, query_time=query_time, as_of=query.as_of)
         }
         semantic = {n: max(whole.get(n, 0.0), passage.get(n, 0.0), 0.0) for n in in_scope}
-        bm25 = {
-            name: self._lexical.score(tenant_id, query.query, index_text(record.memory_block))
-            for name, record in in_scope.items()
-        }
+        bm25_of = self._lexical.scorer(tenant_id, query.query)
+        bm25 = {name: bm25_of(index_text(record.memory_block)) for name, record in in_scope.items()}
         best_bm25 = max(bm25.values(), default=0.0)
         lexical = {n: s / best_bm25 if best_bm25 > 0 else 0.0 for n, s in bm25.items()}
         cites = {n: list(r.memory_block.related_memories) for n, r in in_scope.items()}
@@ -239,7 +240,7 @@ class Recaller:
         async with self._store.transaction(tenant_id) as tx:
             if as_of is not None:
                 by_id = await tx.versions_at(COLLECTION, ids, as_of)
-                return {f"tenants/{tenant_id}/{COLLECTION}/{i}": r for i, r in by_id.items()}
+                return {record_name(tenant_id, INFO, i): r for i, r in by_id.items()}
             current = await tx.get_many([(COLLECTION, i) for i in ids])
         return {record.name: record for record in current.values()}
 
@@ -262,6 +263,6 @@ class Recaller:
             if not r.record.HasField("delete_time")
         ]
         written = await self._writer.write(
-            caller, tenant_id, revisions=revisions, strict=False, now=now
+            caller, tenant_id, revisions=revisions, strict=False, revised_field="memory", now=now
         )
         return [Recalled(written.revised.get(r.record.name, r.record), r.scores) for r in found]

@@ -1,16 +1,16 @@
 """Which memories an operation may see and is asked about.
 
-`MemoryFilter` becomes a `Scope` once the caller's rights are applied: an
-actor with role "agent" works on its own memories only (unless it holds
-admin:memory); other actors with the memory permissions may name any agent
-of their tenant. The same scope is applied twice: as a Milvus expression (so
-the index returns only eligible candidates) and record by record on what the
-database returns (the authority: the index may lag a write).
+`MemoryFilter` becomes a `Scope` once the caller's rights are applied (the
+memory type's owner rule, kernel/records/access.py): an actor with role
+"agent" works on its own memories only (unless it holds admin:memory);
+other actors with the memory permissions may name any agent of their tenant.
+The same scope is applied twice: as a Milvus expression (so the index
+returns only eligible candidates) and record by record on what the database
+returns (the authority: the index may lag a write).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,8 +20,10 @@ from hacs.records.v1 import record_pb2
 from services.common import names
 from services.common.caller import Caller
 from services.common.errors import FieldViolation, Forbidden, Invalid
+from services.kernel.records.access import sees_every_owner
+from services.kernel.retrieval.expressions import contains_all, contains_any, is_in
 from services.memory import importance
-from services.memory.blocks import TYPE_NAMES, is_expired, memory_time, patient_id
+from services.memory.blocks import INFO, TYPE_NAMES, is_expired, memory_time, patient_id
 
 
 @dataclass(frozen=True)
@@ -47,15 +49,6 @@ def require_read(caller: Caller, tenant_id: str) -> None:
     caller.require("read:memory", f"tenants/{tenant_id}")
 
 
-def owns_all(caller: Caller) -> bool:
-    """May the caller act on other agents' memories?"""
-    return caller.role != "agent" or caller.can("admin:memory")
-
-
-def may_touch(caller: Caller, record: record_pb2.Record) -> bool:
-    return owns_all(caller) or record.memory_block.agent == caller.actor_name
-
-
 def resolve_agents(
     caller: Caller, tenant_id: str, requested: list[str], field_name: str
 ) -> tuple[str, ...]:
@@ -67,7 +60,7 @@ def resolve_agents(
             raise Forbidden(
                 f"{agent} is not an actor of tenants/{tenant_id}", permission="read:memory"
             )
-    if not owns_all(caller) and any(a != caller.actor_name for a in requested):
+    if not sees_every_owner(caller, INFO) and any(a != caller.actor_name for a in requested):
         raise Forbidden(
             f"actor {caller.actor_name!r} is an agent: it works on its own memories only "
             "(naming other agents needs admin:memory)",
@@ -144,10 +137,6 @@ def matches(
     )
 
 
-def _strings(values: list[str]) -> str:
-    return json.dumps(values)
-
-
 def index_expression(scope: Scope) -> str:
     """The scope as a Milvus filter on the memory index's fields.
 
@@ -159,15 +148,15 @@ def index_expression(scope: Scope) -> str:
     """
     parts: list[str] = []
     if scope.agents:
-        parts.append(f"grp in {_strings(list(scope.agents))}")
+        parts.append(is_in("grp", scope.agents))
     if scope.patients:
-        parts.append(f"patient_id in {_strings(list(scope.patients))}")
+        parts.append(is_in("patient_id", scope.patients))
     if scope.types:
-        parts.append(f"kind in {_strings([TYPE_NAMES[t] for t in scope.types])}")
+        parts.append(is_in("kind", [TYPE_NAMES[t] for t in scope.types]))
     if scope.tags_any:
-        parts.append(f"array_contains_any(codes, {_strings([f'tag:{t}' for t in scope.tags_any])})")
+        parts.append(contains_any("codes", [f"tag:{t}" for t in scope.tags_any]))
     if scope.tags_all:
-        parts.append(f"array_contains_all(codes, {_strings([f'tag:{t}' for t in scope.tags_all])})")
+        parts.append(contains_all("codes", [f"tag:{t}" for t in scope.tags_all]))
     if scope.start_time is not None:
         parts.append(f"clinical_time >= {int(scope.start_time.timestamp())}")
     if scope.end_time is not None:

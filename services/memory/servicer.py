@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 from hacs.memory.v1 import memory_service_pb2 as pb
 from hacs.memory.v1 import memory_service_pb2_grpc as pb_grpc
@@ -13,6 +12,7 @@ from services.common import names
 from services.common.caller import current_caller
 from services.common.db.base import utcnow
 from services.common.pagination import page_size
+from services.common.runtime.context import ServicerContext
 from services.kernel.records.write_checks import fingerprint
 from services.memory import (
     convert,
@@ -27,14 +27,8 @@ from services.memory.listing import Lister
 from services.memory.memories import Memories
 from services.memory.recall import Recaller, RecallQuery
 
-Context = Any  # grpc.aio.ServicerContext
-
 DEFAULT_TOP_K = 10
 MAX_PAGE = 1000
-
-
-def _tenant_of(parent: str) -> str:
-    return names.parse(names.TENANT, parent, "parent")["tenant"]
 
 
 @dataclass(frozen=True)
@@ -52,10 +46,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def __init__(self, domain: MemoryDomain) -> None:
         self._d = domain
 
-    async def Remember(self, request: pb.RememberRequest, context: Context) -> pb.RememberResponse:
+    async def Remember(
+        self, request: pb.RememberRequest, context: ServicerContext
+    ) -> pb.RememberResponse:
         stored = await self._d.memories.remember(
             current_caller(),
-            _tenant_of(request.parent),
+            names.tenant_of(request.parent),
             list(request.memories),
             agent=request.agent,
             patient=request.patient,
@@ -64,9 +60,11 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         )
         return pb.RememberResponse(memories=stored)
 
-    async def Recall(self, request: pb.RecallRequest, context: Context) -> pb.RecallResponse:
+    async def Recall(
+        self, request: pb.RecallRequest, context: ServicerContext
+    ) -> pb.RecallResponse:
         caller = current_caller()
-        tenant_id = _tenant_of(request.parent)
+        tenant_id = names.tenant_of(request.parent)
         scope.require_read(caller, tenant_id)
         query = RecallQuery(
             scope=scope.from_filter(caller, tenant_id, request.filter),
@@ -86,17 +84,17 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         )
 
     async def GetMemory(
-        self, request: pb.GetMemoryRequest, context: Context
+        self, request: pb.GetMemoryRequest, context: ServicerContext
     ) -> pb.GetMemoryResponse:
         return pb.GetMemoryResponse(
             memory=await self._d.memories.get(current_caller(), request.name)
         )
 
     async def ListMemories(
-        self, request: pb.ListMemoriesRequest, context: Context
+        self, request: pb.ListMemoriesRequest, context: ServicerContext
     ) -> pb.ListMemoriesResponse:
         caller = current_caller()
-        tenant_id = _tenant_of(request.parent)
+        tenant_id = names.tenant_of(request.parent)
         scope.require_read(caller, tenant_id)
         memories, token = await self._d.lister.page(
             caller,
@@ -109,25 +107,27 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         return pb.ListMemoriesResponse(memories=memories, next_page_token=token)
 
     async def UpdateMemory(
-        self, request: pb.UpdateMemoryRequest, context: Context
+        self, request: pb.UpdateMemoryRequest, context: ServicerContext
     ) -> pb.UpdateMemoryResponse:
         memory = await self._d.memories.update(
             current_caller(), request.memory, request.update_mask
         )
         return pb.UpdateMemoryResponse(memory=memory)
 
-    async def Forget(self, request: pb.ForgetRequest, context: Context) -> pb.ForgetResponse:
+    async def Forget(
+        self, request: pb.ForgetRequest, context: ServicerContext
+    ) -> pb.ForgetResponse:
         memory = await self._d.forgetter.forget(
             current_caller(), request.name, request.reason, request.etag
         )
         return pb.ForgetResponse(memory=memory)
 
     async def ErasePatientMemories(
-        self, request: pb.ErasePatientMemoriesRequest, context: Context
+        self, request: pb.ErasePatientMemoriesRequest, context: ServicerContext
     ) -> pb.ErasePatientMemoriesResponse:
         erasure = await self._d.forgetter.erase_patient(
             current_caller(),
-            _tenant_of(request.parent),
+            names.tenant_of(request.parent),
             request.patient,
             request.reason,
             dry_run=request.dry_run,
@@ -141,7 +141,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         )
 
     async def RecordMemoryFeedback(
-        self, request: pb.RecordMemoryFeedbackRequest, context: Context
+        self, request: pb.RecordMemoryFeedbackRequest, context: ServicerContext
     ) -> pb.RecordMemoryFeedbackResponse:
         outcome = await self._d.feedback.record(
             current_caller(),
@@ -158,10 +158,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         )
 
     async def Consolidate(
-        self, request: pb.ConsolidateRequest, context: Context
+        self, request: pb.ConsolidateRequest, context: ServicerContext
     ) -> AsyncIterator[pb.ConsolidateResponse]:
         caller = current_caller()
-        tenant_id = _tenant_of(request.parent)
+        tenant_id = names.tenant_of(request.parent)
         scope.require_read(caller, tenant_id)
         chosen = scope.from_filter(caller, tenant_id, request.scope, "scope")
         # Only live memories are merged, whatever the filter says.
@@ -171,9 +171,11 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         ):
             yield convert.consolidate_event(event)
 
-    async def Cluster(self, request: pb.ClusterRequest, context: Context) -> pb.ClusterResponse:
+    async def Cluster(
+        self, request: pb.ClusterRequest, context: ServicerContext
+    ) -> pb.ClusterResponse:
         caller = current_caller()
-        tenant_id = _tenant_of(request.parent)
+        tenant_id = names.tenant_of(request.parent)
         scope.require_read(caller, tenant_id)
         method = request.method or 1  # unspecified = agglomerative
         result = await self._d.clusterer.cluster(

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 
+from services.kernel.retrieval.stopwords import STOPWORDS
 from services.kernel.retrieval.vocabulary import Vocabulary, shipped
 from services.memory.lexicon import (
     ABBREVIATIONS,
@@ -36,7 +37,6 @@ from services.memory.lexicon import (
     NEGATION_CUES,
     NUMBER_WORDS,
     PERIOD_PER_DAY,
-    STOPWORDS,
     UNIT_PHRASES,
     UNITS,
     Unit,

@@ -16,9 +16,8 @@ import numpy as np
 
 from services.kernel.retrieval.expressions import FilterSpec
 from services.kernel.retrieval.fusion import DEFAULT_FUSION, fuse
-from services.kernel.retrieval.hybrid import KNOWLEDGE
 from services.kernel.retrieval.lexical import LexicalIndex
-from services.kernel.retrieval.vector_index import VectorIndex
+from services.kernel.retrieval.vector_index import KNOWLEDGE, VectorIndex
 from services.rag.relevance import Features, content_words, coverage
 
 FIELDS = ["pk", "text"]

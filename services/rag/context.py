@@ -54,7 +54,7 @@ Phrase = tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class Fact:
+class PatientFact:
     label: str  # shown in RetrievalResult.matched_context, e.g. "condition: CKD stage 4"
     phrases: frozenset[Phrase]
     weight: float
@@ -132,9 +132,9 @@ def _concept_label(concept: datatypes_pb2.CodeableConcept) -> str:
 # -- facts and boosts -------------------------------------------------------------
 
 
-def facts(context: PatientContext) -> list[Fact]:
+def facts(context: PatientContext) -> list[PatientFact]:
     """The phrases each fact of the context makes relevant, with its weight."""
-    found: list[Fact] = []
+    found: list[PatientFact] = []
     for kind, concepts in (
         ("condition", context.conditions),
         ("medication", context.medications),
@@ -143,26 +143,30 @@ def facts(context: PatientContext) -> list[Fact]:
         for concept in concepts:
             phrases = _concept_phrases(concept)
             if phrases:
-                found.append(Fact(f"{kind}: {_concept_label(concept)}", phrases, WEIGHTS[kind]))
+                found.append(
+                    PatientFact(f"{kind}: {_concept_label(concept)}", phrases, WEIGHTS[kind])
+                )
     if context.notes.strip():
         for name, phrases in _recognised(context.notes):
-            found.append(Fact(f"note: {name}", phrases, WEIGHTS["note"]))
+            found.append(PatientFact(f"note: {name}", phrases, WEIGHTS["note"]))
     groups = _terms()["age_groups"]
     if context.HasField("age") and (context.age >= 65 or context.age < 18):
         group = "older" if context.age >= 65 else "child"
         found.append(
-            Fact(f"age: {context.age}", _phrases(groups[group]), WEIGHTS["age"]),
+            PatientFact(f"age: {context.age}", _phrases(groups[group]), WEIGHTS["age"]),
         )
     if context.HasField("age") and context.age >= 18:
         label = f"age: {context.age} (passage is about children)"
-        found.append(Fact(label, _phrases(groups["child"]), MISMATCH))
+        found.append(PatientFact(label, _phrases(groups["child"]), MISMATCH))
     if context.sex == "male":
         pregnancy = _terms()["extra_concepts"]["Pregnancy"]
-        found.append(Fact("sex: male (passage is about pregnancy)", _phrases(pregnancy), MISMATCH))
+        found.append(
+            PatientFact("sex: male (passage is about pregnancy)", _phrases(pregnancy), MISMATCH)
+        )
     return found
 
 
-def boost(found: list[Fact], text: str) -> tuple[float, list[str]]:
+def boost(found: list[PatientFact], text: str) -> tuple[float, list[str]]:
     """The logit adjustment for a chunk's text, and the labels of the facts it matched."""
     contains = _phrase_finder(text)
     total = 0.0

@@ -10,7 +10,7 @@ from hacs.rag.v1 import knowledge_pb2, rag_service_pb2
 from services.rag.answer import AnswerResult
 from services.rag.citations import SentenceCheck
 from services.rag.documents import document_etag, document_name
-from services.rag.indexing import DocumentMeta, Outcome, Progress
+from services.rag.indexing import DocumentMeta, IngestOutcome, IngestProgress
 from services.rag.ingest import Summary
 from services.rag.knowledge_bases import KnowledgeBaseSpec, KnowledgeBaseView
 from services.rag.names import ChunkName, DocumentName
@@ -142,9 +142,9 @@ def chunk_to_proto(row: ChunkRow) -> knowledge_pb2.Chunk:
 
 
 def ingest_event_to_proto(
-    event: Progress | Outcome | Summary,
+    event: IngestProgress | IngestOutcome | Summary,
 ) -> rag_service_pb2.IngestDocumentsResponse:
-    if isinstance(event, Progress):
+    if isinstance(event, IngestProgress):
         return rag_service_pb2.IngestDocumentsResponse(
             progress=rag_service_pb2.IngestProgress(
                 document_id=event.document_id,
@@ -154,7 +154,7 @@ def ingest_event_to_proto(
                 chunks_total=event.chunks_total,
             )
         )
-    if isinstance(event, Outcome):
+    if isinstance(event, IngestOutcome):
         outcome = rag_service_pb2.IngestOutcome(
             document_id=event.document_id,
             name=event.name,

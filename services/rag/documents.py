@@ -12,9 +12,9 @@ from services.common.caller import Caller
 from services.common.errors import FieldViolation, Invalid, NotFound
 from services.common.etags import check_etag, etag_for
 from services.common.pagination import decode_page_token, take_page
-from services.kernel.retrieval.hybrid import KNOWLEDGE
+from services.kernel.retrieval.expressions import extra_equals
 from services.kernel.retrieval.lexical import LexicalIndex
-from services.kernel.retrieval.vector_index import VectorIndex, quote
+from services.kernel.retrieval.vector_index import KNOWLEDGE, VectorIndex
 from services.rag.access import READ, require_parent, require_read, require_write
 from services.rag.names import DocumentName, KnowledgeBaseName, chunk_name
 from services.rag.store import KnowledgeStore
@@ -78,7 +78,7 @@ class Documents:
             await tx.delete_document(name.kb_id, name.document_id)
         try:
             await self._index.delete_where(
-                KNOWLEDGE, name.tenant_id, f'extra["document"] == {quote(str(name))}'
+                KNOWLEDGE, name.tenant_id, extra_equals("document", str(name))
             )
             pks = [chunk_name(name.tenant_id, key) for key in keys]
             await self._lexical.delete(KNOWLEDGE, name.tenant_id, pks)

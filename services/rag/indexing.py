@@ -34,9 +34,9 @@ import numpy as np
 from services.common.db.base import utcnow
 from services.common.errors import HacsError
 from services.kernel.embedding.embedder import Embedder
-from services.kernel.retrieval.hybrid import KNOWLEDGE
+from services.kernel.retrieval.expressions import extra_equals
 from services.kernel.retrieval.lexical import LexicalIndex
-from services.kernel.retrieval.vector_index import IndexDoc, VectorIndex, quote
+from services.kernel.retrieval.vector_index import KNOWLEDGE, IndexDoc, VectorIndex
 from services.rag.chunking import TextChunk, chunk_document
 from services.rag.knowledge_bases import chunking_settings
 from services.rag.names import DocumentName, chunk_id
@@ -65,7 +65,7 @@ class DocumentMeta:
 
 
 @dataclass(frozen=True)
-class Progress:
+class IngestProgress:
     document_id: str
     stage: str  # receiving | parsing | chunking | embedding | indexing
     bytes_received: int = 0
@@ -74,7 +74,7 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class IngestOutcome:
     document_id: str
     name: str
     status: str  # ingested | skipped | replaced | rejected
@@ -133,14 +133,14 @@ class DocumentIndexer:
         *,
         force: bool,
         validate_only: bool,
-    ) -> AsyncIterator[Progress | Outcome]:
-        """Progress events, then exactly one Outcome (rejections included)."""
+    ) -> AsyncIterator[IngestProgress | IngestOutcome]:
+        """Progress events, then exactly one IngestOutcome (rejections included)."""
         name = str(DocumentName(kb.tenant_id, kb.id, meta.document_id))
         try:
             async for event in self._ingest(kb, name, meta, content, force, validate_only):
                 yield event
         except (Rejected, UnreadableDocument) as exc:
-            yield Outcome(meta.document_id, name, "rejected", str(exc))
+            yield IngestOutcome(meta.document_id, name, "rejected", str(exc))
 
     async def _ingest(
         self,
@@ -150,13 +150,13 @@ class DocumentIndexer:
         content: bytes,
         force: bool,
         validate_only: bool,
-    ) -> AsyncIterator[Progress | Outcome]:
+    ) -> AsyncIterator[IngestProgress | IngestOutcome]:
         doc_id = meta.document_id
         content_hash = hashlib.sha256(content).hexdigest()
         async with self._store.transaction(kb.tenant_id) as tx:
             previous = await tx.get_document(kb.id, doc_id)
         if previous is not None and not force and _unchanged(previous, meta, content_hash):
-            yield Outcome(
+            yield IngestOutcome(
                 doc_id,
                 name,
                 "skipped",
@@ -166,9 +166,9 @@ class DocumentIndexer:
                 previous,
             )
             return
-        yield Progress(doc_id, "parsing", len(content))
+        yield IngestProgress(doc_id, "parsing", len(content))
         parsed = await asyncio.to_thread(parse, content, meta.mime_type)
-        yield Progress(doc_id, "chunking", len(content))
+        yield IngestProgress(doc_id, "chunking", len(content))
         tokens = await self._tokens.get(kb.embedding_model)
         settings = chunking_settings(kb.chunking)
         chunks = await asyncio.to_thread(chunk_document, parsed, meta.title, settings, tokens)
@@ -199,7 +199,7 @@ class DocumentIndexer:
         status = "replaced" if previous is not None else "ingested"
         old_count = previous.chunk_count if previous is not None else 0
         if validate_only:
-            yield Outcome(doc_id, name, status, "validate_only: nothing written", len(chunks),
+            yield IngestOutcome(doc_id, name, status, "validate_only: nothing written", len(chunks),
                           old_count, row)  # fmt: skip
             return
         vectors = np.zeros((0, self._index.dimension), dtype=np.float32)
@@ -207,8 +207,8 @@ class DocumentIndexer:
             batch = [c.embed_text for c in chunks[start : start + EMBED_BATCH]]
             embedded = await self._embedder.embed(batch, query=False, model=kb.embedding_model)
             vectors = np.vstack([vectors, embedded])
-            yield Progress(doc_id, "embedding", len(content), len(vectors), len(chunks))
-        yield Progress(doc_id, "indexing", len(content), 0, len(chunks))
+            yield IngestProgress(doc_id, "embedding", len(content), len(vectors), len(chunks))
+        yield IngestProgress(doc_id, "indexing", len(content), 0, len(chunks))
         docs = [self._index_doc(row, name, c, v) for c, v in zip(chunks, vectors, strict=True)]
         pks = [d.pk for d in docs]
         try:
@@ -219,10 +219,10 @@ class DocumentIndexer:
             await self._index.delete(KNOWLEDGE, kb.tenant_id, pks)
             await self._lexical.delete(KNOWLEDGE, kb.tenant_id, pks)
             raise
-        yield Progress(doc_id, "indexing", len(content), len(chunks), len(chunks))
+        yield IngestProgress(doc_id, "indexing", len(content), len(chunks), len(chunks))
         if previous is not None:  # a first ingest has no old revision to remove (see above)
             try:
-                stale = f'extra["document"] == {quote(name)} and version != {revision}'
+                stale = f"{extra_equals('document', name)} and version != {revision}"
                 await self._index.delete_where(KNOWLEDGE, kb.tenant_id, stale)
                 old = [
                     f"{name}/chunks/{chunk_id(previous.revision, i)}"
@@ -231,7 +231,7 @@ class DocumentIndexer:
                 await self._lexical.delete(KNOWLEDGE, kb.tenant_id, old)
             except Exception:  # invisible to retrieval (no chunk rows): harmless leftovers
                 log.exception("old vectors of %s not removed", name)
-        yield Outcome(doc_id, name, status, "", len(chunks), old_count, row)
+        yield IngestOutcome(doc_id, name, status, "", len(chunks), old_count, row)
 
     async def _commit(
         self,

@@ -19,7 +19,7 @@ from services.common.caller import Caller
 from services.common.errors import FieldViolation, Invalid, NotFound
 from services.common.validation import Violations
 from services.rag.access import require_write
-from services.rag.indexing import DocumentIndexer, DocumentMeta, Outcome, Progress
+from services.rag.indexing import DocumentIndexer, DocumentMeta, IngestOutcome, IngestProgress
 from services.rag.names import (
     DOCUMENT_ID,
     DOCUMENT_ID_RULE,
@@ -72,7 +72,7 @@ class Summary:
     chunks_added: int = 0
     chunks_removed: int = 0
 
-    def count(self, outcome: Outcome) -> None:
+    def count(self, outcome: IngestOutcome) -> None:
         setattr(self, outcome.status, getattr(self, outcome.status) + 1)
         if outcome.status in ("ingested", "replaced"):
             self.chunks_added += outcome.chunk_count
@@ -142,7 +142,7 @@ class Ingest:
 
     async def run(
         self, caller: Caller, steps: AsyncIterator[Step]
-    ) -> AsyncIterator[Progress | Outcome | Summary]:
+    ) -> AsyncIterator[IngestProgress | IngestOutcome | Summary]:
         config = await anext(steps, None)
         if not isinstance(config, IngestConfig):
             raise Invalid(FieldViolation("config", "the first message must be a config"))
@@ -165,7 +165,7 @@ class Ingest:
                     yield outcome
                 meta, problem = check_meta(step.meta)
                 current = _Open(meta, problem)
-                yield Progress(meta.document_id, "receiving", 0)
+                yield IngestProgress(meta.document_id, "receiving", 0)
                 self._receive(current, step.content)
                 continue
             if current is None:
@@ -175,7 +175,7 @@ class Ingest:
                 before = current.size
                 self._receive(current, step.content)
                 if current.size // PROGRESS_EVERY_BYTES > before // PROGRESS_EVERY_BYTES:
-                    yield Progress(current.meta.document_id, "receiving", current.size)
+                    yield IngestProgress(current.meta.document_id, "receiving", current.size)
                 continue
             summary.received += 1
             content = b"".join(current.parts)
@@ -192,7 +192,7 @@ class Ingest:
                     force=config.force,
                     validate_only=config.validate_only,
                 ):
-                    if isinstance(event, Outcome):
+                    if isinstance(event, IngestOutcome):
                         summary.count(event)
                     yield event
             current = None
@@ -216,9 +216,9 @@ class Ingest:
             current.parts.append(content)
 
     @staticmethod
-    def _reject(tenant_id: str, kb_id: str, current: _Open, reason: str) -> Outcome:
+    def _reject(tenant_id: str, kb_id: str, current: _Open, reason: str) -> IngestOutcome:
         name = str(DocumentName(tenant_id, kb_id, current.meta.document_id))
-        return Outcome(current.meta.document_id, name, "rejected", reason)
+        return IngestOutcome(current.meta.document_id, name, "rejected", reason)
 
 
 def _checksum_problem(content: bytes, sha256: str) -> str:

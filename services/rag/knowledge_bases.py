@@ -25,9 +25,9 @@ from services.common.errors import (
 from services.common.etags import check_etag, etag_for
 from services.common.pagination import decode_page_token, take_page
 from services.kernel.embedding.registry import ModelRegistry
-from services.kernel.retrieval.hybrid import KNOWLEDGE
+from services.kernel.retrieval.expressions import equals
 from services.kernel.retrieval.lexical import LexicalIndex
-from services.kernel.retrieval.vector_index import VectorIndex, quote
+from services.kernel.retrieval.vector_index import KNOWLEDGE, VectorIndex
 from services.rag.access import READ, WRITE, require_parent, require_read, require_write
 from services.rag.chunking import ChunkingSettings
 from services.rag.names import KnowledgeBaseName, chunk_name
@@ -125,7 +125,7 @@ class KnowledgeBases:
                 raise AlreadyExists(KIND, str(name))
             tx.add_kb(row)
         # Vectors a failed delete of an earlier base with this id may have left behind.
-        await self._index.delete_where(KNOWLEDGE, name.tenant_id, f"grp == {quote(name.kb_id)}")
+        await self._index.delete_where(KNOWLEDGE, name.tenant_id, equals("grp", name.kb_id))
         return KnowledgeBaseView(row)
 
     async def get(self, caller: Caller, name: KnowledgeBaseName) -> KnowledgeBaseView:
@@ -189,7 +189,7 @@ class KnowledgeBases:
             keys = await tx.chunk_keys(row.id)
             await tx.delete_kb(row.id)
         try:
-            await self._index.delete_where(KNOWLEDGE, name.tenant_id, f"grp == {quote(row.id)}")
+            await self._index.delete_where(KNOWLEDGE, name.tenant_id, equals("grp", row.id))
             pks = [chunk_name(name.tenant_id, key) for key in keys]
             await self._lexical.delete(KNOWLEDGE, name.tenant_id, pks)
         except Exception:  # rows are gone, so retrieval no longer returns these vectors

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -27,12 +26,19 @@ from hacs.rag.v1 import patient_context_pb2
 
 from services.common.caller import Caller
 from services.common.errors import Conflict
-from services.embedding.service import EmbeddingDomain
 from services.kernel.embedding.embedder import Embedder
+from services.kernel.embedding.rerankers import Rerankers
 from services.kernel.records.reads import RecordReader
-from services.kernel.retrieval.expressions import FilterSpec, knowledge_expression
+from services.kernel.retrieval.expressions import (
+    FilterSpec,
+    all_of,
+    any_of,
+    contains_any,
+    extra_equals,
+    knowledge_expression,
+)
 from services.kernel.retrieval.lexical import LexicalIndex
-from services.kernel.retrieval.vector_index import VectorIndex, quote
+from services.kernel.retrieval.vector_index import VectorIndex
 from services.rag import context as patient_context
 from services.rag import relevance
 from services.rag.candidates import Scored, hybrid_candidates
@@ -95,12 +101,12 @@ def filter_expression(kb_ids: list[str], f: RetrievalFilter) -> str:
     parts = [knowledge_expression(FilterSpec(groups=kb_ids, document_tags=list(f.tags)))]
     if f.evidence_levels:
         names = [f"evidence:{EVIDENCE_NAMES[e]}" for e in f.evidence_levels if e in EVIDENCE_NAMES]
-        parts.append(f"array_contains_any(codes, {json.dumps(names)})")
+        parts.append(contains_any("codes", names))
     if f.published_after:
         parts.append(f"clinical_time >= {publication_epoch(f.published_after)}")
     if f.documents:
-        parts.append(" or ".join(f'extra["document"] == {quote(d)}' for d in f.documents))
-    return " and ".join(f"({p})" for p in parts if p)
+        parts.append(any_of(extra_equals("document", d) for d in f.documents))
+    return all_of(parts)
 
 
 def _admitted(document: DocumentRow, f: RetrievalFilter) -> bool:
@@ -124,7 +130,7 @@ class Retriever:
         index: VectorIndex,
         lexical: LexicalIndex,
         reader: RecordReader,
-        reranker: EmbeddingDomain,
+        rerankers: Rerankers,
     ) -> None:
         self._store = store
         self._kbs = knowledge_bases
@@ -132,7 +138,7 @@ class Retriever:
         self._index = index
         self._lexical = lexical
         self._reader = reader
-        self._reranker = reranker
+        self._rerankers = rerankers
 
     async def retrieve(self, caller: Caller, q: RetrievalQuery) -> RetrievalOutcome:
         kbs = await self._kbs.readable(caller, q.tenant_id, list(q.knowledge_bases))
@@ -168,7 +174,7 @@ class Retriever:
     def _rerank_wanted(self, caller: Caller, mode: str) -> bool:
         if mode == "disabled":
             return False
-        has_model = any(e.config.kind == "reranker" for e in self._reranker.registry.entries())
+        has_model = self._rerankers.available()
         if mode == "required":
             if not has_model:
                 raise Conflict(
@@ -228,9 +234,8 @@ class Retriever:
         )
 
     async def _cross_encode(self, caller: Caller, query: str, results: list[Retrieved]) -> None:
-        _, logits, _ = await self._reranker.rerank(
-            caller, "", query, [r.chunk.text for r in results]
-        )
+        caller.require("read:embedding", "models/(default re-ranker)")
+        _, logits, _ = await self._rerankers.score("", query, [r.chunk.text for r in results])
         for r, value in zip(results, np.asarray(logits, dtype=float), strict=True):
             r.rerank = relevance.sigmoid(float(value))
             r.logit = (1 - RERANK_WEIGHT) * r.logit + RERANK_WEIGHT * float(value)

@@ -15,6 +15,7 @@ from services.common import names
 from services.common.caller import current_caller
 from services.common.errors import HacsError
 from services.common.pagination import page_size
+from services.common.runtime.context import ServicerContext
 from services.rag import (
     convert,
     validation,  # noqa: F401  (registers the request validators)
@@ -27,8 +28,6 @@ from services.rag.names import parse_document, parse_knowledge_base
 from services.rag.providers.fallback import Delta, Reset
 from services.rag.retrieval import RetrievalQuery, Retriever
 
-Context = Any
-
 
 @dataclass(frozen=True)
 class RagDomain:
@@ -39,15 +38,11 @@ class RagDomain:
     answerer: Answerer
 
 
-def _tenant(parent: str) -> str:
-    return names.parse(names.TENANT, parent, "parent")["tenant"]
-
-
 def _retrieval_query(
     r: pb.RetrieveRequest | pb.AnswerRequest, default_top_k: int
 ) -> RetrievalQuery:
     return RetrievalQuery(
-        tenant_id=_tenant(r.parent),
+        tenant_id=names.tenant_of(r.parent),
         query=r.query,
         knowledge_bases=tuple(
             parse_knowledge_base(kb, f"knowledge_bases[{i}]")
@@ -93,7 +88,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         self._domain = domain
 
     async def CreateKnowledgeBase(
-        self, request: pb.CreateKnowledgeBaseRequest, context: Context
+        self, request: pb.CreateKnowledgeBaseRequest, context: ServicerContext
     ) -> pb.CreateKnowledgeBaseResponse:
         name = parse_knowledge_base(f"{request.parent}/knowledgeBases/{request.knowledge_base_id}")
         view = await (await self._domain()).knowledge_bases.create(
@@ -102,7 +97,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         return pb.CreateKnowledgeBaseResponse(knowledge_base=convert.knowledge_base_to_proto(view))
 
     async def GetKnowledgeBase(
-        self, request: pb.GetKnowledgeBaseRequest, context: Context
+        self, request: pb.GetKnowledgeBaseRequest, context: ServicerContext
     ) -> pb.GetKnowledgeBaseResponse:
         view = await (await self._domain()).knowledge_bases.get(
             current_caller(), parse_knowledge_base(request.name)
@@ -110,11 +105,11 @@ class RagServicer(pb_grpc.RagServiceServicer):
         return pb.GetKnowledgeBaseResponse(knowledge_base=convert.knowledge_base_to_proto(view))
 
     async def ListKnowledgeBases(
-        self, request: pb.ListKnowledgeBasesRequest, context: Context
+        self, request: pb.ListKnowledgeBasesRequest, context: ServicerContext
     ) -> pb.ListKnowledgeBasesResponse:
         views, token = await (await self._domain()).knowledge_bases.list_page(
             current_caller(),
-            _tenant(request.parent),
+            names.tenant_of(request.parent),
             page_size(request.page_size),
             request.page_token,
         )
@@ -124,7 +119,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         )
 
     async def UpdateKnowledgeBase(
-        self, request: pb.UpdateKnowledgeBaseRequest, context: Context
+        self, request: pb.UpdateKnowledgeBaseRequest, context: ServicerContext
     ) -> pb.UpdateKnowledgeBaseResponse:
         kb = request.knowledge_base
         view = await (await self._domain()).knowledge_bases.update(
@@ -137,7 +132,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         return pb.UpdateKnowledgeBaseResponse(knowledge_base=convert.knowledge_base_to_proto(view))
 
     async def DeleteKnowledgeBase(
-        self, request: pb.DeleteKnowledgeBaseRequest, context: Context
+        self, request: pb.DeleteKnowledgeBaseRequest, context: ServicerContext
     ) -> pb.DeleteKnowledgeBaseResponse:
         view = await (await self._domain()).knowledge_bases.delete(
             current_caller(), parse_knowledge_base(request.name), request.etag, request.force
@@ -145,7 +140,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         return pb.DeleteKnowledgeBaseResponse(knowledge_base=convert.knowledge_base_to_proto(view))
 
     async def IngestDocuments(
-        self, request_iterator: AsyncIterator[pb.IngestDocumentsRequest], context: Context
+        self, request_iterator: AsyncIterator[pb.IngestDocumentsRequest], context: ServicerContext
     ) -> AsyncIterator[pb.IngestDocumentsResponse]:
         ingest = (await self._domain()).ingest
         try:
@@ -156,7 +151,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
             raise
 
     async def GetDocument(
-        self, request: pb.GetDocumentRequest, context: Context
+        self, request: pb.GetDocumentRequest, context: ServicerContext
     ) -> pb.GetDocumentResponse:
         row = await (await self._domain()).documents.get(
             current_caller(), parse_document(request.name)
@@ -164,7 +159,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         return pb.GetDocumentResponse(document=convert.document_to_proto(row))
 
     async def ListDocuments(
-        self, request: pb.ListDocumentsRequest, context: Context
+        self, request: pb.ListDocumentsRequest, context: ServicerContext
     ) -> pb.ListDocumentsResponse:
         rows, token = await (await self._domain()).documents.list_page(
             current_caller(),
@@ -178,7 +173,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         )
 
     async def DeleteDocument(
-        self, request: pb.DeleteDocumentRequest, context: Context
+        self, request: pb.DeleteDocumentRequest, context: ServicerContext
     ) -> pb.DeleteDocumentResponse:
         row = await (await self._domain()).documents.delete(
             current_caller(), parse_document(request.name), request.etag
@@ -186,7 +181,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         return pb.DeleteDocumentResponse(document=convert.document_to_proto(row))
 
     async def ListChunks(
-        self, request: pb.ListChunksRequest, context: Context
+        self, request: pb.ListChunksRequest, context: ServicerContext
     ) -> pb.ListChunksResponse:
         rows, token = await (await self._domain()).documents.chunks(
             current_caller(),
@@ -198,7 +193,9 @@ class RagServicer(pb_grpc.RagServiceServicer):
             chunks=[convert.chunk_to_proto(r) for r in rows], next_page_token=token
         )
 
-    async def Retrieve(self, request: pb.RetrieveRequest, context: Context) -> pb.RetrieveResponse:
+    async def Retrieve(
+        self, request: pb.RetrieveRequest, context: ServicerContext
+    ) -> pb.RetrieveResponse:
         outcome = await (await self._domain()).retriever.retrieve(
             current_caller(), _retrieval_query(request, 10)
         )
@@ -210,7 +207,7 @@ class RagServicer(pb_grpc.RagServiceServicer):
         )
 
     async def Answer(
-        self, request: pb.AnswerRequest, context: Context
+        self, request: pb.AnswerRequest, context: ServicerContext
     ) -> AsyncIterator[pb.AnswerResponse]:
         query = AnswerQuery(
             retrieval=_retrieval_query(request, 8),

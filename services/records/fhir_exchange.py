@@ -33,7 +33,8 @@ from services.kernel.records.names import (
 from services.kernel.records.reads import RecordReader
 from services.kernel.records.resource_types import BY_ENUM, BY_FHIR_TYPE, ResourceTypeInfo
 from services.kernel.records.store import RecordQuery, RecordStore
-from services.kernel.records.writes import RecordWriter, Upsert
+from services.kernel.records.write_plans import Upsert
+from services.kernel.records.writes import RecordWriter
 from services.records.fhir import (
     BundleEntry,
     BundleError,

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hacs.records.v1 import record_service_pb2 as pb
 from hacs.records.v1 import record_service_pb2_grpc as pb_grpc
 
 from services.common import names
 from services.common.caller import current_caller
 from services.common.pagination import page_size
+from services.common.runtime.context import ServicerContext
+from services.common.timestamps import from_timestamp
 from services.kernel.records.convert import change_to_proto
 from services.kernel.records.reads import ListFilter, RecordReader
 from services.kernel.records.write_checks import fingerprint
-from services.kernel.records.writes import NewRecord, RecordWriter
+from services.kernel.records.write_plans import NewRecord
+from services.kernel.records.writes import RecordWriter
 from services.records import validation  # noqa: F401  (registers the request validators)
 from services.records.changes import ChangeFeed
 from services.records.fhir_exchange import FhirExchange
-from services.tenant.convert import from_timestamp
-
-Context = Any  # grpc.aio.ServicerContext
 
 MAX_PAGE = 1000
 MAX_CHANGES_PAGE = 5000
-
-
-def _tenant_of(parent: str) -> str:
-    return names.parse(names.TENANT, parent, "parent")["tenant"]
 
 
 class RecordServicer(pb_grpc.RecordServiceServicer):
@@ -39,11 +33,11 @@ class RecordServicer(pb_grpc.RecordServiceServicer):
         self._fhir = fhir
 
     async def CreateRecord(
-        self, request: pb.CreateRecordRequest, context: Context
+        self, request: pb.CreateRecordRequest, context: ServicerContext
     ) -> pb.CreateRecordResponse:
         record = await self._writer.create(
             current_caller(),
-            _tenant_of(request.parent),
+            names.tenant_of(request.parent),
             NewRecord(request.record_id, request.record),
             request_id=request.request_id,
             request_hash=fingerprint(request),
@@ -51,13 +45,13 @@ class RecordServicer(pb_grpc.RecordServiceServicer):
         return pb.CreateRecordResponse(record=record)
 
     async def GetRecord(
-        self, request: pb.GetRecordRequest, context: Context
+        self, request: pb.GetRecordRequest, context: ServicerContext
     ) -> pb.GetRecordResponse:
         record = await self._reader.get(current_caller(), request.name, request.version)
         return pb.GetRecordResponse(record=record)
 
     async def UpdateRecord(
-        self, request: pb.UpdateRecordRequest, context: Context
+        self, request: pb.UpdateRecordRequest, context: ServicerContext
     ) -> pb.UpdateRecordResponse:
         record = await self._writer.update(
             current_caller(),
@@ -69,7 +63,7 @@ class RecordServicer(pb_grpc.RecordServiceServicer):
         return pb.UpdateRecordResponse(record=record)
 
     async def DeleteRecord(
-        self, request: pb.DeleteRecordRequest, context: Context
+        self, request: pb.DeleteRecordRequest, context: ServicerContext
     ) -> pb.DeleteRecordResponse:
         record = await self._writer.delete(
             current_caller(), request.name, request.etag, request.reason
@@ -77,10 +71,10 @@ class RecordServicer(pb_grpc.RecordServiceServicer):
         return pb.DeleteRecordResponse(record=record)
 
     async def ListRecords(
-        self, request: pb.ListRecordsRequest, context: Context
+        self, request: pb.ListRecordsRequest, context: ServicerContext
     ) -> pb.ListRecordsResponse:
         filters = ListFilter(
-            tenant_id=_tenant_of(request.parent),
+            tenant_id=names.tenant_of(request.parent),
             resource_types=tuple(request.resource_types),
             patient=request.patient,
             codes=tuple(request.codes),
@@ -99,7 +93,7 @@ class RecordServicer(pb_grpc.RecordServiceServicer):
         return pb.ListRecordsResponse(records=records, next_page_token=token)
 
     async def ListRecordHistory(
-        self, request: pb.ListRecordHistoryRequest, context: Context
+        self, request: pb.ListRecordHistoryRequest, context: ServicerContext
     ) -> pb.ListRecordHistoryResponse:
         records, token = await self._reader.history(
             current_caller(),
@@ -110,11 +104,11 @@ class RecordServicer(pb_grpc.RecordServiceServicer):
         return pb.ListRecordHistoryResponse(records=records, next_page_token=token)
 
     async def BatchCreateRecords(
-        self, request: pb.BatchCreateRecordsRequest, context: Context
+        self, request: pb.BatchCreateRecordsRequest, context: ServicerContext
     ) -> pb.BatchCreateRecordsResponse:
         records = await self._writer.batch_create(
             current_caller(),
-            _tenant_of(request.parent),
+            names.tenant_of(request.parent),
             [NewRecord(item.record_id, item.record) for item in request.requests],
             request_id=request.request_id,
             request_hash=fingerprint(request),
@@ -122,11 +116,11 @@ class RecordServicer(pb_grpc.RecordServiceServicer):
         return pb.BatchCreateRecordsResponse(records=records)
 
     async def ImportFhirBundle(
-        self, request: pb.ImportFhirBundleRequest, context: Context
+        self, request: pb.ImportFhirBundleRequest, context: ServicerContext
     ) -> pb.ImportFhirBundleResponse:
         return await self._fhir.import_bundle(
             current_caller(),
-            _tenant_of(request.parent),
+            names.tenant_of(request.parent),
             request.bundle_json,
             validate_only=request.validate_only,
             labels=dict(request.labels),
@@ -135,7 +129,7 @@ class RecordServicer(pb_grpc.RecordServiceServicer):
         )
 
     async def ExportFhir(
-        self, request: pb.ExportFhirRequest, context: Context
+        self, request: pb.ExportFhirRequest, context: ServicerContext
     ) -> pb.ExportFhirResponse:
         return await self._fhir.export(
             current_caller(),
@@ -146,9 +140,9 @@ class RecordServicer(pb_grpc.RecordServiceServicer):
         )
 
     async def ListChanges(
-        self, request: pb.ListChangesRequest, context: Context
+        self, request: pb.ListChangesRequest, context: ServicerContext
     ) -> pb.ListChangesResponse:
-        tenant_id = _tenant_of(request.parent)
+        tenant_id = names.tenant_of(request.parent)
         page = await self._feed.read(
             current_caller(),
             tenant_id,

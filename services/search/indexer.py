@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 
 from hacs.records.v1 import record_pb2
-from sqlalchemy import select
 
 from services.common.change_bus import ChangeBus
-from services.common.db.base import utcnow
 from services.common.db.engine import Database
 from services.kernel.embedding.embedder import Embedder
 from services.kernel.records import derive
@@ -36,27 +33,27 @@ from services.kernel.records.derive import parse_fhir_date
 from services.kernel.records.names import parse_record_name
 from services.kernel.records.resource_types import BY_COLLECTION, of_record
 from services.kernel.records.store import RecordStore, RecordTx
+from services.kernel.retrieval.cursors import IndexCursors
+from services.kernel.retrieval.expressions import is_in
 from services.kernel.retrieval.lexical import LexicalIndex
 from services.kernel.retrieval.render import concept_text, render
-from services.kernel.retrieval.tables import IndexCursorRow
-from services.kernel.retrieval.vector_index import IndexDoc, VectorIndex
-from services.tenant.tables import TenantRow
+from services.kernel.retrieval.vector_index import RECORDS, IndexDoc, VectorIndex, record_pk
+from services.kernel.tenancy.standing import tenant_ids
 
 log = logging.getLogger(__name__)
 
-RECORDS_INDEX = "records"
 CHANGES_PER_ROUND = 1000
 EMBED_BATCH = 128
 
 
 @dataclass(frozen=True)
-class Progress:
+class BackfillProgress:
     processed: int
     total: int
     seconds: float
 
 
-ProgressCallback = Callable[[Progress], Awaitable[None]]
+ProgressCallback = Callable[[BackfillProgress], Awaitable[None]]
 
 
 # Memories are searched through MemoryService, which keeps its own index and
@@ -67,10 +64,6 @@ NOT_INDEXED = frozenset({"memoryBlocks"})
 
 def indexable(record: record_pb2.Record) -> bool:
     return _key(record)[0] not in NOT_INDEXED
-
-
-def record_pk(tenant_id: str, collection: str, record_id: str) -> str:
-    return f"{tenant_id}/{collection}/{record_id}"
 
 
 class RecordIndexer:
@@ -86,6 +79,7 @@ class RecordIndexer:
     ) -> None:
         self._db = db
         self._store = RecordStore(db)
+        self.cursors = IndexCursors(db, RECORDS)
         self._index = index
         self._lexical = lexical
         self._embedder = embedder
@@ -112,10 +106,6 @@ class RecordIndexer:
         finally:
             subscription.close()
 
-    def nudge(self) -> None:
-        """Look for new changes now rather than at the next poll."""
-        self._wake.set()
-
     async def stop(self) -> None:
         for task in (self._listener, self._task):
             if task is not None:
@@ -131,7 +121,7 @@ class RecordIndexer:
                 if written:
                     dirty = True
                 elif dirty:  # a burst of writes is over: seal it so searches use the index
-                    await self._index.flush(RECORDS_INDEX)
+                    await self._index.flush(RECORDS)
                     dirty = False
             except asyncio.CancelledError:
                 raise
@@ -144,10 +134,8 @@ class RecordIndexer:
 
     async def run_once(self) -> int:
         """One pass over every tenant; returns the number of documents written."""
-        async with self._db.transaction(None) as session:
-            tenants = list(await session.scalars(select(TenantRow.id).order_by(TenantRow.id)))
         written = 0
-        for tenant_id in tenants:
+        for tenant_id in await tenant_ids(self._db):
             written += await self.catch_up(tenant_id)
         return written
 
@@ -155,7 +143,7 @@ class RecordIndexer:
         """Index a tenant's changes until its cursor reaches the head."""
         written = 0
         while True:
-            cursor, _ = await indexed_sequence(self._db, tenant_id)
+            cursor, _ = await self.cursors.read(tenant_id)
             async with self._store.transaction(tenant_id) as tx:
                 head = await tx.head_sequence()
                 if cursor >= head:
@@ -172,7 +160,7 @@ class RecordIndexer:
             patients |= {c.previous_patient_id for c in changes if c.previous_patient_id}
             changed_patients = [rid for col, rid in keys if col == "patients"]
             written += await self._reindex(tenant_id, keys, patients, changed_patients)
-            await _save_cursor(self._db, tenant_id, changes[-1].sequence)
+            await self.cursors.save(tenant_id, changes[-1].sequence)
 
     async def _reindex(
         self,
@@ -191,10 +179,10 @@ class RecordIndexer:
             gone = [record_pk(tenant_id, c, i) for c, i in sorted(wanted - live_keys)]
             docs = await _documents(tx, tenant_id, live)
         await self._write(tenant_id, docs)
-        await self._index.delete(RECORDS_INDEX, tenant_id, gone, wait=False)
-        await self._lexical.delete(RECORDS_INDEX, tenant_id, gone)
+        await self._index.delete(RECORDS, tenant_id, gone, wait=False)
+        await self._lexical.delete(RECORDS, tenant_id, gone)
         if docs or gone:  # one wait for the whole round, before the cursor moves
-            await self._index.until_readable(RECORDS_INDEX)
+            await self._index.until_readable(RECORDS)
         return len(docs) + len(gone)
 
     async def _write(self, tenant_id: str, docs: list[IndexDoc]) -> None:
@@ -204,8 +192,8 @@ class RecordIndexer:
             for doc, vector in zip(batch, vectors, strict=True):
                 doc.vector = vector
             # The caller waits until readable once per round, not per batch.
-            await self._index.upsert(RECORDS_INDEX, batch, wait=False)
-            await self._lexical.upsert(RECORDS_INDEX, batch)
+            await self._index.upsert(RECORDS, batch, wait=False)
+            await self._lexical.upsert(RECORDS, batch)
 
     # -- rebuilding ------------------------------------------------------------
 
@@ -227,10 +215,8 @@ class RecordIndexer:
             head = await tx.head_sequence()
             total = await tx.count_live_records(collections)
         kinds = [BY_COLLECTION[c].name for c in collections] if collections else []
-        await self._index.delete_where(
-            RECORDS_INDEX, tenant_id, f"kind in {json.dumps(kinds)}" if kinds else ""
-        )
-        await self._lexical.delete_all(RECORDS_INDEX, tenant_id, kinds)
+        await self._index.delete_where(RECORDS, tenant_id, is_in("kind", kinds) if kinds else "")
+        await self._lexical.delete_all(RECORDS, tenant_id, kinds)
         done = 0
         after: tuple[str, str] | None = None
         while True:
@@ -244,36 +230,11 @@ class RecordIndexer:
             await self._write(tenant_id, docs)
             done += len(page)
             if progress is not None:
-                await progress(Progress(done, total, time.monotonic() - started))
-        await self._index.flush(RECORDS_INDEX)
-        await self._index.until_readable(RECORDS_INDEX)
-        await _save_cursor(self._db, tenant_id, head, only_forward=False)
+                await progress(BackfillProgress(done, total, time.monotonic() - started))
+        await self._index.flush(RECORDS)
+        await self._index.until_readable(RECORDS)
+        await self.cursors.save(tenant_id, head, only_forward=False)
         return done, head
-
-
-async def _save_cursor(
-    db: Database, tenant_id: str, sequence: int, *, only_forward: bool = True
-) -> None:
-    async with db.transaction(tenant_id) as session:
-        row = await session.get(IndexCursorRow, (tenant_id, RECORDS_INDEX), with_for_update=True)
-        if row is None:
-            session.add(
-                IndexCursorRow(
-                    tenant_id=tenant_id,
-                    index_name=RECORDS_INDEX,
-                    last_sequence=sequence,
-                    update_time=utcnow(),
-                )
-            )
-        elif sequence > row.last_sequence or not only_forward:
-            row.last_sequence = sequence
-            row.update_time = utcnow()
-
-
-async def indexed_sequence(db: Database, tenant_id: str) -> tuple[int, datetime | None]:
-    async with db.transaction(tenant_id) as session:
-        row = await session.get(IndexCursorRow, (tenant_id, RECORDS_INDEX))
-    return (row.last_sequence, row.update_time) if row else (0, None)
 
 
 async def _documents(

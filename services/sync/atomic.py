@@ -26,7 +26,8 @@ from services.common.validation import Violations
 from services.kernel.records.content import check_record
 from services.kernel.records.names import RecordName
 from services.kernel.records.store import RecordStore
-from services.kernel.records.writes import RecordWriter, Upsert, UpsertOutcome
+from services.kernel.records.write_plans import Upsert, UpsertOutcome
+from services.kernel.records.writes import RecordWriter
 from services.sync.edits import MAX_ATTEMPTS, RecordEdits, Snapshot
 from services.sync.field_paths import PathError
 from services.sync.merge import plan_update

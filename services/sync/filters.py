@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hacs.sync.v1 import sync_service_pb2 as pb
-
 from services.common.caller import Caller
 from services.kernel.records.access import require_own_parent
 from services.kernel.records.names import parse_patient_name, parse_record_name
 from services.kernel.records.resource_types import BY_ENUM, RESOURCE_TYPES
 from services.sync.change_log import LogEvent
+
+
+@dataclass(frozen=True)
+class WatchFilter:
+    """What a Watch asks for (all empty: every change the caller may read)."""
+
+    resource_types: tuple[int, ...] = ()  # ResourceType enums
+    names: tuple[str, ...] = ()
+    patients: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class ChangeFilter:
         return True
 
 
-def compile_filter(caller: Caller, tenant_id: str, request: pb.WatchFilter) -> ChangeFilter:
+def compile_filter(caller: Caller, tenant_id: str, request: WatchFilter) -> ChangeFilter:
     """The stream's filter; PERMISSION_DENIED for a type asked for by type or name but unreadable.
 
     The request was validated already (names and patients lie in `tenant_id`).
@@ -56,5 +64,5 @@ def compile_filter(caller: Caller, tenant_id: str, request: pb.WatchFilter) -> C
         collections=frozenset(collections & readable),
         names=frozenset(request.names),
         patients=frozenset(request.patients),
-        labels=tuple(sorted(request.labels.items())),
+        labels=tuple(sorted(request.labels)),
     )

@@ -32,7 +32,7 @@ from services.common.caller import Caller
 from services.common.errors import AlreadyExists, Conflict, HacsError
 from services.kernel.records.names import RecordName, parse_record_name
 from services.kernel.records.resource_types import of_record
-from services.kernel.records.writes import NewRecord
+from services.kernel.records.write_plans import NewRecord
 from services.sync.edits import (
     MAX_ATTEMPTS,
     ConcurrentWrite,

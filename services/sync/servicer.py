@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from hacs.sync.v1 import sync_service_pb2 as pb
 from hacs.sync.v1 import sync_service_pb2_grpc as pb_grpc
 
 from services.common import names
 from services.common.caller import current_caller
+from services.common.runtime.context import ServicerContext
 from services.sync import (
+    convert,
     cursors,
     validation,  # noqa: F401  (registers the request validators)
 )
 from services.sync.collaborate import Collaboration
 from services.sync.push import OfflinePush
 from services.sync.watch import Watcher
-
-Context = Any  # grpc.aio.ServicerContext
-
-
-def _tenant_of(parent: str) -> str:
-    return names.parse(names.TENANT, parent, "parent")["tenant"]
 
 
 class SyncServicer(pb_grpc.SyncServiceServicer):
@@ -37,24 +32,25 @@ class SyncServicer(pb_grpc.SyncServiceServicer):
     # call, and the interceptors' exit code would then touch a dead call. (It is
     # also one generator layer less per message on the hottest path.)
 
-    async def Watch(self, request: pb.WatchRequest, context: Context) -> None:  # type: ignore[override]
-        tenant_id = _tenant_of(request.parent)
-        await self._watcher.watch(current_caller(), tenant_id, request, context.write)
+    async def Watch(self, request: pb.WatchRequest, context: ServicerContext) -> None:  # type: ignore[override]
+        tenant_id = names.tenant_of(request.parent)
+        spec = convert.watch_from_proto(request)
+        await self._watcher.watch(current_caller(), tenant_id, spec, context.write)
 
     async def Collaborate(  # type: ignore[override]
-        self, request_iterator: AsyncIterator[pb.CollaborateRequest], context: Context
+        self, request_iterator: AsyncIterator[pb.CollaborateRequest], context: ServicerContext
     ) -> None:
         await self._collaboration.run(current_caller(), request_iterator, context.write)
 
     async def PushChanges(
-        self, request: pb.PushChangesRequest, context: Context
+        self, request: pb.PushChangesRequest, context: ServicerContext
     ) -> pb.PushChangesResponse:
-        return await self._push.push(current_caller(), _tenant_of(request.parent), request)
+        return await self._push.push(current_caller(), names.tenant_of(request.parent), request)
 
     async def GetSyncCursor(
-        self, request: pb.GetSyncCursorRequest, context: Context
+        self, request: pb.GetSyncCursorRequest, context: ServicerContext
     ) -> pb.GetSyncCursorResponse:
-        tenant_id = _tenant_of(request.parent)
+        tenant_id = names.tenant_of(request.parent)
         bounds = await self._watcher.head(current_caller(), tenant_id)
         response = pb.GetSyncCursorResponse(
             cursor=cursors.encode(tenant_id, bounds.head), sequence=bounds.head

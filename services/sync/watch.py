@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hacs.sync.v1 import sync_service_pb2 as pb
@@ -29,7 +29,7 @@ from services.common.errors import SlowConsumer, Unauthenticated
 from services.kernel.records.access import require_own_parent
 from services.sync import cursors
 from services.sync.change_log import ChangeLogReader, LogBounds, LogEvent
-from services.sync.filters import ChangeFilter, compile_filter
+from services.sync.filters import ChangeFilter, WatchFilter, compile_filter
 from services.sync.tail import ChangeHub
 
 DEFAULT_HEARTBEAT_SECONDS = 15.0
@@ -142,6 +142,17 @@ class _Stream:
         return pb.WatchResponse(heartbeat=beat)
 
 
+@dataclass(frozen=True)
+class WatchSpec:
+    """One Watch call: what to deliver, from where, how often to beat, records or not."""
+
+    filter: WatchFilter = field(default_factory=WatchFilter)
+    resume_cursor: str = ""
+    start_at_earliest: bool = False
+    heartbeat_seconds: float = 0.0  # 0: the default
+    include_records: bool = False
+
+
 class Watcher:
     def __init__(
         self, reader: ChangeLogReader, hub: ChangeHub, limits: WatchLimits | None = None
@@ -150,17 +161,15 @@ class Watcher:
         self._hub = hub
         self.limits = limits or WatchLimits()
 
-    async def watch(
-        self, caller: Caller, tenant_id: str, request: pb.WatchRequest, send: Send
-    ) -> None:
-        """Serve one stream, handing each message to `send` (the RPC's write)."""
+    async def watch(self, caller: Caller, tenant_id: str, request: WatchSpec, send: Send) -> None:
+        """Serve one stream, handing each message to `send` (the RPC's write).
+
+        The messages are the wire's: each change's is built once and sent to
+        every stream that wants it (change_log.LogEvent), not once per stream.
+        """
         change_filter = compile_filter(caller, tenant_id, request.filter)
         start = await self._start(tenant_id, request)
-        heartbeat = (
-            request.heartbeat_interval.ToTimedelta().total_seconds()
-            if request.HasField("heartbeat_interval")
-            else DEFAULT_HEARTBEAT_SECONDS
-        )
+        heartbeat = request.heartbeat_seconds or DEFAULT_HEARTBEAT_SECONDS
         stream = _Stream(caller, tenant_id, start, heartbeat, send)
         with_records = request.include_records
         await self._replay(stream, change_filter, with_records, up_to=None)
@@ -182,7 +191,7 @@ class Watcher:
         require_own_parent(caller, tenant_id, "read:*")
         return await self._reader.bounds(tenant_id)
 
-    async def _start(self, tenant_id: str, request: pb.WatchRequest) -> int:
+    async def _start(self, tenant_id: str, request: WatchSpec) -> int:
         if request.resume_cursor:
             after = cursors.decode(request.resume_cursor, "resume_cursor", tenant_id)
             await self._reader.check_resumable(tenant_id, after, "resume_cursor")

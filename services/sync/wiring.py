@@ -5,10 +5,8 @@ from __future__ import annotations
 import grpc
 from hacs.sync.v1 import sync_service_pb2_grpc
 
-from services.common.runtime.platform import Platform
-from services.kernel.records.store import RecordStore
+from services.kernel.modules import Kernel
 from services.kernel.records.writes import RecordWriter
-from services.kernel.tenancy.standing import standing_lookup
 from services.sync.atomic import AtomicPush
 from services.sync.change_log import ChangeLogReader
 from services.sync.collaborate import Collaboration
@@ -23,22 +21,18 @@ from services.sync.stamps import LocalWriteStamps, RedisWriteStamps, WriteStamps
 from services.sync.tail import ChangeHub
 from services.sync.watch import Watcher
 
+KERNEL_MODULES = ("records",)
 
-async def sync_parts(platform: Platform) -> tuple[Watcher, SessionHub, OfflinePush]:
+
+async def sync_parts(kernel: Kernel) -> tuple[Watcher, SessionHub, OfflinePush]:
     """The process's sync domain, built once (tests reach it to tune limits)."""
+    platform = kernel.platform
 
     async def build() -> tuple[Watcher, SessionHub, OfflinePush]:
-        store = RecordStore(platform.db)
-        lookup = standing_lookup(platform.db)
-
-        async def patient_limit(tenant_id: str) -> int:
-            standing = await lookup(tenant_id)
-            return standing.max_patients if standing else 0
+        store = kernel.record_store()
 
         def writer_for(planned: dict[tuple[str, str], int]) -> RecordWriter:
-            return RecordWriter(
-                PlannedVersionsStore(platform.db, planned), patient_limit, platform.change_bus
-            )
+            return kernel.record_writer(PlannedVersionsStore(platform.db, planned))
 
         reader = ChangeLogReader(store)
         changes = ChangeHub(reader, platform.change_bus)
@@ -51,8 +45,7 @@ async def sync_parts(platform: Platform) -> tuple[Watcher, SessionHub, OfflinePu
             redis_stamps = RedisWriteStamps(redis_url)
             platform.on_close(redis_stamps.close)
             stamps, relay = redis_stamps, RedisSessionRelay(redis_url)
-        writer = RecordWriter(store, patient_limit, platform.change_bus)
-        edits = RecordEdits(store, writer, stamps)
+        edits = RecordEdits(store, kernel.record_writer(store), stamps)
         sessions = SessionHub(changes, reader, edits, relay)
         sessions.start()
         platform.on_close(sessions.close)
@@ -62,8 +55,8 @@ async def sync_parts(platform: Platform) -> tuple[Watcher, SessionHub, OfflinePu
     return await platform.shared("sync", build)
 
 
-async def register(platform: Platform, server: grpc.aio.Server) -> None:
-    watcher, sessions, push = await sync_parts(platform)
+async def register(kernel: Kernel, server: grpc.aio.Server) -> None:
+    watcher, sessions, push = await sync_parts(kernel)
     sync_service_pb2_grpc.add_SyncServiceServicer_to_server(
         SyncServicer(watcher, Collaboration(sessions), push), server
     )

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from services.common.caller import PLATFORM_TENANT
 from services.common.db.base import utcnow
+from services.kernel.tenancy.plans import ACTIVE, Limits
 from services.tenant.api_keys import hash_key, issue_key, parse_key
-from services.tenant.models import ACTIVE, Actor, ApiKey, Limits, Tenant
+from services.tenant.models import Actor, ApiKey, Tenant
 from services.tenant.store import TenantStore
 
 log = logging.getLogger(__name__)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import datetime
 
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from hacs.tenant.v1 import tenant_pb2
 
-from services.tenant.models import ACTIVE, SUSPENDED, Actor, ApiKey, Limits, Tenant
+from services.common.timestamps import timestamp
+from services.kernel.tenancy.plans import ACTIVE, SUSPENDED, Limits
+from services.tenant.models import Actor, ApiKey, Tenant
 
 PLAN_NAMES = {
     tenant_pb2.PLAN_FREE: "free",
@@ -17,26 +17,6 @@ PLAN_NAMES = {
 }
 PLAN_ENUMS = {v: k for k, v in PLAN_NAMES.items()}
 STATE_ENUMS = {ACTIVE: tenant_pb2.TENANT_STATE_ACTIVE, SUSPENDED: tenant_pb2.TENANT_STATE_SUSPENDED}
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def from_timestamp(message: Message, field: str) -> datetime | None:
-    """An optional Timestamp field as an aware UTC datetime, None when unset."""
-    if not message.HasField(field):
-        return None
-    value: Timestamp = getattr(message, field)
-    return value.ToDatetime(tzinfo=UTC)
-
-
-def day_start(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def tenant_to_proto(tenant: Tenant) -> tenant_pb2.Tenant:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hacs.tenant.v1 import tenant_service_pb2 as pb
 from hacs.tenant.v1 import tenant_service_pb2_grpc as pb_grpc
 
@@ -11,7 +9,10 @@ from services.common import names
 from services.common.audit import AuditQuery
 from services.common.caller import current_caller
 from services.common.pagination import page_size
+from services.common.runtime.context import ServicerContext
 from services.common.signing_keys import SigningKeys
+from services.common.timestamps import day_start, from_timestamp, timestamp
+from services.kernel.tenancy.plans import DEFAULT_PLAN
 from services.tenant import validation  # noqa: F401  (registers the request validators)
 from services.tenant.actors import ActorDirectory
 from services.tenant.api_keys import ApiKeys
@@ -19,18 +20,12 @@ from services.tenant.convert import (
     actor_from_proto,
     actor_to_proto,
     api_key_to_proto,
-    day_start,
-    from_timestamp,
     tenant_from_proto,
     tenant_to_proto,
-    timestamp,
 )
-from services.tenant.models import DEFAULT_PLAN
 from services.tenant.reports import TenantReports
 from services.tenant.tenants import FIRST_ADMIN_ID, TenantAdmin
 from services.tenant.token_issuer import TokenIssuer
-
-Context = Any  # grpc.aio.ServicerContext
 
 
 class TenantServicer(pb_grpc.TenantServiceServicer):
@@ -53,7 +48,7 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
     # -- tenants -------------------------------------------------------------
 
     async def CreateTenant(
-        self, request: pb.CreateTenantRequest, context: Context
+        self, request: pb.CreateTenantRequest, context: ServicerContext
     ) -> pb.CreateTenantResponse:
         tenant = tenant_from_proto(request.tenant_id, request.tenant, DEFAULT_PLAN)
         admin = actor_from_proto(request.tenant_id, FIRST_ADMIN_ID, request.admin)
@@ -65,14 +60,14 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         )
 
     async def GetTenant(
-        self, request: pb.GetTenantRequest, context: Context
+        self, request: pb.GetTenantRequest, context: ServicerContext
     ) -> pb.GetTenantResponse:
-        tenant_id = names.parse(names.TENANT, request.name)["tenant"]
+        tenant_id = names.tenant_of(request.name, "name")
         tenant = await self._tenants.get(current_caller(), tenant_id)
         return pb.GetTenantResponse(tenant=tenant_to_proto(tenant))
 
     async def ListTenants(
-        self, request: pb.ListTenantsRequest, context: Context
+        self, request: pb.ListTenantsRequest, context: ServicerContext
     ) -> pb.ListTenantsResponse:
         tenants, token = await self._tenants.list(
             current_caller(), page_size(request.page_size), request.page_token, request.show_deleted
@@ -82,9 +77,9 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         )
 
     async def UpdateTenant(
-        self, request: pb.UpdateTenantRequest, context: Context
+        self, request: pb.UpdateTenantRequest, context: ServicerContext
     ) -> pb.UpdateTenantResponse:
-        tenant_id = names.parse(names.TENANT, request.tenant.name, "tenant.name")["tenant"]
+        tenant_id = names.tenant_of(request.tenant.name, "tenant.name")
         changes = tenant_from_proto(tenant_id, request.tenant, DEFAULT_PLAN)
         tenant = await self._tenants.update(
             current_caller(), changes, list(request.update_mask.paths), request.tenant.etag
@@ -92,31 +87,33 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         return pb.UpdateTenantResponse(tenant=tenant_to_proto(tenant))
 
     async def DeleteTenant(
-        self, request: pb.DeleteTenantRequest, context: Context
+        self, request: pb.DeleteTenantRequest, context: ServicerContext
     ) -> pb.DeleteTenantResponse:
-        tenant_id = names.parse(names.TENANT, request.name)["tenant"]
+        tenant_id = names.tenant_of(request.name, "name")
         tenant = await self._tenants.delete(current_caller(), tenant_id, request.etag)
         return pb.DeleteTenantResponse(tenant=tenant_to_proto(tenant))
 
     # -- actors --------------------------------------------------------------
 
     async def CreateActor(
-        self, request: pb.CreateActorRequest, context: Context
+        self, request: pb.CreateActorRequest, context: ServicerContext
     ) -> pb.CreateActorResponse:
-        tenant_id = names.parse(names.TENANT, request.parent, "parent")["tenant"]
+        tenant_id = names.tenant_of(request.parent, "parent")
         actor = actor_from_proto(tenant_id, request.actor_id, request.actor)
         created = await self._actors.create(current_caller(), actor)
         return pb.CreateActorResponse(actor=actor_to_proto(created))
 
-    async def GetActor(self, request: pb.GetActorRequest, context: Context) -> pb.GetActorResponse:
+    async def GetActor(
+        self, request: pb.GetActorRequest, context: ServicerContext
+    ) -> pb.GetActorResponse:
         parts = names.parse(names.ACTOR, request.name)
         actor = await self._actors.get(current_caller(), parts["tenant"], parts["actor"])
         return pb.GetActorResponse(actor=actor_to_proto(actor))
 
     async def ListActors(
-        self, request: pb.ListActorsRequest, context: Context
+        self, request: pb.ListActorsRequest, context: ServicerContext
     ) -> pb.ListActorsResponse:
-        tenant_id = names.parse(names.TENANT, request.parent, "parent")["tenant"]
+        tenant_id = names.tenant_of(request.parent, "parent")
         actors, token = await self._actors.list(
             current_caller(),
             tenant_id,
@@ -129,7 +126,7 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         )
 
     async def UpdateActor(
-        self, request: pb.UpdateActorRequest, context: Context
+        self, request: pb.UpdateActorRequest, context: ServicerContext
     ) -> pb.UpdateActorResponse:
         parts = names.parse(names.ACTOR, request.actor.name, "actor.name")
         changes = actor_from_proto(parts["tenant"], parts["actor"], request.actor)
@@ -139,7 +136,7 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         return pb.UpdateActorResponse(actor=actor_to_proto(actor))
 
     async def DeleteActor(
-        self, request: pb.DeleteActorRequest, context: Context
+        self, request: pb.DeleteActorRequest, context: ServicerContext
     ) -> pb.DeleteActorResponse:
         parts = names.parse(names.ACTOR, request.name)
         actor = await self._actors.delete(
@@ -150,7 +147,7 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
     # -- API keys and tokens -------------------------------------------------
 
     async def CreateApiKey(
-        self, request: pb.CreateApiKeyRequest, context: Context
+        self, request: pb.CreateApiKeyRequest, context: ServicerContext
     ) -> pb.CreateApiKeyResponse:
         parts = names.parse(names.ACTOR, request.parent, "parent")
         expire_time = from_timestamp(request.api_key, "expire_time")
@@ -164,7 +161,7 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         return pb.CreateApiKeyResponse(api_key=api_key_to_proto(key))
 
     async def ListApiKeys(
-        self, request: pb.ListApiKeysRequest, context: Context
+        self, request: pb.ListApiKeysRequest, context: ServicerContext
     ) -> pb.ListApiKeysResponse:
         parts = names.parse(names.ACTOR, request.parent, "parent")
         keys, token = await self._api_keys.list(
@@ -179,7 +176,7 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         )
 
     async def RevokeApiKey(
-        self, request: pb.RevokeApiKeyRequest, context: Context
+        self, request: pb.RevokeApiKeyRequest, context: ServicerContext
     ) -> pb.RevokeApiKeyResponse:
         parts = names.parse(names.API_KEY, request.name)
         key = await self._api_keys.revoke(
@@ -188,7 +185,7 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         return pb.RevokeApiKeyResponse(api_key=api_key_to_proto(key))
 
     async def IssueToken(
-        self, request: pb.IssueTokenRequest, context: Context
+        self, request: pb.IssueTokenRequest, context: ServicerContext
     ) -> pb.IssueTokenResponse:
         issued = await self._issuer.issue(
             request.api_key, request.ttl_seconds, list(request.scopes)
@@ -201,15 +198,19 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
             permissions=list(issued.permissions),
         )
 
-    async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
+    async def GetJwks(
+        self, request: pb.GetJwksRequest, context: ServicerContext
+    ) -> pb.GetJwksResponse:
         return pb.GetJwksResponse(
             jwks_json=self._keys.jwks_json(), key_ids=[k.kid for k in self._keys.keys]
         )
 
     # -- usage and audit -------------------------------------------------------
 
-    async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
-        tenant_id = names.parse(names.TENANT, request.name)["tenant"]
+    async def GetUsage(
+        self, request: pb.GetUsageRequest, context: ServicerContext
+    ) -> pb.GetUsageResponse:
+        tenant_id = names.tenant_of(request.name, "name")
         records = await self._reports.usage(
             current_caller(),
             tenant_id,
@@ -228,9 +229,9 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         )
 
     async def ListAuditEvents(
-        self, request: pb.ListAuditEventsRequest, context: Context
+        self, request: pb.ListAuditEventsRequest, context: ServicerContext
     ) -> pb.ListAuditEventsResponse:
-        tenant_id = names.parse(names.TENANT, request.parent, "parent")["tenant"]
+        tenant_id = names.tenant_of(request.parent, "parent")
         query = AuditQuery(
             tenant_id=tenant_id,
             page_size=page_size(request.page_size),

@@ -1,4 +1,4 @@
-"""Tables of the tenant service: tenants, actors, API keys."""
+"""Tables of the tenant service: actors and API keys (the tenants table: kernel.tenancy)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     ForeignKeyConstraint,
     Index,
@@ -16,26 +15,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db.base import Base, JsonDocument, UtcDateTime
-
-
-class TenantRow(Base):
-    """The tenant registry. Not row-level secured: it holds no clinical data and
-    platform operators list it; tenant members only ever read their own row."""
-
-    __tablename__ = "tenants"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    display_name: Mapped[str] = mapped_column(String(200))
-    plan: Mapped[str] = mapped_column(String(20))
-    # Overrides of the plan's limits; 0 means "the plan's default".
-    max_users: Mapped[int] = mapped_column(Integer, default=0)
-    max_patients: Mapped[int] = mapped_column(BigInteger, default=0)
-    calls_per_minute: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[str] = mapped_column(String(20))
-    labels: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
-    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    update_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    version: Mapped[int] = mapped_column(Integer, default=1)
+from services.kernel.tenancy.tables import TenantRow  # noqa: F401  (actors reference tenants)
 
 
 class ActorRow(Base):

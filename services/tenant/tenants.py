@@ -11,8 +11,9 @@ from services.common.errors import AlreadyExists, FieldViolation, Forbidden, Inv
 from services.common.etags import check_etag, concurrent_update
 from services.common.pagination import decode_page_token, take_page
 from services.common.permissions import default_permissions
+from services.kernel.tenancy.plans import ACTIVE, SUSPENDED
 from services.tenant.api_keys import issue_key
-from services.tenant.models import ACTIVE, SUSPENDED, Actor, ApiKey, Tenant
+from services.tenant.models import Actor, ApiKey, Tenant
 from services.tenant.store import TenantStore
 
 FIRST_ADMIN_ID = "admin"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from hacs.tenant.v1 import tenant_service_pb2_grpc
 
-from services.common.runtime.platform import Platform
+from services.kernel.modules import Kernel
 from services.tenant.actors import ActorDirectory
 from services.tenant.api_keys import ApiKeys
 from services.tenant.bootstrap import OPERATOR_KEY_FILE, ensure_platform
@@ -15,9 +15,12 @@ from services.tenant.store import TenantStore
 from services.tenant.tenants import TenantAdmin
 from services.tenant.token_issuer import TokenIssuer
 
+KERNEL_MODULES = ("tenancy",)
 
-async def tenant_servicer(platform: Platform) -> TenantServicer:
+
+async def tenant_servicer(kernel: Kernel) -> TenantServicer:
     """The servicer, after making sure the platform tenant and its operator key exist."""
+    platform = kernel.platform
     keys = platform.signing_keys
     if keys is None:
         raise RuntimeError("the tenant service needs the signing keys; they were not loaded")
@@ -45,7 +48,7 @@ async def tenant_servicer(platform: Platform) -> TenantServicer:
     )
 
 
-async def register(platform: Platform, server: grpc.aio.Server) -> None:
+async def register(kernel: Kernel, server: grpc.aio.Server) -> None:
     tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(
-        await tenant_servicer(platform), server
+        await tenant_servicer(kernel), server
     )

@@ -32,7 +32,7 @@ class Dataset:
 
 
 class DatasetError(Exception):
-    pass
+    """A data set that cannot be read as its format says (any `hacs eval` or tool format)."""
 
 
 def _lines(path: Path) -> Iterator[dict[str, object]]:

@@ -90,7 +90,7 @@ class Options:
 
 
 @dataclass
-class Report:
+class FinetuneReport:
     pairs: int = 0
     held_out: int = 0
     steps: int = 0
@@ -280,7 +280,7 @@ def finetune(
     out: Path,
     options: Options,
     say: Callable[[str, bool], None] | None = None,
-) -> Report:
+) -> FinetuneReport:
     """Train `base` on the split's pairs, measure it on held-out questions, save it to `out`."""
     if out.exists() and any(out.iterdir()):
         raise FinetuneError(f"{out} exists and is not empty; choose a new directory")
@@ -293,7 +293,7 @@ def finetune(
     relevant: dict[str, set[str]] = {}
     for query_id, grades in dataset.qrels.items():
         relevant[query_id] = {d for d, g in grades.items() if g > 0}
-    report = Report(pairs=len(training), held_out=len(held_out))
+    report = FinetuneReport(pairs=len(training), held_out=len(held_out))
     say(f"{len(training):,} training pairs, {len(held_out):,} questions held out", True)
     trainer = Trainer(base, options)
 

@@ -30,9 +30,8 @@ from services.kernel.embedding.encoder import Encoder
 from services.kernel.embedding.model_config import read_model_config, shipped_model_path
 from services.kernel.embedding.registry import DEFAULT_MODEL
 from services.kernel.retrieval.expressions import FilterSpec
-from services.kernel.retrieval.hybrid import KNOWLEDGE
 from services.kernel.retrieval.lexical_store import SqliteLexical
-from services.kernel.retrieval.vector_index import IndexDoc, VectorIndex
+from services.kernel.retrieval.vector_index import KNOWLEDGE, IndexDoc, VectorIndex
 from services.rag.candidates import hybrid_candidates
 from services.rag.chunking import ChunkingSettings, chunk_document
 from services.rag.parsing import ParsedDocument

@@ -17,7 +17,8 @@ from services.app.schema import TENANT_OWNED_TABLES, metadata
 from services.common.db import migrate
 from services.common.db.base import utcnow
 from services.common.db.engine import Database
-from services.tenant.tables import ActorRow, TenantRow
+from services.kernel.tenancy.tables import TenantRow
+from services.tenant.tables import ActorRow
 
 
 async def test_migrations_build_exactly_the_declared_schema(db: Database) -> None:

@@ -24,10 +24,8 @@ T0 = datetime(2023, 5, 8, 13, 0, tzinfo=UTC)
 
 
 async def vector_index(hacs: Harness) -> VectorIndex:
-    server = hacs.server.platform
-    assert server is not None
-    index: VectorIndex = await server.shared("vector_index", lambda: None)  # type: ignore[arg-type]
-    return index
+    assert hacs.server.kernel is not None
+    return await hacs.server.kernel.vector_index()
 
 
 async def rows(hacs: Harness, tenant_id: str, kind: str, name: str) -> int:

@@ -20,7 +20,6 @@ from hacs.records.v1 import memory_block_pb2, record_pb2, record_service_pb2_grp
 from hacs.records.v1 import record_service_pb2 as rpb
 from hacs.tenant.v1 import tenant_service_pb2 as tpb
 
-from services.kernel.retrieval.vector_index import VectorIndex
 from services.memory.index_rows import ALL_KINDS
 from tests.support.harness import Harness, NewTenant, bearer, make_settings, running_platform
 
@@ -344,9 +343,9 @@ async def test_patient_erasure_leaves_nothing_behind(platform: Harness) -> None:
     changes = await w.records.ListChanges(rpb.ListChangesRequest(parent=w.name), metadata=w.admin)
     purged = {c.name for c in changes.changes if c.operation == 4}  # CHANGE_OPERATION_PURGE
     assert purged == doomed
-    server = w.hacs.server.platform
-    assert server is not None
-    index: VectorIndex = await server.shared("vector_index", lambda: None)  # type: ignore[arg-type]
+    kernel = w.hacs.server.kernel
+    assert kernel is not None
+    index = await kernel.vector_index()
     names = ", ".join(f'"{n}"' for n in doomed)
     for kind in ALL_KINDS:  # live and history, whole memories and passages
         assert await index.count(kind, w.tenant.tenant_id, f"name in [{names}]") == 0

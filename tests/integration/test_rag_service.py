@@ -65,9 +65,9 @@ async def platform(
         root / "data",
         f"sqlite+aiosqlite:///{root / 'hacs.db'}",
         services="tenant,records,embedding,search,rag",
+        llm_providers=json.dumps(providers),
     )
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("HACS_LLM_PROVIDERS", json.dumps(providers))
+    with pytest.MonkeyPatch.context() as env:  # the keys: secrets come from the environment
         env.setenv("TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)
         env.setenv("TEST_OPENAI_KEY", OPENAI_KEY)
         async with running_platform(settings) as harness:

@@ -16,13 +16,15 @@ from services.common.db.engine import Database
 from services.kernel.embedding.embedder import LocalEmbedder
 from services.kernel.embedding.registry import ModelRegistry
 from services.kernel.records.store import RecordStore
-from services.kernel.records.writes import NewRecord, RecordWriter
+from services.kernel.records.write_plans import NewRecord
+from services.kernel.records.writes import RecordWriter
+from services.kernel.retrieval.cursors import IndexCursors
 from services.kernel.retrieval.lexical_store import SqliteLexical
-from services.kernel.retrieval.vector_index import VectorIndex
-from services.search import indexer as indexer_module
-from services.search.indexer import RECORDS_INDEX, RecordIndexer, indexed_sequence
+from services.kernel.retrieval.vector_index import RECORDS, VectorIndex
+from services.kernel.tenancy.plans import ACTIVE, Limits
+from services.search.indexer import BackfillProgress, RecordIndexer
 from services.tenant.bootstrap import ensure_platform
-from services.tenant.models import ACTIVE, Limits, Tenant
+from services.tenant.models import Tenant
 from services.tenant.store import TenantStore
 from tests.support import clinical
 
@@ -73,7 +75,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
 
 
 async def _index_pks(world: World) -> list[str]:
-    name = await world.index.ensure(RECORDS_INDEX)
+    name = await world.index.ensure(RECORDS)
     rows = world.index.client.query(
         name, filter=f'tenant_id == "{TENANT}"', output_fields=["pk"], limit=10_000
     )
@@ -89,25 +91,26 @@ async def test_a_crash_between_index_write_and_cursor_replays_without_duplicates
             ADMIN, TENANT, NewRecord(f"crash-o{i}", clinical.hba1c(patient.name, 6 + i / 10))
         )
 
-    real_save = indexer_module._save_cursor
+    cursors = IndexCursors(world.db, RECORDS)
+    real_save = IndexCursors.save
 
     async def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("killed before the cursor was committed")
 
-    monkeypatch.setattr(indexer_module, "_save_cursor", crash)
+    monkeypatch.setattr(IndexCursors, "save", crash)
     with pytest.raises(RuntimeError):
         await RecordIndexer(world.db, world.index, world.lexical, world.embedder).catch_up(TENANT)
-    assert (await indexed_sequence(world.db, TENANT))[0] == 0  # nothing committed
+    assert (await cursors.read(TENANT))[0] == 0  # nothing committed
     assert len(await _index_pks(world)) == 13  # but the documents were written
 
-    monkeypatch.setattr(indexer_module, "_save_cursor", real_save)
+    monkeypatch.setattr(IndexCursors, "save", real_save)
     restarted = RecordIndexer(world.db, world.index, world.lexical, world.embedder)
     await restarted.catch_up(TENANT)
     pks = await _index_pks(world)
     assert len(pks) == len(set(pks)) == 13  # replayed, not duplicated
-    assert await world.lexical.count(RECORDS_INDEX, TENANT) == 13
+    assert await world.lexical.count(RECORDS, TENANT) == 13
     async with RecordStore(world.db).transaction(TENANT) as tx:
-        assert (await indexed_sequence(world.db, TENANT))[0] == await tx.head_sequence()
+        assert (await cursors.read(TENANT))[0] == await tx.head_sequence()
 
     # More writes after the restart land too: no gap at the resume point.
     await world.writer.create(
@@ -130,7 +133,7 @@ async def test_deletes_and_patient_documents_follow_the_records(world: World) ->
     )
     await indexer.catch_up(TENANT)
     docs = await world.index.fetch(
-        RECORDS_INDEX, TENANT, [f"{TENANT}/patients/follow-p"], ["text", "codes"]
+        RECORDS, TENANT, [f"{TENANT}/patients/follow-p"], ["text", "codes"]
     )
     patient_doc = docs[f"{TENANT}/patients/follow-p"]
     assert (
@@ -143,9 +146,7 @@ async def test_deletes_and_patient_documents_follow_the_records(world: World) ->
     await indexer.catch_up(TENANT)
     pks = await _index_pks(world)
     assert f"{TENANT}/observations/follow-o" not in pks
-    refreshed = await world.index.fetch(
-        RECORDS_INDEX, TENANT, [f"{TENANT}/patients/follow-p"], ["text"]
-    )
+    refreshed = await world.index.fetch(RECORDS, TENANT, [f"{TENANT}/patients/follow-p"], ["text"])
     assert "Diabetes" not in refreshed[f"{TENANT}/patients/follow-p"]["text"]
 
 
@@ -153,11 +154,11 @@ async def test_backfill_rebuilds_from_the_records(world: World) -> None:
     indexer = RecordIndexer(world.db, world.index, world.lexical, world.embedder)
     await indexer.catch_up(TENANT)
     before = await _index_pks(world)
-    await world.index.delete_where(RECORDS_INDEX, TENANT, "")  # the index is lost
+    await world.index.delete_where(RECORDS, TENANT, "")  # the index is lost
     assert await _index_pks(world) == []
     seen: list[int] = []
 
-    async def progress(p: indexer_module.Progress) -> None:
+    async def progress(p: BackfillProgress) -> None:
         seen.append(p.processed)
 
     indexed, _ = await indexer.backfill(TENANT, batch_size=5, progress=progress)

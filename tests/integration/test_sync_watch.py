@@ -207,8 +207,8 @@ async def test_events_carry_the_version_written_when_asked(hacs: Harness) -> Non
 async def test_a_consumer_too_far_behind_is_cut_off_with_a_cursor_to_resume_from(
     hacs: Harness,
 ) -> None:
-    assert hacs.server.platform is not None
-    watcher, _, _ = await sync_parts(hacs.server.platform)
+    assert hacs.server.kernel is not None
+    watcher, _, _ = await sync_parts(hacs.server.kernel)
     limits = watcher.limits
     watcher.limits = WatchLimits(max_pending=5, replay_page=limits.replay_page)
     try:

@@ -84,6 +84,22 @@ class PostgresServer:
                     raise
                 time.sleep(0.2)
 
+    def restart(self) -> None:
+        """Stop and start again (fast shutdown) with the same port and socket directory:
+        settings written with ALTER SYSTEM take effect."""
+        # pg_ctl restart reuses the start options (port, socket dir) from postmaster.opts.
+        self._run(
+            _bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-m",
+            "fast",
+            "restart",
+        )
+
     def stop(self) -> None:
         try:
             self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")

@@ -1,8 +1,10 @@
 """What every service in one process shares: settings, database, keys, meters.
 
-`open_platform` builds it once at start; servicers receive the parts they
-need. Nothing here knows which services the process hosts beyond whether the
-tenant service (the keeper of the signing keys) is among them.
+`open_platform` builds it once at start; the kernel and the services build on
+it. Nothing here knows which services the process hosts beyond whether the
+tenant service (the keeper of the signing keys) is among them, and nothing
+here imports the layers above: the tenants' standing (for rate limits) is
+handed in by whoever opens the platform.
 """
 
 from __future__ import annotations
@@ -10,22 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from services.common.audit import AuditLog
 from services.common.change_bus import ChangeBus, LocalChangeBus, RedisChangeBus
 from services.common.db import migrate
 from services.common.db.engine import Database
-from services.common.runtime.rate_limit import TenantRateLimiter
+from services.common.runtime.rate_limit import StandingLookup, TenantRateLimiter
 from services.common.settings import Settings
 from services.common.signing_keys import SigningKeys
 from services.common.tokens import KeySource, LocalKeys, RemoteJwks, TokenVerifier
 from services.common.usage import UsageMeter
-from services.kernel.tenancy.standing import standing_lookup
-
-if TYPE_CHECKING:
-    from services.kernel.embedding.embedder import Embedder
-    from services.kernel.embedding.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,44 +62,11 @@ class Platform:
         await self.usage.stop()
         await self.db.close()
 
-    async def model_registry(self) -> ModelRegistry:
-        async def build() -> ModelRegistry:
-            from services.kernel.embedding.registry import ModelRegistry
 
-            registry = ModelRegistry(
-                self.db,
-                device=self.settings.embedding_device,
-                precision=self.settings.embedding_precision,
-                worker=self.settings.embedding_worker,
-                max_batch=self.settings.embedding_max_batch,
-                max_wait_ms=self.settings.embedding_max_wait_ms,
-            )
-            await registry.start()
-            self.on_close(registry.close)
-            return registry
-
-        return await self.shared("model_registry", build)
-
-    async def embedder(self) -> Embedder:
-        """In-process embedding, or the embedding pods when HACS_EMBEDDING_URL says so."""
-
-        async def build() -> Embedder:
-            from services.kernel.embedding.embedder import LocalEmbedder, RemoteEmbedder
-
-            if self.settings.embedding_url:
-                if not self.settings.service_api_key:
-                    raise RuntimeError(
-                        "HACS_EMBEDDING_URL needs HACS_SERVICE_API_KEY to authenticate"
-                    )
-                remote = RemoteEmbedder(self.settings.embedding_url, self.settings.service_api_key)
-                self.on_close(remote.close)
-                return remote
-            return LocalEmbedder(await self.model_registry())
-
-        return await self.shared("embedder", build)
-
-
-async def open_platform(settings: Settings) -> Platform:
+async def open_platform(
+    settings: Settings, standing: Callable[[Database], StandingLookup]
+) -> Platform:
+    """Database (migrated), keys, meters and the change bus; `standing` reads tenants' plans."""
     settings.data_path.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
     await db.ping()
@@ -139,7 +103,7 @@ async def open_platform(settings: Settings) -> Platform:
         audit=AuditLog(db),
         usage=usage,
         verifier=TokenVerifier(source, issuer=settings.jwt_issuer, audience=settings.jwt_audience),
-        limiter=TenantRateLimiter(standing_lookup(db), enforce_rate=settings.rate_limit_enabled),
+        limiter=TenantRateLimiter(standing(db), enforce_rate=settings.rate_limit_enabled),
         signing_keys=signing_keys,
     )
     if settings.redis_url:

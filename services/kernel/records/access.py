@@ -1,16 +1,24 @@
-"""Who may read or write which records: `read:<type>` / `write:<type>`.
+"""Who may read or write which records: the one access policy per record type.
 
-The tenant of a record name must be the caller's. Reads of a named record in
-another tenant answer NOT_FOUND (its existence is not disclosed); parents and
-writes in another tenant answer PERMISSION_DENIED.
+Every type: `read:<type>` / `write:<type>`, and the tenant of a record name
+must be the caller's. Reads of a named record in another tenant answer
+NOT_FOUND (its existence is not disclosed); parents and writes in another
+tenant answer PERMISSION_DENIED.
+
+Some types add an owner (`may_access`): a MemoryBlock belongs to its agent,
+and an actor with the role "agent" works on its own memories only, unless it
+holds admin:memory. Whatever reads or writes records of such a type applies
+this rule here rather than a copy of it.
 """
 
 from __future__ import annotations
 
+from hacs.records.v1 import record_pb2
+
 from services.common.caller import Caller
 from services.common.errors import Forbidden, NotFound
 from services.kernel.records.names import RecordName
-from services.kernel.records.resource_types import RESOURCE_TYPES, ResourceTypeInfo
+from services.kernel.records.resource_types import RESOURCE_TYPES, ResourceTypeInfo, of_record
 
 
 def require_own_parent(caller: Caller, tenant_id: str, permission: str) -> None:
@@ -36,3 +44,26 @@ def readable_types(caller: Caller, wanted: list[ResourceTypeInfo]) -> list[Resou
             caller.require(f"read:{info.permission}")
         return wanted
     return [info for info in RESOURCE_TYPES if caller.can(f"read:{info.permission}")]
+
+
+# -- owners: what a type adds to its permissions ---------------------------------
+
+
+def sees_every_owner(caller: Caller, info: ResourceTypeInfo) -> bool:
+    """Whether the caller may act on every record of the type, not only on its own."""
+    if info.field == "memory_block":
+        return caller.role != "agent" or caller.can("admin:memory")
+    return True
+
+
+def owner_of(record: record_pb2.Record) -> str:
+    """The actor a record belongs to ("" for types without an owner)."""
+    if record.WhichOneof("resource") == "memory_block":
+        return record.memory_block.agent
+    return ""
+
+
+def may_access(caller: Caller, record: record_pb2.Record) -> bool:
+    """The type's owner rule for this record (its permissions are checked apart)."""
+    info = of_record(record)
+    return info is None or sees_every_owner(caller, info) or owner_of(record) == caller.actor_name

@@ -8,8 +8,8 @@ result of a retried call instead of writing twice.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from datetime import datetime
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from hacs.records.v1 import record_pb2, record_service_pb2
@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.caller import Caller, current_call
 from services.common.change_bus import ChangeBus, ChangeNotice
 from services.common.db.base import utcnow
-from services.common.errors import AlreadyExists, FieldViolation, Invalid
+from services.common.errors import AlreadyExists, Conflict, FieldViolation, Invalid, NotFound
 from services.common.etags import check_etag, concurrent_update
 from services.common.validation import Violations
 from services.kernel.records import derive
@@ -26,7 +26,7 @@ from services.kernel.records.access import require_own_parent, require_write
 from services.kernel.records.content import check_record
 from services.kernel.records.envelope import ENVELOPE_MUTABLE, change, envelope_new, envelope_next
 from services.kernel.records.names import RecordName, new_record_id, parse_record_name
-from services.kernel.records.resource_types import ResourceTypeInfo, of_record
+from services.kernel.records.resource_types import of_record
 from services.kernel.records.store import ChangeEntry, RecordStore, Stored
 from services.kernel.records.write_checks import (
     IDEMPOTENCY_WINDOW,
@@ -39,42 +39,17 @@ from services.kernel.records.write_checks import (
     replayed,
     update_paths,
 )
+from services.kernel.records.write_plans import (
+    NewRecord,
+    PurgeOutcome,
+    Revision,
+    Upsert,
+    UpsertOutcome,
+    Written,
+)
+from services.kernel.tenancy.standing import PatientLimit
 
 MAX_BATCH = 1000
-
-PatientLimit = Callable[[str], Awaitable[int]]
-
-
-@dataclass(frozen=True)
-class NewRecord:
-    """One record to create: the requested id (may be empty) and the content."""
-
-    record_id: str
-    record: record_pb2.Record
-
-
-@dataclass(frozen=True)
-class Upsert:
-    """One FHIR-style write: create or replace `record` under its id, or delete (record None)."""
-
-    info: ResourceTypeInfo
-    record_id: str
-    record: record_pb2.Record | None
-
-
-@dataclass(frozen=True)
-class UpsertOutcome:
-    name: str
-    status: str  # CREATED | UPDATED | DELETED | MISSING
-    version: int
-
-
-@dataclass(frozen=True)
-class PurgeOutcome:
-    """What an erasure removed: the records (by name) and how many versions they had."""
-
-    names: list[str]
-    versions: int
 
 
 class RecordWriter:
@@ -142,40 +117,127 @@ class RecordWriter:
         request_hash: str,
         method: str,
     ) -> list[record_pb2.Record]:
-        now = utcnow()
-        infos = check_new(caller, tenant_id, [item.record for item in items], prefix)
+        written = await self.write(
+            caller,
+            tenant_id,
+            creates=items,
+            prefix=prefix,
+            request_id=request_id,
+            request_hash=request_hash,
+            method=method,
+        )
+        records = written.created
+        if not written.replayed:
+            note_resource(f"tenants/{tenant_id}" if len(records) > 1 else records[0].name)
+        return records
+
+    async def write(
+        self,
+        caller: Caller,
+        tenant_id: str,
+        *,
+        creates: Sequence[NewRecord] = (),
+        revisions: Sequence[Revision] = (),
+        strict: bool = True,
+        prefix: str = "records[{i}]",
+        revised_field: str = "record",
+        request_id: str = "",
+        request_hash: str = "",
+        method: str = "",
+        now: datetime | None = None,
+    ) -> Written:
+        """Create and revise records of one tenant in one transaction, all or nothing.
+
+        Each new version gets the same envelope, history row, filter rows and
+        change-log entry as any other write, content checked by the same rules
+        (creates under `prefix`, revisions under `revised_field`). strict: a
+        revision whose record is gone, deleted or at another version than
+        expected fails the whole write (NOT_FOUND / FAILED_PRECONDITION);
+        otherwise it is skipped and reported in `Written.skipped`. A retried
+        call with the same `request_id` gets the records first created.
+        """
+        now = now or utcnow()
+        infos = check_new(caller, tenant_id, [c.record for c in creates], prefix)
+        names = [parse_record_name(r.name) for r in revisions]
+        for name in {n.info.name: n for n in names}.values():
+            require_write(caller, name.info, tenant_id, f"tenants/{tenant_id}")
         # Read before the write transaction opens: on SQLite a second
         # transaction inside it would wait for it forever.
         adds_patients = any(info.field == "patient" for info in infos)
         patient_limit = await self._patient_limit(tenant_id) if adds_patients else 0
+        written = Written()
         async with self._store.transaction(tenant_id) as tx:
             replay = await replayed(tx, request_id, method, request_hash, now)
             if replay is not None:
-                return list(
-                    record_service_pb2.BatchCreateRecordsResponse.FromString(replay).records
-                )
+                response = record_service_pb2.BatchCreateRecordsResponse.FromString(replay)
+                return Written(created=list(response.records), replayed=True)
             stored = [
                 envelope_new(
                     caller, tenant_id, info, item.record_id or new_record_id(info), item.record, now
                 )
-                for info, item in zip(infos, items, strict=True)
+                for info, item in zip(infos, creates, strict=True)
             ]
             await check_new_ids(tx, stored, prefix)
-            await check_patients_exist(tx, stored, prefix)
+            keys = [(n.info.collection, n.id) for n in names]
+            current = await tx.get_many(keys, for_update=True) if keys else {}
+            replaced: list[tuple[Stored, int]] = []
+            entries: list[ChangeEntry] = [change(s, "CREATE", caller, now) for s in stored]
+            patient_delta = sum(1 for item in stored if item.collection == "patients")
+            for revision, name in zip(revisions, names, strict=True):
+                found = current.get((name.info.collection, name.id))
+                problem = _revision_problem(found, revision)
+                if problem:
+                    if strict and found is None:
+                        raise NotFound(name.info.name, revision.name)
+                    if strict:
+                        raise Conflict(problem, subject=revision.name)
+                    written.skipped.append(revision.name)
+                    continue
+                assert found is not None
+                content = record_pb2.Record()
+                content.CopyFrom(found)
+                revised = revision.revise(content)
+                if revised is None:
+                    continue
+                if revision.delete:
+                    revised.delete_time.FromDatetime(now)
+                    patient_delta -= name.info.field == "patient"
+                v = Violations()
+                check_record(revised, revised_field, v, tenant_id=tenant_id)
+                v.raise_if_any()
+                item = envelope_next(caller, name, revised, now)
+                replaced.append((item, found.version))
+                previous = derive.patient_id(found, name.info, name.id)
+                entries.append(
+                    change(
+                        item,
+                        "DELETE" if revision.delete else "UPDATE",
+                        caller,
+                        now,
+                        previous_patient=previous,
+                        paths=revision.paths,
+                    )
+                )
+                written.revised[revision.name] = item.record
+            await check_patients_exist(tx, [*stored, *(s for s, _ in replaced)], prefix)
             try:
                 await tx.insert_many(stored)
             except IntegrityError as exc:  # a concurrent create took one of the ids
+                kinds = {info.name for info in infos}
                 raise AlreadyExists(
-                    "Record", "one of the requested ids (created concurrently)"
+                    kinds.pop() if len(kinds) == 1 else "Record",
+                    "one of the requested ids (created concurrently)",
                 ) from exc
+            for item, version in replaced:
+                if not await tx.replace(item, expected_version=version):
+                    raise concurrent_update(item.record.name)
             # Last, beside the change log: both lock the tenant's counter row until
             # commit, so concurrent writers queue only for the tail of the transaction.
-            new_patients = sum(1 for item in stored if item.collection == "patients")
-            await check_patient_quota(tx, tenant_id, new_patients, patient_limit)
-            sequences = await tx.append_changes([change(s, "CREATE", caller, now) for s in stored])
-            records = [s.record for s in stored]
+            await check_patient_quota(tx, tenant_id, patient_delta, patient_limit)
+            sequences = await tx.append_changes(entries)
+            written.created = [s.record for s in stored]
             if request_id:
-                response = record_service_pb2.BatchCreateRecordsResponse(records=records)
+                response = record_service_pb2.BatchCreateRecordsResponse(records=written.created)
                 await tx.remember(
                     request_id,
                     method,
@@ -185,8 +247,7 @@ class RecordWriter:
                     expire_before=now - IDEMPOTENCY_WINDOW,
                 )
         await self._announce(tenant_id, sequences)
-        note_resource(f"tenants/{tenant_id}" if len(records) > 1 else records[0].name)
-        return records
+        return written
 
     async def update(
         self,
@@ -407,3 +468,16 @@ class RecordWriter:
             sequences = await tx.append_changes(entries)
         await self._announce(tenant_id, sequences)
         return PurgeOutcome(erased, versions)
+
+
+def _revision_problem(found: record_pb2.Record | None, revision: Revision) -> str:
+    if found is None:
+        return f"{revision.name} does not exist (any more)"
+    if found.HasField("delete_time"):
+        return f"{revision.name} is deleted"
+    if revision.expected_version and found.version != revision.expected_version:
+        return (
+            f"{revision.name} changed since it was read (version {found.version}, "
+            f"expected {revision.expected_version})"
+        )
+    return ""

@@ -28,16 +28,20 @@ the caller's record dtype: the store keeps the documents' scalar filter
 fields there), so a filter can be evaluated over every slot at once and
 passed to `top` as a mask.
 
-The formula is FTS5's bm25(): k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) /
-(n + 0.5)) floored at 1e-6, the term frequency being title_weight * count in
-title + count in body, and the document length every term of both.
+The term frequency is title_weight * count in title + count in body, and
+the document length every term of both. How the rest scores is a `Bm25`:
+the search indexes use FTS5's bm25() (k1 = 1.2, b = 0.75, idf = ln((N - n +
+0.5) / (n + 0.5)) floored at 1e-6, n counting postings until merged, gains in
+float32); the memory index its own parameters (services/memory/lexical.py).
+This is the platform's one lexical engine; only the analysers that turn text
+into terms differ per use.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +55,34 @@ DENSE_SHARE = 8  # rare terms in over 1/8 of the slots: sum every posting instea
 # through a slot-indexed scratch array (one write per posting, one read per candidate) once
 # the binary searches would cost more (candidates x log2(postings) against postings).
 SCATTER_ABOVE = 1.0
+
+
+@dataclass(frozen=True)
+class Bm25:
+    """How an index scores: Okapi BM25's k1 and b, its idf, what counts as a term's documents.
+
+    idf_plus_one: Lucene's ln(1 + odds), positive for every term; else FTS5's
+    ln(odds) floored at IDF_FLOOR. live_frequencies: n counts the live
+    documents holding the term (exact, at the cost of a pass over its
+    postings per query: for indexes whose documents are rewritten often);
+    else every posting until its segment is merged, as Lucene does.
+    exact: gains computed in float64 (else float32, half the memory traffic).
+    """
+
+    k1: float = K1
+    b: float = B
+    idf_plus_one: bool = False
+    live_frequencies: bool = False
+    exact: bool = False
+
+    def idf(self, documents: int, having: int) -> float:
+        odds = (documents - having + 0.5) / (having + 0.5)
+        if self.idf_plus_one:
+            return math.log(1 + odds)
+        return math.log(odds) if odds > 1 else IDF_FLOOR  # `having` may count dead postings
+
+
+FTS5_BM25 = Bm25()
 
 
 @dataclass(frozen=True)
@@ -105,8 +137,14 @@ _EMPTY = TopK(np.empty(0, np.int64), np.empty(0, np.float64), True)
 class TermIndex:
     """Postings of one (tenant, kind). Not thread-safe: the caller serialises access."""
 
-    def __init__(self, title_weight: float, payload_dtype: np.dtype | None = None) -> None:
+    def __init__(
+        self,
+        title_weight: float,
+        payload_dtype: np.dtype | None = None,
+        scoring: Bm25 = FTS5_BM25,
+    ) -> None:
         self._title_weight = np.float32(title_weight)
+        self._scoring = scoring
         fields = payload_dtype.fields if payload_dtype is not None else None
         self._payload: dict[str, np.ndarray] = {
             name: np.zeros(0, spec[0]) for name, spec in (fields or {}).items()
@@ -267,10 +305,13 @@ class TermIndex:
             return _EMPTY
         eligible = self._alive[: self._n] if mask is None else self._alive[: self._n] & mask
         avgdl = max(self._total_length / live, 1e-9)
-        norm0, norm1 = K1 * (1 - B), K1 * B / avgdl
+        k1, b = self._scoring.k1, self._scoring.b
+        norm0, norm1 = k1 * (1 - b), k1 * b / avgdl
+        dtype = np.float64 if self._scoring.exact else np.float32
 
         def weights(term: _Term, slots: np.ndarray, tf: np.ndarray) -> np.ndarray:
-            gain: np.ndarray = term.idf * tf * (K1 + 1)
+            tf = tf.astype(dtype, copy=False)
+            gain: np.ndarray = term.idf * tf * (k1 + 1)
             gain /= tf + (norm0 + norm1 * self._length[slots])
             return gain
 
@@ -306,7 +347,7 @@ class TermIndex:
             if not common:
                 complete = len(candidates) <= k
                 break
-            ceiling = sum(t.idf * (K1 + 1) for t in common)
+            ceiling = sum(t.idf * (k1 + 1) for t in common)
             # "The k-th best score beats the ceiling" is "k scores beat it": one pass, where
             # a selection of the k-th value slowed down on the many equal scores of
             # templated records (7 ms per query at a million documents).
@@ -362,13 +403,57 @@ class TermIndex:
         candidates = np.flatnonzero((totals > 0) & eligible)
         return candidates, totals[candidates]
 
+    def statistics(self, term_ids: Iterable[int]) -> Statistics:
+        """The index's statistics for these terms, to score documents outside it with."""
+        self.flush()
+        frequencies = {t: self._frequency(self._postings(t)) for t in dict.fromkeys(term_ids)}
+        live = self.live
+        return Statistics(
+            self._scoring,
+            documents=max(live, 1),
+            average_length=self._total_length / live if live else 1.0,
+            frequencies=frequencies,
+        )
+
+    def _postings(self, term_id: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [p for seg in self._segments if (p := seg.postings(term_id)) is not None]
+
+    def _frequency(self, chunks: list[tuple[np.ndarray, np.ndarray]]) -> int:
+        """A term's document frequency, from its postings, as the scoring counts it."""
+        if self._scoring.live_frequencies:
+            return sum(int(np.count_nonzero(self._alive[s])) for s, _ in chunks)
+        return sum(len(s) for s, _ in chunks)
+
     def _term(self, term_id: int, live: int) -> _Term | None:
-        chunks = [p for seg in self._segments if (p := seg.postings(term_id)) is not None]
-        df = sum(len(s) for s, _ in chunks)
-        if df == 0:
+        chunks = self._postings(term_id)
+        having = self._frequency(chunks)
+        if having == 0:
             return None
-        odds = (live - df + 0.5) / (df + 0.5)  # df counts dead postings: may exceed live
-        return _Term(math.log(odds) if odds > 1 else IDF_FLOOR, df, chunks)
+        postings = sum(len(s) for s, _ in chunks)  # the work of reading them
+        return _Term(self._scoring.idf(live, having), postings, chunks)
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """An index's statistics for some terms: BM25 of a document that need not be in it
+    (a past version of one, say), in plain floats."""
+
+    scoring: Bm25
+    documents: int
+    average_length: float
+    frequencies: Mapping[int, int]  # term id -> document frequency
+
+    def score(self, counts: Iterable[tuple[int | None, int]], length: int) -> float:
+        """(term id, or None for a term the index never saw; its count in the document)
+        for each query term the document holds, summed in the order given."""
+        k1, b = self.scoring.k1, self.scoring.b
+        total = 0.0
+        for term_id, frequency in counts:
+            having = 0 if term_id is None else self.frequencies.get(term_id, 0)
+            idf = self.scoring.idf(self.documents, having)
+            norm = k1 * (1 - b + b * length / max(self.average_length, 1e-9))
+            total += idf * frequency * (k1 + 1) / (frequency + norm)
+        return total
 
 
 def _resized(array: np.ndarray, capacity: int) -> np.ndarray:

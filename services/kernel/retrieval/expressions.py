@@ -1,12 +1,62 @@
-"""Search filters -> Milvus filter expressions (the tenant is added by the index)."""
+"""Milvus filter expressions: the one builder, and the search filters written with it.
+
+Every expression the platform sends Milvus is written here or with the
+helpers below (search filters, knowledge filters, memory scopes, the vector
+index's tenant scoping), so a value reaches Milvus through one escaping rule
+(`literal`), never pasted into the text.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from services.kernel.retrieval.vector_index import quote
+
+def literal(value: str) -> str:
+    """A string literal in a Milvus filter expression (the one escaping rule)."""
+    return json.dumps(value)
+
+
+def literals(values: Iterable[str]) -> str:
+    return "[" + ", ".join(literal(v) for v in values) + "]"
+
+
+def equals(field_name: str, value: str) -> str:
+    return f"{field_name} == {literal(value)}"
+
+
+def is_in(field_name: str, values: Iterable[str]) -> str:
+    return f"{field_name} in {literals(values)}"
+
+
+def contains_any(field_name: str, values: Iterable[str]) -> str:
+    return f"array_contains_any({field_name}, {literals(values)})"
+
+
+def contains_all(field_name: str, values: Iterable[str]) -> str:
+    return f"array_contains_all({field_name}, {literals(values)})"
+
+
+def extra_equals(key: str, value: str) -> str:
+    """A key of the JSON field `extra` equal to a string."""
+    return f"extra[{literal(key)}] == {literal(value)}"
+
+
+def all_of(parts: Iterable[str]) -> str:
+    """Every non-empty part, each in parentheses ("" when there is none)."""
+    return " and ".join(f"({p})" for p in parts if p)
+
+
+def any_of(parts: Iterable[str]) -> str:
+    return " or ".join(p for p in parts if p)
+
+
+def in_tenant(tenant_id: str, expr: str = "") -> str:
+    """An expression scoped to one tenant: every read and delete of the index carries it."""
+    scope = equals("tenant_id", tenant_id)
+    return f"{scope} and ({expr})" if expr else scope
 
 
 @dataclass
@@ -43,34 +93,34 @@ def records_expression(spec: FilterSpec, *, today: date | None = None) -> str:
     today = today or datetime.now(UTC).date()
     parts: list[str] = []
     if spec.kinds:
-        parts.append(f"kind in {json.dumps(spec.kinds)}")
+        parts.append(is_in("kind", spec.kinds))
     if spec.patient_ids:
-        parts.append(f"patient_id in {json.dumps(spec.patient_ids)}")
+        parts.append(is_in("patient_id", spec.patient_ids))
     if spec.min_age is not None:
         parts.append(f"birth_ymd >= 0 and birth_ymd <= {years_before(today, spec.min_age)}")
     if spec.max_age is not None:
         parts.append(f"birth_ymd > {years_before(today, spec.max_age + 1)}")
     if spec.genders:
-        parts.append(f"gender in {json.dumps(spec.genders)}")
+        parts.append(is_in("gender", spec.genders))
     if spec.codes:
-        parts.append(f"array_contains_any(codes, {json.dumps([code_key(c) for c in spec.codes])})")
+        parts.append(contains_any("codes", [code_key(c) for c in spec.codes]))
     if spec.start_time is not None:
         parts.append(f"clinical_time >= {int(spec.start_time.timestamp())}")
     if spec.end_time is not None:
         parts.append(f"clinical_time < {int(spec.end_time.timestamp())}")
     for key, value in sorted(spec.labels.items()):
         parts.append(
-            f"labels[{quote(key)}] == {quote(value)}" if value else f"exists labels[{quote(key)}]"
+            f"labels[{literal(key)}] == {literal(value)}"
+            if value
+            else f"exists labels[{literal(key)}]"
         )
-    return " and ".join(f"({p})" for p in parts)
+    return all_of(parts)
 
 
 def knowledge_expression(spec: FilterSpec) -> str:
     parts: list[str] = []
     if spec.groups:
-        parts.append(f"grp in {json.dumps(spec.groups)}")
+        parts.append(is_in("grp", spec.groups))
     if spec.document_tags:
-        parts.append(
-            f"array_contains_all(codes, {json.dumps(['tag:' + t for t in spec.document_tags])})"
-        )
-    return " and ".join(f"({p})" for p in parts)
+        parts.append(contains_all("codes", ["tag:" + t for t in spec.document_tags]))
+    return all_of(parts)

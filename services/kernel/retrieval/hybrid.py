@@ -15,6 +15,7 @@ import asyncio
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from hacs.records.v1 import record_pb2
 
 from services.common.caller import Caller
 from services.common.errors import FieldViolation, Forbidden, Invalid
@@ -25,10 +26,8 @@ from services.kernel.retrieval.fusion import DEFAULT_FUSION, Candidate, Fusion, 
 from services.kernel.retrieval.lexical import LexicalIndex, expression
 from services.kernel.retrieval.query_parser import Parse, QueryParser
 from services.kernel.retrieval.snippets import Snippet, snippet
-from services.kernel.retrieval.vector_index import Hit, VectorIndex
+from services.kernel.retrieval.vector_index import KNOWLEDGE, RECORDS, Hit, VectorIndex
 
-RECORDS = "records"
-KNOWLEDGE = "knowledge"
 FIELDS = ["pk", "name", "kind", "title", "text", "patient_id", "grp", "extra"]
 
 
@@ -50,6 +49,7 @@ class Found:
     candidate: Candidate
     collection: str  # records | knowledge
     snippet: Snippet
+    record: record_pb2.Record | None = None  # the record itself, when the caller asks for it
 
 
 @dataclass

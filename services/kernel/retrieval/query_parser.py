@@ -19,73 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from services.kernel.retrieval.stopwords import QUERY_FILLER
 from services.kernel.retrieval.vocabulary import Match, Vocabulary, shipped
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['\u2019][A-Za-z]+)?")
-# Words that carry no content of their own in a search request.
-FILLER = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "for",
-        "with",
-        "without",
-        "and",
-        "or",
-        "in",
-        "on",
-        "at",
-        "to",
-        "from",
-        "by",
-        "who",
-        "whose",
-        "which",
-        "that",
-        "those",
-        "these",
-        "their",
-        "there",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "has",
-        "have",
-        "had",
-        "do",
-        "does",
-        "did",
-        "any",
-        "all",
-        "some",
-        "show",
-        "find",
-        "list",
-        "get",
-        "give",
-        "me",
-        "my",
-        "us",
-        "our",
-        "please",
-        "search",
-        "look",
-        "looking",
-        "records",
-        "record",
-        "i",
-        "want",
-        "need",
-        "about",
-        "what",
-        "how",
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -305,7 +242,9 @@ class QueryParser:
         for match in self.vocabulary.find(lowered_free, [w[0] for w in free]):
             first, last = free[match.start], free[match.end - 1]
             result.terms.append(TermFound(query[first[1] : last[2]], first[1], last[2], match))
-        result.text = " ".join(w[0] for w in free if w[0].lower() not in FILLER) or query.strip()
+        result.text = (
+            " ".join(w[0] for w in free if w[0].lower() not in QUERY_FILLER) or query.strip()
+        )
         expansion: list[str] = []
         for term in result.terms:
             concept = term.match.concept

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.kernel.retrieval.query_parser import FILLER
+from services.kernel.retrieval.stopwords import QUERY_FILLER
 from services.kernel.retrieval.terms import WORD, fold, stems, terms
 
 
@@ -22,7 +22,9 @@ class Snippet:
 
 
 def snippet(text: str, query: str, length: int = 200) -> Snippet:
-    wanted = set(terms(" ".join(w for w in WORD.findall(query) if w.casefold() not in FILLER)))
+    wanted = set(
+        terms(" ".join(w for w in WORD.findall(query) if w.casefold() not in QUERY_FILLER))
+    )
     matches: list[tuple[int, int]] = []
     if wanted:
         spans = [(m.start(), m.end()) for m in WORD.finditer(text)]

@@ -27,7 +27,7 @@ MAX_QUERY_TERMS = 64
 
 TERM_DTYPE = np.dtype([("term", "<u4"), ("title", "<u2"), ("body", "<u2")])
 _STEMMERS = threading.local()  # a PyStemmer object must not be used by two threads at once
-_COUNT_MAX = np.iinfo(np.uint16).max
+COUNT_MAX = int(np.iinfo(np.uint16).max)  # a count beyond is stored as this
 
 
 def fold(text: str) -> str:
@@ -83,7 +83,7 @@ def encode(term_counts: dict[int, tuple[int, int]]) -> bytes:
     """{term id: (title count, body count)} -> blob, sorted by term id."""
     records = np.empty(len(term_counts), dtype=TERM_DTYPE)
     for i, (term_id, (title, body)) in enumerate(sorted(term_counts.items())):
-        records[i] = (term_id, min(title, _COUNT_MAX), min(body, _COUNT_MAX))
+        records[i] = (term_id, min(title, COUNT_MAX), min(body, COUNT_MAX))
     return records.tobytes()
 
 

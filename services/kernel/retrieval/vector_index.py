@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
 import logging
 import re
 from collections.abc import Callable, Hashable
@@ -41,11 +40,16 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from services.common.errors import Unavailable
+from services.kernel.retrieval.expressions import in_tenant, is_in
 from services.kernel.retrieval.search_batcher import SearchBatcher
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# The kinds of documents, one collection each: records (by the search service's
+# indexer) and knowledge chunks (by RAG ingest). Memories have their own (memory).
+RECORDS = "records"
+KNOWLEDGE = "knowledge"
 READ_CONSISTENCY = ("bounded", "strong")
 
 MAX_TEXT = 16_000
@@ -96,9 +100,9 @@ class Hit:
     fields: dict[str, Any]
 
 
-def quote(value: str) -> str:
-    """A string literal for a Milvus filter expression."""
-    return json.dumps(value)
+def record_pk(tenant_id: str, collection: str, record_id: str) -> str:
+    """The primary key of a record's document in the records collection."""
+    return f"{tenant_id}/{collection}/{record_id}"
 
 
 class VectorIndex:
@@ -296,8 +300,8 @@ class VectorIndex:
             # (milvus-io/milvus#30772): rows land outside their tenant's partition and
             # tenant-filtered reads miss them. Delete then insert routes them right; a
             # reader between the two calls misses these rows for that moment.
-            pks = json.dumps([row["pk"] for row in rows])
-            await self.call(self.client.delete, name, filter=f"pk in {pks}")
+            pks = [row["pk"] for row in rows]
+            await self.call(self.client.delete, name, filter=is_in("pk", pks))
             await self.call(self.client.insert, name, rows)
         else:
             await self.call(self.client.upsert, name, rows)
@@ -317,15 +321,13 @@ class VectorIndex:
         if not pks:
             return
         name = await self.ensure(kind)
-        expr = f"tenant_id == {quote(tenant_id)} and pk in {json.dumps(pks)}"
-        await self.call(self.client.delete, name, filter=expr)
+        await self.call(self.client.delete, name, filter=in_tenant(tenant_id, is_in("pk", pks)))
         if wait:
             await self._until_readable(name)
 
     async def delete_where(self, kind: str, tenant_id: str, expr: str) -> None:
         name = await self.ensure(kind)
-        full = f"tenant_id == {quote(tenant_id)}" + (f" and ({expr})" if expr else "")
-        await self.call(self.client.delete, name, filter=full)
+        await self.call(self.client.delete, name, filter=in_tenant(tenant_id, expr))
         await self._until_readable(name)
 
     async def dense_search(
@@ -339,7 +341,7 @@ class VectorIndex:
     ) -> list[Hit]:
         """The `limit` nearest rows; concurrent searches alike but for the vector share a call."""
         name = await self.ensure(kind)
-        key = (name, _scoped(tenant_id, expr), limit, tuple(fields))
+        key = (name, in_tenant(tenant_id, expr), limit, tuple(fields))
         return await self._dense.search(key, vector)
 
     async def _dense_batch(self, key: Hashable, vectors: list[np.ndarray]) -> list[list[Hit]]:
@@ -382,7 +384,7 @@ class VectorIndex:
             data=[text],
             anns_field="sparse",
             limit=limit,
-            filter=_scoped(tenant_id, expr),
+            filter=in_tenant(tenant_id, expr),
             output_fields=fields,
             search_params={"metric_type": "BM25", "params": {}},
             **self.read_options,
@@ -403,7 +405,7 @@ class VectorIndex:
         rows = await self.call(
             self.client.query,
             name,
-            filter=_scoped(tenant_id, f"pk in {json.dumps(pks)}"),
+            filter=in_tenant(tenant_id, is_in("pk", pks)),
             output_fields=fields,
             **self.read_options,
         )
@@ -414,16 +416,11 @@ class VectorIndex:
         rows = await self.call(
             self.client.query,
             name,
-            filter=_scoped(tenant_id, expr),
+            filter=in_tenant(tenant_id, expr),
             output_fields=["count(*)"],
             **self.read_options,
         )
         return int(rows[0]["count(*)"]) if rows else 0
-
-
-def _scoped(tenant_id: str, expr: str) -> str:
-    scope = f"tenant_id == {quote(tenant_id)}"
-    return f"{scope} and ({expr})" if expr else scope
 
 
 def _server_version(version: str) -> tuple[int, int]:

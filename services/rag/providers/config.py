@@ -1,4 +1,4 @@
-"""LLM provider configuration, read from the environment once at start.
+"""LLM provider configuration: the settings' `HACS_LLM_PROVIDERS`, parsed once at start.
 
 `HACS_LLM_PROVIDERS` lists the providers `Answer` tries, in order. Empty
 (the default): none, and `Answer` answers extractively. Two forms:
@@ -22,11 +22,11 @@ start, naming the variable.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from services.common.settings import Settings, secret
 
 KINDS = ("openai", "anthropic")
 DEFAULT_URLS = {
@@ -54,15 +54,17 @@ class ProviderConfig:
     max_retries: int = 2
 
 
-def load_providers(environ: Mapping[str, str] | None = None) -> list[ProviderConfig]:
-    env = os.environ if environ is None else environ
-    raw = env.get(VARIABLE, "").strip()
+def load_providers(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> list[ProviderConfig]:
+    """The providers `settings` name, with their keys (read from `environ`, else the process's)."""
+    raw = settings.llm_providers.strip()
     if not raw:
         return []
     defaults = {
-        "timeout_seconds": _number(env, "HACS_LLM_TIMEOUT_SECONDS", 20.0),
-        "total_timeout_seconds": _number(env, "HACS_LLM_TOTAL_TIMEOUT_SECONDS", 120.0),
-        "max_retries": int(_number(env, "HACS_LLM_MAX_RETRIES", 2)),
+        "timeout_seconds": settings.llm_timeout_seconds,
+        "total_timeout_seconds": settings.llm_total_timeout_seconds,
+        "max_retries": settings.llm_max_retries,
     }
     if raw.startswith("["):
         try:
@@ -80,7 +82,7 @@ def load_providers(environ: Mapping[str, str] | None = None) -> list[ProviderCon
                     f"{VARIABLE}: {item.strip()!r} is not 'kind:model' (e.g. 'openai:gpt-4o-mini')"
                 )
             entries.append({"kind": kind, "model": model})
-    configs = [_entry(env, e, defaults, i) for i, e in enumerate(entries)]
+    configs = [_entry(environ, e, defaults, i) for i, e in enumerate(entries)]
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ProviderConfigError(f"{VARIABLE}: provider names must be unique ({names})")
@@ -88,7 +90,10 @@ def load_providers(environ: Mapping[str, str] | None = None) -> list[ProviderCon
 
 
 def _entry(
-    env: Mapping[str, str], entry: dict[str, Any], defaults: dict[str, Any], position: int
+    environ: Mapping[str, str] | None,
+    entry: dict[str, Any],
+    defaults: dict[str, Any],
+    position: int,
 ) -> ProviderConfig:
     where = f"{VARIABLE}[{position}]"
     kind = str(entry.get("kind", ""))
@@ -113,7 +118,7 @@ def _entry(
         kind=kind,
         model=model,
         url=str(entry.get("url") or DEFAULT_URLS[kind]),
-        api_key=_api_key(env, entry, kind, where),
+        api_key=_api_key(environ, entry, kind, where),
         auth=auth,
         timeout_seconds=timeout,
         total_timeout_seconds=total,
@@ -121,24 +126,11 @@ def _entry(
     )
 
 
-def _api_key(env: Mapping[str, str], entry: dict[str, Any], kind: str, where: str) -> str:
+def _api_key(
+    environ: Mapping[str, str] | None, entry: dict[str, Any], kind: str, where: str
+) -> str:
     variable = str(entry.get("api_key_env") or DEFAULT_KEY_ENV[kind])
-    if env.get(variable):
-        return env[variable].strip()
-    path = str(entry.get("api_key_file") or env.get(f"{variable}_FILE", ""))
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise ProviderConfigError(f"{where}: cannot read the API key file {path}") from exc
-    return ""
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    if not raw:
-        return default
     try:
-        return float(raw)
+        return secret(variable, environ, file=str(entry.get("api_key_file") or ""))
     except ValueError as exc:
-        raise ProviderConfigError(f"{name} must be a number, not {raw!r}") from exc
+        raise ProviderConfigError(f"{where}: {exc}") from exc

@@ -9,7 +9,6 @@ contract's shape differs from FHIR R4's are listed here, once.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -123,10 +122,6 @@ class FieldRule:
 def camel_case(snake: str) -> str:
     head, *rest = snake.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def snake_case(camel: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
 
 
 def _kind(message: str, field: FieldDescriptor) -> Kind:

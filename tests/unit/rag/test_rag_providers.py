@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from services.common.settings import Settings
 from services.rag import providers
 from services.rag.providers.base import CompletionRequest, Provider
 from services.rag.providers.config import ProviderConfig, ProviderConfigError, load_providers
@@ -158,7 +159,7 @@ def test_configuration_from_the_environment(tmp_path: object) -> None:
 
     key_file = Path(str(tmp_path)) / "anthropic.key"
     key_file.write_text("sk-ant-from-file\n")
-    compact = load_providers(
+    compact = _load(
         {
             "HACS_LLM_PROVIDERS": "anthropic:claude-sonnet-4, openai:llama3:8b",
             "HACS_ANTHROPIC_API_KEY_FILE": str(key_file),
@@ -176,9 +177,16 @@ def test_configuration_from_the_environment(tmp_path: object) -> None:
     entries = [{"name": "azure", "kind": "openai", "model": "gpt-4o", "auth": "api-key",
                 "url": "https://x.openai.azure.com/openai/deployments/g/chat/completions",
                 "api_key_env": "AZ_KEY", "max_retries": 0}]  # fmt: skip
-    (azure,) = load_providers({"HACS_LLM_PROVIDERS": json.dumps(entries), "AZ_KEY": "k"})
+    (azure,) = _load({"HACS_LLM_PROVIDERS": json.dumps(entries), "AZ_KEY": "k"})
     assert (azure.auth, azure.api_key, azure.max_retries) == ("api-key", "k", 0)
-    assert load_providers({}) == []
+    assert _load({}) == []
     for bad in ("openai", '[{"kind": "cohere", "model": "x"}]', "[1, 2]", "openai:a,openai:b"):
         with pytest.raises(ProviderConfigError, match="HACS_LLM_PROVIDERS"):
-            load_providers({"HACS_LLM_PROVIDERS": bad})
+            _load({"HACS_LLM_PROVIDERS": bad})
+    with pytest.raises(ProviderConfigError, match="cannot read the secret file"):
+        _load({"HACS_LLM_PROVIDERS": "openai:m", "HACS_OPENAI_API_KEY_FILE": "/nonexistent/key"})
+
+
+def _load(environ: dict[str, str]) -> list[ProviderConfig]:
+    """Providers as a process started with `environ` reads them (settings, then keys)."""
+    return load_providers(Settings.from_env(environ), environ)
