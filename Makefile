@@ -2,14 +2,15 @@
 #   make up     start the whole platform (all services + Envoy on localhost:8080)
 #   make test   run the test suite (what CI runs)
 #   make proto  regenerate the Python stubs from proto/
-#   make lint   buf lint, ruff, mypy, and a check that generated code is fresh
+#   make lint   buf lint, ruff, mypy, the layer contracts, and a check that generated code is fresh
 #   make bench  run the benchmarks under bench/
+#   make docs   render docs/architecture.svg from docs/architecture.dot
 
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: up test proto lint bench deps system-deps milvus-server proto-check clean
+.PHONY: up test proto lint bench docs docs-check deps system-deps milvus-server proto-check clean
 
 deps:
 	@scripts/bootstrap.sh
@@ -38,11 +39,20 @@ proto-check: deps
 	@test -z "$$(git status --porcelain --untracked-files=all -- $(GENERATED))" || \
 	  (echo "generated files are not committed:"; git status --short -- $(GENERATED); exit 1)
 
-lint: deps proto-check
+docs: system-deps
+	dot -Tsvg docs/architecture.dot -o docs/architecture.svg
+
+docs-check: system-deps
+	@dot -Tsvg docs/architecture.dot | cmp -s - docs/architecture.svg || \
+	  (echo "docs/architecture.svg is stale: run 'make docs' and commit the result"; exit 1)
+
+lint: deps proto-check docs-check
 	$(BIN)/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	$(PY) scripts/check_private_imports.py
 
 bench: deps
 	@scripts=$$(ls bench/*.py 2>/dev/null); \

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests start as real servers
-# (PostgreSQL, Redis) and make. Skips what is already there; needs root (or sudo) otherwise.
+# (PostgreSQL, Redis), make, and Graphviz (`make lint` checks the architecture
+# picture is rendered from its source). Skips what is already there; needs root
+# (or sudo) otherwise.
 set -euo pipefail
 
 need=()
@@ -9,6 +11,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v dot >/dev/null 2>&1 || need+=(graphviz)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -41,7 +41,6 @@ from tests.support.edge import start_envoy, start_serve
 from tests.support.postgres import (
     APP_PASSWORD,
     PostgresServer,
-    _bin,
     create_database,
     free_port,
 )
@@ -122,16 +121,7 @@ async def _tune_postgres(server: PostgresServer, settings: dict[str, str]) -> No
             await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
     finally:
         await conn.close()
-    _restart_postgres(server)
-
-
-def _restart_postgres(server: PostgresServer) -> None:
-    # pg_ctl restart reuses the start options (port, socket dir) from postmaster.opts.
-    restart = [_bin("pg_ctl"), "-D", str(server.data), "-l", str(server.root / "server.log")]
-    restart += ["-w", "-m", "fast", "restart"]
-    if server.as_root:
-        restart = ["runuser", "-u", "postgres", "--", *restart]
-    subprocess.run(restart, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server.restart()
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
