@@ -44,10 +44,21 @@ KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
-    # Recycle connections now and then so load rebalances across replicas.
-    ("grpc.max_connection_age_ms", 30 * 60_000),
-    ("grpc.max_connection_age_grace_ms", 60_000),
 ]
+MAX_CONNECTION_AGE_GRACE_MS = 60_000
+
+
+def connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """Keepalive, and connections recycled now and then so load rebalances across replicas
+    (HACS_GRPC_MAX_CONNECTION_AGE_SECONDS; 0 keeps them: a process no balancer fronts)."""
+    age = settings.grpc_max_connection_age_seconds
+    if not age:
+        return list(KEEPALIVE_OPTIONS)
+    return [
+        *KEEPALIVE_OPTIONS,
+        ("grpc.max_connection_age_ms", age * 1000),
+        ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+    ]
 
 
 @dataclass
@@ -87,7 +98,7 @@ class HacsServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                *KEEPALIVE_OPTIONS,
+                *connection_options(settings),
             ],
         )
 

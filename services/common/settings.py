@@ -63,6 +63,12 @@ class Settings:
     max_message_bytes: int = _env(
         "HACS_MAX_MESSAGE_BYTES", "16777216", "Largest gRPC message accepted or sent (16 MiB)."
     )
+    grpc_max_connection_age_seconds: int = _env(
+        "HACS_GRPC_MAX_CONNECTION_AGE_SECONDS",
+        "1800",
+        "Close each client connection after this long (calls in flight get 60 s more) so load "
+        "rebalances across replicas; a longer stream is cut with UNAVAILABLE. `0`: never.",
+    )
     shutdown_grace_seconds: int = _env(
         "HACS_SHUTDOWN_GRACE_SECONDS", "20", "On SIGTERM, time in-flight calls get to finish."
     )

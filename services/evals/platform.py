@@ -124,6 +124,8 @@ def _overrides(data_dir: Path, services: str) -> dict[str, str]:
         "services": services,
         "rate_limit_enabled": "false",
         "log_level": "WARNING",
+        # No balancer to rebalance for, and an ingest of a large corpus is one long stream.
+        "grpc_max_connection_age_seconds": "0",
     }
 
 
