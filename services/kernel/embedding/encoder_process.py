@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import services
 from services.common.errors import Unavailable
 from services.kernel.embedding.encoder import Encoded
 from services.kernel.embedding.model_config import ModelConfig, ModelLoadError
@@ -40,6 +41,11 @@ log = logging.getLogger(__name__)
 # micro-batch of queries stays under it (64 queries of 16 tokens), documents being
 # indexed (64 records of ~60 tokens) go over.
 MULTI_THREAD_TOKENS = 1024
+
+
+def package_root() -> Path:
+    """The directory `services` is imported from: the child imports this module from there."""
+    return Path(services.__file__).resolve().parent.parent
 
 
 class EncoderProcessDied(Unavailable):
@@ -119,7 +125,7 @@ class EncoderProcess:
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
         env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-        root = str(Path(__file__).resolve().parents[2])
+        root = str(package_root())
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         try:
             process = subprocess.Popen(

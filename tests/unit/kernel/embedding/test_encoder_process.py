@@ -86,3 +86,11 @@ def test_a_model_that_cannot_load_names_its_path(tmp_path: Path, config: ModelCo
     (broken / "config.json").write_text((config.path / "config.json").read_text())
     with pytest.raises(ModelLoadError, match=str(broken)):
         EncoderProcess(ModelConfig(**{**config.__dict__, "path": broken}), "cpu")
+
+
+def test_the_child_imports_the_platform_from_where_the_parent_does() -> None:
+    # Not from the directory above this module's (services/kernel/embedding -> services):
+    # moving the module into the kernel once pointed the child's PYTHONPATH there.
+    from services.kernel.embedding.encoder_process import package_root
+
+    assert (package_root() / "services" / "kernel" / "embedding" / "encoder_process.py").is_file()
