@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
+from services.common import wellformed
 from services.common.errors import FieldViolation, Invalid
 
 M = TypeVar("M", bound=Message)
 
 _VALIDATORS: dict[str, Callable[[Any, Violations], None]] = {}
 
-ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]\Z")
 ID_RULE = "3-40 characters: lowercase letters, digits and hyphens, starting with a letter"
 
 
@@ -43,13 +44,19 @@ def has_validator(message_type: type[Message]) -> bool:
 
 
 def validate(message: Message) -> None:
-    """Raise Invalid with every violation of `message`, or return."""
-    fn = _VALIDATORS.get(message.DESCRIPTOR.full_name)
-    if fn is None:
-        return
+    """Raise Invalid with every violation of `message`, or return.
+
+    First what every request must be (wellformed.py: times in range, finite
+    numbers, no NUL), then the request type's own validator, which may rely on it.
+    """
     violations = Violations()
-    fn(message, violations)
+    for path, problem in wellformed.problems(message):
+        violations.add(path, problem)
     violations.raise_if_any()
+    fn = _VALIDATORS.get(message.DESCRIPTOR.full_name)
+    if fn is not None:
+        fn(message, violations)
+        violations.raise_if_any()
 
 
 class Violations:
@@ -110,7 +117,7 @@ class Violations:
         if len(labels) > 64:
             self.add(field, "at most 64 labels")
         for key, value in labels.items():
-            if not re.match(r"^[a-z][a-z0-9_.-]{0,62}$", key):
+            if not re.match(r"^[a-z][a-z0-9_.-]{0,62}\Z", key):
                 self.add(
                     f"{field}[{key!r}]", "label keys are 1-63 lowercase letters, digits, _ . -"
                 )
