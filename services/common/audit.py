@@ -20,8 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db.base import Base, JsonDocument, UtcDateTime, utcnow
 from services.common.db.engine import Database
-from services.common.errors import FieldViolation, Invalid
-from services.common.pagination import decode_page_token, take_page
+from services.common.pagination import decode_page_number, take_page
 
 
 class AuditEventRow(Base):
@@ -160,7 +159,4 @@ class AuditLog:
 
 
 def _after_id(token: str) -> int:
-    after = decode_page_token("audit", token)
-    if not after.isdigit():
-        raise Invalid(FieldViolation("page_token", "is not a page token returned by this list"))
-    return int(after)
+    return decode_page_number("audit", token)

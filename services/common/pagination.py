@@ -50,6 +50,18 @@ def decode_page_token(kind: str, token: str) -> str:
     return after
 
 
+MAX_KEY = 2**63 - 1  # the largest BIGINT: sequences, versions, row ids
+
+
+def decode_page_number(kind: str, token: str) -> int:
+    """A token whose key is a number (a row id, a version): a plain ASCII integer that fits
+    a BIGINT, else INVALID_ARGUMENT (a forged huge one would overflow the database)."""
+    after = decode_page_token(kind, token)
+    if not (after.isascii() and after.isdigit() and len(after) <= 19 and int(after) <= MAX_KEY):
+        raise Invalid(FieldViolation("page_token", "is not a page token returned by this list"))
+    return int(after)
+
+
 def take_page(items: list[T], size: int, kind: str, key: Callable[[T], str]) -> tuple[list[T], str]:
     """Cut a list fetched with `size + 1` rows into a page and the token for the next one."""
     page = items[:size]

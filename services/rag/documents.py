@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 
 from services.common.caller import Caller
-from services.common.errors import FieldViolation, Invalid, NotFound
+from services.common.errors import NotFound
 from services.common.etags import check_etag, etag_for
-from services.common.pagination import decode_page_token, take_page
+from services.common.pagination import decode_page_number, decode_page_token, take_page
 from services.kernel.retrieval.expressions import extra_equals
 from services.kernel.retrieval.lexical import LexicalIndex
 from services.kernel.retrieval.vector_index import KNOWLEDGE, VectorIndex
@@ -96,10 +96,7 @@ class Documents:
         require_parent(caller, parent.tenant_id, READ, str(parent))
         after = -1
         if page_token:
-            text = decode_page_token("chunks", page_token)
-            if not text.isdigit():
-                raise Invalid(FieldViolation("page_token", "is not a page token of this list"))
-            after = int(text)
+            after = decode_page_number("chunks", page_token)
         async with self._store.transaction(parent.tenant_id) as tx:
             if await tx.get_document(parent.kb_id, parent.document_id) is None:
                 raise NotFound(KIND, str(parent))

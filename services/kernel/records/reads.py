@@ -12,7 +12,7 @@ from hacs.records.v1 import record_pb2
 
 from services.common.caller import Caller
 from services.common.errors import FieldViolation, Invalid, NotFound
-from services.common.pagination import decode_page_token, encode_page_token
+from services.common.pagination import decode_page_number, decode_page_token, encode_page_token
 from services.kernel.records.access import readable_types, require_own_parent, require_read
 from services.kernel.records.names import parse_patient_name, parse_record_name
 from services.kernel.records.resource_types import BY_ENUM
@@ -138,12 +138,7 @@ class RecordReader:
         require_read(caller, name)
         before = None
         if page_token:
-            after = decode_page_token("history", page_token)
-            if not after.isdigit():
-                raise Invalid(
-                    FieldViolation("page_token", "is not a page token returned by this list")
-                )
-            before = int(after)
+            before = decode_page_number("history", page_token)
         async with self._store.transaction(name.tenant_id) as tx:
             versions = await tx.history(
                 name.info.collection, name.id, before_version=before, limit=page_size + 1
