@@ -8,15 +8,21 @@ index's tenant scoping), so a value reaches Milvus through one escaping rule
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
 
 def literal(value: str) -> str:
-    """A string literal in a Milvus filter expression (the one escaping rule)."""
-    return json.dumps(value)
+    r"""A string literal in a Milvus filter expression (the one escaping rule).
+
+    Milvus reads `\\`, `\"`, `\n`, `\r`, `\t` and takes every other character as
+    written; it refuses `\uXXXX` escapes (so not JSON's, which broke on "café"). NUL never
+    gets here: requests holding one are refused (common/wellformed.py).
+    """
+    return f'"{value.translate(_ESCAPES)}"'
 
 
 def literals(values: Iterable[str]) -> str:
