@@ -110,3 +110,35 @@ async def test_a_database_behind_the_code_is_refused_without_auto_migrate(tmp_pa
     with pytest.raises(RuntimeError, match="hacs migrate"):
         await server.start()
     await server.stop(0)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x0a\x05ab",  # a string field whose length runs past the end
+        b"\x0a\x02\xff\xfe",  # a string field that is not UTF-8
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",  # no valid tag at all
+    ],
+)
+async def test_bytes_that_are_not_the_request_message_get_invalid_argument(
+    hacs: Harness, raw: bytes
+) -> None:
+    # Straight to the service port: no Envoy in between to reject anything first.
+    issue = hacs.channel.unary_unary("/hacs.tenant.v1.TenantService/IssueToken")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await issue(raw)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = refused.value.details() or ""
+    assert "hacs.tenant.v1.IssueTokenRequest" in details and "class" not in details
+    # And on a client stream, for a caller who passed authentication.
+    tenant = await hacs.new_tenant()
+    push = hacs.channel.stream_unary("/hacs.rag.v1.RagService/IngestDocuments")
+
+    async def requests() -> AsyncIterator[bytes]:
+        yield raw
+
+    with pytest.raises(grpc.aio.AioRpcError) as streamed:
+        await push(requests(), metadata=bearer(tenant.admin_token))
+    assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "hacs.rag.v1.IngestDocumentsRequest" in (streamed.value.details() or "")

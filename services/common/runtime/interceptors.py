@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from services.common.audit import AuditLog
 from services.common.caller import CallState, begin_call, end_call
-from services.common.errors import HacsError
+from services.common.errors import FieldViolation, HacsError, Invalid
 from services.common.runtime import metrics
 from services.common.runtime.error_mapping import (
     STATUS_DETAILS_KEY,
@@ -56,6 +56,7 @@ class Call:
     # The request message, or an async iterator of them for client streaming.
     request: Any = None
     request_streaming: bool = False
+    request_type: str = ""  # the request message's full name
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,6 +83,34 @@ class InterceptorChain(grpc.aio.ServerInterceptor):
         return _wrap(handler, method, metadata, self._interceptors)
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """What a request's bytes became when they were not a message of its type."""
+
+    message_type: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None, message_type: str) -> Any:
+    """The handler's deserializer, returning Malformed instead of raising: grpc would answer
+    UNKNOWN naming the exception's class; validation answers INVALID_ARGUMENT instead."""
+    if deserialize is None:
+        return None
+
+    def run(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # DecodeError, invalid UTF-8, nesting past protobuf's limit
+            return Malformed(message_type)
+
+    return run
+
+
+def _message_type(deserialize: Any) -> str:
+    owner = getattr(deserialize, "__self__", None)  # Message.FromString is bound to its class
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "request"))
+
+
 def _wrap(
     handler: Handler,
     method: str,
@@ -89,6 +118,8 @@ def _wrap(
     interceptors: list[CallInterceptor],
 ) -> Handler:
     request_streaming = handler.request_streaming
+    request_type = _message_type(handler.request_deserializer)
+    deserialize = _tolerant(handler.request_deserializer, request_type)
 
     def new_call(request: Any, context: Any) -> Call:
         return Call(
@@ -98,6 +129,7 @@ def _wrap(
             state=CallState(method=method),
             request=request,
             request_streaming=request_streaming,
+            request_type=request_type,
         )
 
     async def enter(stack: AsyncExitStack, call: Call) -> None:
@@ -121,7 +153,7 @@ def _wrap(
         )
         return factory(
             unary_response,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
 
@@ -295,13 +327,33 @@ class ValidationInterceptor:
     @asynccontextmanager
     async def scope(self, call: Call) -> AsyncIterator[None]:
         if call.request_streaming:
-            call.request = _validated_stream(call.request)
-        elif isinstance(call.request, Message):
-            validate(call.request)
+            call.request = _validated_stream(call.request, call.request_type)
+        else:
+            _check(call.request)
         yield
 
 
-async def _validated_stream(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
-    async for request in requests:
+def _check(request: Any) -> None:
+    if isinstance(request, Malformed):
+        raise Invalid(
+            FieldViolation(
+                "request", f"is not a {request.message_type} message: its bytes cannot be decoded"
+            )
+        )
+    if isinstance(request, Message):
         validate(request)
+
+
+async def _validated_stream(
+    requests: AsyncIterator[Any], request_type: str
+) -> AsyncIterator[Message]:
+    incoming = aiter(requests)
+    while True:
+        try:
+            request = await anext(incoming)
+        except StopAsyncIteration:
+            return
+        except DecodeError:  # grpc reads a stream's messages with the unwrapped deserializer
+            request = Malformed(request_type)
+        _check(request)
         yield request
