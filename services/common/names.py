@@ -7,10 +7,10 @@ import re
 from services.common.errors import FieldViolation, Invalid
 
 _SEGMENT = r"[a-z][a-z0-9-]{1,38}[a-z0-9]"
-TENANT = re.compile(rf"^tenants/(?P<tenant>{_SEGMENT})$")
-ACTOR = re.compile(rf"^tenants/(?P<tenant>{_SEGMENT})/actors/(?P<actor>{_SEGMENT})$")
+TENANT = re.compile(rf"^tenants/(?P<tenant>{_SEGMENT})\Z")
+ACTOR = re.compile(rf"^tenants/(?P<tenant>{_SEGMENT})/actors/(?P<actor>{_SEGMENT})\Z")
 API_KEY = re.compile(
-    rf"^tenants/(?P<tenant>{_SEGMENT})/actors/(?P<actor>{_SEGMENT})/apiKeys/(?P<api_key>[a-z0-9]{{4,40}})$"
+    rf"^tenants/(?P<tenant>{_SEGMENT})/actors/(?P<actor>{_SEGMENT})/apiKeys/(?P<api_key>[a-z0-9]{{4,40}})\Z"
 )
 
 

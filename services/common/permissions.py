@@ -142,7 +142,7 @@ ROLE_DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
 }
 
 ACTIONS = ("read", "write", "delete", "admin", "audit")
-_PERMISSION = re.compile(r"^(read|write|delete|admin|audit|\*):([a-z_]+|\*)$")
+_PERMISSION = re.compile(r"^(read|write|delete|admin|audit|\*):([a-z_]+|\*)\Z")
 
 
 def is_valid_permission(permission: str) -> bool:

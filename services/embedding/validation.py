@@ -10,8 +10,8 @@ from hacs.embedding.v1 import model_pb2
 from services.common.validation import Violations, validates
 from services.embedding.service import MAX_TEXT_CHARS, MAX_TEXTS
 
-MODEL_NAME = re.compile(r"^models/[a-z0-9][a-z0-9.-]{0,62}$")
-MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+MODEL_NAME = re.compile(r"^models/[a-z0-9][a-z0-9.-]{0,62}\Z")
+MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 MAX_PASSAGES = 1000
 
 

@@ -56,8 +56,8 @@ TOP_K = 100  # chunks per query (Retrieve's maximum); documents are ranked by th
 QUERY_CONCURRENCY = 8
 DATA_PIECE = 64 * 1024
 _INVALID_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
-_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_TAG = re.compile(r"^[a-z0-9][a-z0-9 _.:/+-]{0,63}$")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
+_TAG = re.compile(r"^[a-z0-9][a-z0-9 _.:/+-]{0,63}\Z")
 
 HELP = "nDCG@10 / Recall@10 of RagService.Retrieve (chunking included) on a BEIR data set"
 

@@ -30,8 +30,8 @@ from services.rag.names import (
 from services.rag.parsing import SUPPORTED_MIME_TYPES, split_mime_type
 from services.rag.store import KnowledgeStore
 
-TAG = re.compile(r"^[a-z0-9][a-z0-9 _.:/+-]{0,63}$")
-FHIR_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+TAG = re.compile(r"^[a-z0-9][a-z0-9 _.:/+-]{0,63}\Z")
+FHIR_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?\Z")
 PROGRESS_EVERY_BYTES = 1 << 20
 
 

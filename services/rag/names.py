@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from services.common.errors import FieldViolation, Invalid
 
 _TENANT = r"[a-z][a-z0-9-]{1,38}[a-z0-9]"
-KB_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+KB_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")
 KB_ID_RULE = "1-63 lower-case letters, digits and '-', starting with a letter"
-DOCUMENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+DOCUMENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 DOCUMENT_ID_RULE = "1-128 letters, digits, '-', '_' or '.'"
 _KB = rf"tenants/(?P<tenant>{_TENANT})/knowledgeBases/(?P<kb>[a-z][a-z0-9-]{{0,62}})"
 _DOC = rf"{_KB}/documents/(?P<document>[A-Za-z0-9._-]{{1,128}})"
-KB_NAME = re.compile(rf"^{_KB}$")
-DOCUMENT_NAME = re.compile(rf"^{_DOC}$")
-CHUNK_NAME = re.compile(rf"^{_DOC}/chunks/(?P<chunk>r[0-9]{{1,18}}-[0-9]{{1,9}})$")
+KB_NAME = re.compile(rf"^{_KB}\Z")
+DOCUMENT_NAME = re.compile(rf"^{_DOC}\Z")
+CHUNK_NAME = re.compile(rf"^{_DOC}/chunks/(?P<chunk>r[0-9]{{1,18}}-[0-9]{{1,9}})\Z")
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from services.kernel.records.names import is_record_name
 
 TYPES = set(record_pb2.ResourceType.values()) - {0}
 GENDERS = ("male", "female", "other", "unknown")
-TOKEN = re.compile(r"^[^|\s]*\|?[^|\s]+$")
+TOKEN = re.compile(r"^[^|\s]*\|?[^|\s]+\Z")
 KNOWLEDGE_BASE = re.compile(
-    r"^tenants/[a-z][a-z0-9-]{1,38}[a-z0-9]/knowledgeBases/[a-z0-9][a-z0-9-]{0,62}$"
+    r"^tenants/[a-z][a-z0-9-]{1,38}[a-z0-9]/knowledgeBases/[a-z0-9][a-z0-9-]{0,62}\Z"
 )
 
 

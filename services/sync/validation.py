@@ -31,7 +31,7 @@ OPERATIONS = {
     change_pb2.CHANGE_OPERATION_UPDATE,
     change_pb2.CHANGE_OPERATION_DELETE,
 }
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}\Z")
 CLIENT_ID_RULE = "1-128 characters: letters, digits, '.', '_', ':', '-'"
 
 

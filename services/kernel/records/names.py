@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from services.common.errors import FieldViolation, Invalid
 from services.kernel.records.resource_types import BY_COLLECTION, ResourceTypeInfo
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-_.]{1,64}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-_.]{1,64}\Z")
 ID_RULE = "1-64 characters: letters, digits, '-', '_', '.'"
 _NAME = re.compile(
-    r"^tenants/(?P<tenant>[a-z][a-z0-9-]{1,38}[a-z0-9])/(?P<collection>[A-Za-z]+)/(?P<id>[A-Za-z0-9\-_.]{1,64})$"
+    r"^tenants/(?P<tenant>[a-z][a-z0-9-]{1,38}[a-z0-9])/(?P<collection>[A-Za-z]+)/(?P<id>[A-Za-z0-9\-_.]{1,64})\Z"
 )
 _PATIENT = re.compile(
-    r"^tenants/(?P<tenant>[a-z][a-z0-9-]{1,38}[a-z0-9])/patients/(?P<id>[A-Za-z0-9\-_.]{1,64})$"
+    r"^tenants/(?P<tenant>[a-z][a-z0-9-]{1,38}[a-z0-9])/patients/(?P<id>[A-Za-z0-9\-_.]{1,64})\Z"
 )
 
 

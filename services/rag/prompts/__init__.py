@@ -21,7 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from services.common.errors import FieldViolation, Invalid
 
 DEFAULT_TEMPLATE = "clinical-answer"
-_FILE = re.compile(r"^(?P<name>[a-z][a-z0-9-]*)\.v(?P<version>\d+)\.yaml$")
+_FILE = re.compile(r"^(?P<name>[a-z][a-z0-9-]*)\.v(?P<version>\d+)\.yaml\Z")
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 

@@ -42,9 +42,9 @@ NAME_FIELDS = frozenset(
     }
 )
 
-_TENANT_NAME = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<rest>.+)$")
-_TYPED_ID = re.compile(rf"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>{references.FHIR_ID})$")
-_RELATIVE_NAME = re.compile(r"^[a-z][A-Za-z]*/[^/]+(/[^/]+)*$")
+_TENANT_NAME = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<rest>.+)\Z")
+_TYPED_ID = re.compile(rf"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>{references.FHIR_ID})\Z")
+_RELATIVE_NAME = re.compile(r"^[a-z][A-Za-z]*/[^/]+(/[^/]+)*\Z")
 
 
 def hacs_type(resource: JsonObject) -> ResourceTypeInfo | None:

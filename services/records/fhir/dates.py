@@ -20,7 +20,7 @@ UCUM = "http://unitsofmeasure.org"
 _DATE_TIME = re.compile(
     r"^(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
     r"(T(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(\.(?P<fraction>\d+))?"
-    r"(?P<zone>Z|[+-]\d{2}:\d{2}))?)?)?$"
+    r"(?P<zone>Z|[+-]\d{2}:\d{2}))?)?)?\Z"
 )
 
 # UCUM time units with a fixed length, in seconds ("mo" and "a" vary).

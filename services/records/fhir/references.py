@@ -16,8 +16,8 @@ from services.kernel.records import resource_types
 from services.kernel.records.resource_types import ResourceTypeInfo
 
 FHIR_ID = r"[A-Za-z0-9\-.]{1,64}"
-RELATIVE = re.compile(rf"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>{FHIR_ID})(/_history/{FHIR_ID})?$")
-NAME = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<collection>[^/]+)/(?P<id>[^/]+)$")
+RELATIVE = re.compile(rf"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>{FHIR_ID})(/_history/{FHIR_ID})?\Z")
+NAME = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<collection>[^/]+)/(?P<id>[^/]+)\Z")
 
 
 def record_name(tenant_id: str, info: ResourceTypeInfo, record_id: str) -> str:

@@ -48,3 +48,25 @@ def test_every_tenant_service_request_has_a_validator() -> None:
         if not has_validator(getattr(tenant_service_pb2, m.input_type.name))
     ]
     assert missing == []
+
+
+def test_a_trailing_newline_is_not_part_of_any_valid_name() -> None:
+    # `$` matches before a final newline: "nurse\n" once passed as an id and was then
+    # stored under a name nobody could read, delete or erase.
+    from services.common import names
+    from services.kernel.records.names import ID_PATTERN, parse_record_name
+    from services.rag.names import DOCUMENT_ID, KB_ID
+
+    v = Violations()
+    v.identifier("actor_id", "nurse\n")
+    v.labels("labels", {"unit\n": "icu"})
+    assert [x.field for x in v.items] == ["actor_id", "labels['unit\\n']"]
+    for pattern in (ID_PATTERN, DOCUMENT_ID, KB_ID, names.TENANT, names.ACTOR):
+        assert (
+            pattern.match("tenants/t-1/actors/nurse\n" if "tenants" in pattern.pattern else "a1\n")
+            is None
+        )
+    with pytest.raises(Invalid):
+        parse_record_name("tenants/acme/patients/nl-2\n")
+    with pytest.raises(Invalid):
+        names.tenant_of("tenants/acme\n")
