@@ -8,6 +8,7 @@ resource is `fhir_to_record`'s job, so one bad entry never hides the others.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from services.records.fhir.errors import FhirMappingError
 from services.records.fhir.mapping import fhir_id
 
 BUNDLE_TYPES = ("transaction", "batch", "collection")
+MAX_DEPTH = 64  # a Bundle, its entries, their resources: FHIR's deepest run to about 15
 MAX_ENTRIES = 10_000
 METHODS = ("POST", "PUT", "DELETE")
 
@@ -48,9 +50,15 @@ class ParsedBundle:
 def parse_bundle(text: str) -> ParsedBundle:
     """The bundle's type and entries, or BundleError saying why it is no usable Bundle."""
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise BundleError(f"the text is not JSON: {error}") from None
+        data = json.loads(
+            text, parse_int=_bounded, parse_float=_finite, parse_constant=_no_constant
+        )
+    except RecursionError:
+        raise BundleError(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as error:  # not JSON, a number past Python's 4,300 digits, NaN, 1e999
+        raise BundleError(f"the text is not JSON HACS can read: {error}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise BundleError(f"the JSON is nested deeper than {MAX_DEPTH} levels")
     if not isinstance(data, dict):
         raise BundleError("the text is not a JSON object, so not a FHIR Bundle")
     if data.get("resourceType") != "Bundle":
@@ -197,3 +205,33 @@ def collection_bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
         "type": "collection",
         "entry": [{"resource": resource} for resource in resources],
     }
+
+
+def _bounded(text: str) -> int:
+    if len(text.lstrip("-")) > 30:  # FHIR integers are 32-bit; nothing needs more
+        raise ValueError(f"a {len(text)}-digit number is too large")
+    return int(text)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]}{'…' if len(text) > 20 else ''} is too large a number")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(value: object) -> int:
+    """How deeply arrays and objects nest (iteratively: a hostile document cannot recurse)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
+    return deepest

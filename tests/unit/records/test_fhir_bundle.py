@@ -288,3 +288,20 @@ def test_an_exported_compartment_is_a_valid_collection_that_imports_again() -> N
         )
         reimported.name = record.name
         assert reimported == record
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"resourceType": "Bundle", "n": ' + "7" * 5000 + "}", "5000-digit number"),
+        ('{"resourceType": "Bundle", "n": 1e999}', "too large a number"),
+        ('{"resourceType": "Bundle", "n": NaN}', "NaN is not a JSON number"),
+        ('{"resourceType": "Bundle", "n": -Infinity}', "-Infinity is not a JSON number"),
+        ('{"resourceType": "Bundle", "extension": ' + '{"extension": [' * 200 + "]}" * 200 + "}",
+         "nested deeper than 64"),
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 64"),
+    ],
+)  # fmt: skip
+def test_numbers_and_nesting_no_resource_has_are_refused_as_such(text: str, reason: str) -> None:
+    with pytest.raises(BundleError, match=reason):
+        parse_bundle(text)
