@@ -425,3 +425,26 @@ async def test_record_calls_are_audited(hacs: Harness) -> None:
         ("CreateRecord", "write:patient", "OK"),
         ("GetRecord", "read:patient", "OK"),
     }
+
+
+async def test_evidence_reliability_is_computed_on_every_write(hacs: Harness) -> None:
+    # evidence.proto: output only, (confidence_score + quality_score) / 2, each 0.8 unset.
+    records = Records(hacs, await hacs.new_tenant())
+    evidence = record_pb2.Record()
+    evidence.evidence.title = "Metformin in type 2 diabetes"
+    evidence.evidence.confidence_score = 0.6
+    evidence.evidence.overall_reliability = 0.99  # what a client sends is not kept
+    created = await records.create(evidence)
+    assert created.evidence.overall_reliability == pytest.approx(0.7)
+    changes = record_pb2.Record(name=created.name)
+    changes.evidence.quality_score = 1.0
+    updated = (
+        await records.stub.UpdateRecord(
+            pb.UpdateRecordRequest(
+                record=changes, update_mask=FieldMask(paths=["evidence.quality_score"])
+            ),
+            metadata=records.md,
+        )
+    ).record
+    assert updated.evidence.overall_reliability == pytest.approx(0.8)
+    assert (await records.get(created.name)).evidence.overall_reliability == pytest.approx(0.8)

@@ -169,7 +169,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 
 _UNIT_INTERVAL = {
     "memory_block": ("importance_score", "confidence_score"),
-    "evidence": ("confidence_score", "quality_score", "overall_reliability"),
+    "evidence": ("confidence_score", "quality_score"),  # overall_reliability: computed
 }
 _FHIR_DATES = {
     "patient": ("birth_date",),

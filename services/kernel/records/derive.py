@@ -2,7 +2,8 @@
 
 * the patient compartment it belongs to,
 * its clinical time (what date-range filters and charts order by),
-* its primary codes (what the `codes` filter matches).
+* its primary codes (what the `codes` filter matches),
+* the output-only fields computed from the rest (`computed_fields`).
 
 The rules per type are the ones documented on `Record.patient_compartment`,
 `Record.clinical_time` and `ListRecordsRequest.codes`.
@@ -138,3 +139,25 @@ def parse_fhir_date(text: str) -> datetime | None:
         except ValueError:
             continue
     return None
+
+
+HACS_DEFAULT_SCORE = 0.8  # an unset confidence or quality score, as the HACS library has it
+
+
+def computed_fields(record: record_pb2.Record) -> None:
+    """Set the output-only fields computed from the rest (what a client sent is replaced).
+
+    Evidence.overall_reliability = (confidence_score + quality_score) / 2, each 0.8
+    when unset, as in HACS.
+    """
+    if record.WhichOneof("resource") == "evidence":
+        evidence = record.evidence
+        confidence = (
+            evidence.confidence_score
+            if evidence.HasField("confidence_score")
+            else HACS_DEFAULT_SCORE
+        )
+        quality = (
+            evidence.quality_score if evidence.HasField("quality_score") else HACS_DEFAULT_SCORE
+        )
+        evidence.overall_reliability = (confidence + quality) / 2

@@ -80,6 +80,7 @@ def derived(
     tenant_id: str,
     created: datetime,
 ) -> Stored:
+    derive.computed_fields(record)
     patient = derive.patient_id(record, info, record_id)
     clinical = derive.clinical_time(record, info, created)
     record.patient_compartment = f"tenants/{tenant_id}/patients/{patient}" if patient else ""
