@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from services.common.caller import Caller
 from services.common.errors import OutOfRange
-from services.kernel.records.access import require_own_parent
+from services.kernel.records.access import owned_only, require_own_parent
 from services.kernel.records.resource_types import BY_ENUM
 from services.kernel.records.store import ChangeEntry, RecordStore
 
@@ -49,12 +49,17 @@ class ChangeFeed:
                     "after a full resync"
                 )
             changes = await tx.changes(
-                after=after_sequence, up_to=head, limit=page_size, collections=collections
+                after=after_sequence,
+                up_to=head,
+                limit=page_size,
+                collections=collections,
+                owned_only=owned_only(caller),
             )
         if changes:
             next_after = changes[-1].sequence
-            # With a type filter, a short page means everything up to the head was scanned.
-            if collections and len(changes) < page_size:
+            # A short page means everything up to the head was scanned (with a type or
+            # owner filter, the last change returned may be older than the head).
+            if len(changes) < page_size:
                 next_after = head
         else:
             next_after = head

@@ -21,7 +21,7 @@ from hacs.records.v1 import record_service_pb2 as pb
 from services.common.caller import Caller, current_call
 from services.common.errors import FieldViolation, HacsError, Invalid
 from services.common.validation import Violations
-from services.kernel.records.access import readable_types, require_own_parent
+from services.kernel.records.access import owned_only, readable_types, require_own_parent
 from services.kernel.records.content import check_record
 from services.kernel.records.names import (
     ID_PATTERN,
@@ -268,6 +268,7 @@ class FhirExchange:
             order_field="clinical_time",
             descending=False,
             limit=MAX_COMPARTMENT + 1,
+            owned_only=owned_only(caller),
         )
         async with self._store.transaction(tenant_id) as tx:
             members = await tx.query(query) if query.collections else []

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.caller import Caller
 from services.common.errors import Conflict, HacsError, Invalid
 from services.common.validation import Violations
+from services.kernel.records.access import may_access
 from services.kernel.records.content import check_record
 from services.kernel.records.names import RecordName
 from services.kernel.records.store import RecordStore
@@ -127,7 +128,7 @@ class AtomicPush:
                 return _rejected_by_write(items, results, [d for d, _ in writes], error), set()
             except HacsError as error:
                 return [item.result(REJECTED, reason=error.message) for item in items], set()
-            return await self._finish(tenant_id, items, results, writes, outcomes)
+            return await self._finish(tenant_id, caller, items, results, writes, outcomes)
         return [item.result(REJECTED, reason=CONTENDED) for item in items], set()
 
     async def _plan(
@@ -139,7 +140,7 @@ class AtomicPush:
             if item.name is None:
                 results.append(item.result(REJECTED, reason=item.problem))
                 continue
-            snapshot = await self._edits.snapshot(item.name, item.change.base_version)
+            snapshot = await self._edits.snapshot(item.name, item.change.base_version, caller)
             draft = drafts.get(item.change.name)
             if draft is None:
                 draft = drafts[item.change.name] = _Draft(item.name, snapshot.current)
@@ -208,6 +209,7 @@ class AtomicPush:
     async def _finish(
         self,
         tenant_id: str,
+        caller: Caller,
         items: list[OfflineItem],
         results: list[pb.PushResult],
         writes: list[tuple[_Draft, Upsert]],
@@ -228,7 +230,7 @@ class AtomicPush:
         for position, (item, result) in enumerate(zip(items, results, strict=True)):
             assert item.name is not None
             record = now.get((item.name.info.collection, item.name.id))
-            if record is not None:
+            if record is not None and may_access(caller, record):
                 result.record.CopyFrom(record)
                 result.current_version = record.version
             if position in by_position:

@@ -37,6 +37,7 @@ class LogEvent:
     labels: dict[str, str]
     change: change_pb2.Change
     cursor: str
+    owner: str | None = None  # the record's owner then, for types with owners
     # The record version written, loaded when some reader asked for records.
     record: record_pb2.Record | None = None
     _responses: dict[bool, pb.WatchResponse] = field(default_factory=dict)
@@ -80,6 +81,7 @@ def to_event(tenant_id: str, entry: ChangeEntry) -> LogEvent:
         labels=dict(entry.labels),
         change=change,
         cursor=cursors.encode(tenant_id, entry.sequence),
+        owner=entry.owner,
     )
 
 

@@ -17,6 +17,7 @@ from hacs.records.v1 import record_pb2
 
 from services.common.caller import Caller
 from services.common.errors import Conflict
+from services.kernel.records.access import may_access
 from services.kernel.records.envelope import OUTPUT_ONLY
 from services.kernel.records.names import RecordName
 from services.kernel.records.store import RecordStore
@@ -72,20 +73,28 @@ class RecordEdits:
         self.writer = writer
         self.stamps = stamps
 
-    async def current(self, name: RecordName) -> record_pb2.Record | None:
-        return await to_completion(self._current(name))
+    async def current(self, name: RecordName, caller: Caller | None) -> record_pb2.Record | None:
+        """The record as it is now; None when there is none, or none this caller may see
+        (caller None: the process itself, e.g. a session its participants share)."""
+        return await to_completion(self._current(name, caller))
 
-    async def _current(self, name: RecordName) -> record_pb2.Record | None:
+    async def _current(self, name: RecordName, caller: Caller | None) -> record_pb2.Record | None:
         async with self._store.transaction(name.tenant_id) as tx:
-            return await tx.get(name.info.collection, name.id)
+            current = await tx.get(name.info.collection, name.id)
+        if current is None or caller is None or may_access(caller, current):
+            return current
+        return None
 
-    async def snapshot(self, name: RecordName, base_version: int) -> Snapshot:
-        return await to_completion(self._snapshot(name, base_version))
+    async def snapshot(self, name: RecordName, base_version: int, caller: Caller) -> Snapshot:
+        """The record now and its versions since `base_version` (empty for another owner's)."""
+        return await to_completion(self._snapshot(name, base_version, caller))
 
-    async def _snapshot(self, name: RecordName, base_version: int) -> Snapshot:
+    async def _snapshot(self, name: RecordName, base_version: int, caller: Caller) -> Snapshot:
         collection, record_id = name.info.collection, name.id
         async with self._store.transaction(name.tenant_id) as tx:
             current = await tx.get(collection, record_id)
+            if current is not None and not may_access(caller, current):
+                return Snapshot(None, [])  # another owner's record: as if there were none
             if current is None or not 1 <= base_version <= current.version:
                 return Snapshot(current, [])
             span = current.version - base_version + 1

@@ -2,7 +2,9 @@
 
 Compiled once per stream into sets, so the live tail can test every change
 against every stream cheaply. Permission is part of the filter: a change to
-a record of type T reaches a stream only if its actor holds `read:<T>`.
+a record of type T reaches a stream only if its actor holds `read:<T>`, and a
+change to a record of a type with owners (an agent's memory) only if the
+actor may act on it (the owner, or whoever sees every owner's).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.caller import Caller
-from services.kernel.records.access import require_own_parent
+from services.kernel.records.access import owned_only, require_own_parent
 from services.kernel.records.names import parse_patient_name, parse_record_name
 from services.kernel.records.resource_types import BY_ENUM, RESOURCE_TYPES
 from services.sync.change_log import LogEvent
@@ -32,9 +34,14 @@ class ChangeFilter:
     names: frozenset[str]
     patients: frozenset[str]
     labels: tuple[tuple[str, str], ...]
+    # Collections whose changes reach the stream only when `actor` owns the record.
+    own_only: frozenset[str] = frozenset()
+    actor: str = ""
 
     def matches(self, event: LogEvent) -> bool:
         if event.collection not in self.collections:
+            return False
+        if event.collection in self.own_only and event.owner != self.actor:
             return False
         if self.names and event.name not in self.names:
             return False
@@ -60,9 +67,12 @@ def compile_filter(caller: Caller, tenant_id: str, request: WatchFilter) -> Chan
     collections = {t.collection for t in wanted} if wanted else readable
     for i, patient in enumerate(request.patients):
         parse_patient_name(patient, f"filter.patients[{i}]")
+    restricted = owned_only(caller)
     return ChangeFilter(
         collections=frozenset(collections & readable),
         names=frozenset(request.names),
         patients=frozenset(request.patients),
         labels=tuple(sorted(request.labels)),
+        own_only=restricted.collections if restricted else frozenset(),
+        actor=caller.actor_name,
     )

@@ -188,7 +188,7 @@ class SequentialPush:
     ) -> tuple[pb.PushResult, bool]:
         base = item.change.base_version
         for _ in range(MAX_ATTEMPTS):
-            snapshot = await self._edits.snapshot(name, base)
+            snapshot = await self._edits.snapshot(name, base, caller)
             verdict = update_verdict(item, snapshot, base)
             if verdict is not None:
                 return verdict, False
@@ -226,7 +226,7 @@ class SequentialPush:
         own: frozenset[int],
     ) -> tuple[pb.PushResult, bool]:
         for _ in range(MAX_ATTEMPTS):
-            existing = await self._edits.current(name)
+            existing = await self._edits.current(name, caller)
             if existing is not None:
                 stamps = await self._edits.stamps.get(str(name), [1])
                 return existing_on_create(item, existing, caller, stamps), False
@@ -250,7 +250,7 @@ class SequentialPush:
         own: frozenset[int],
     ) -> tuple[pb.PushResult, bool]:
         for _ in range(MAX_ATTEMPTS):
-            existing = await self._edits.current(name)
+            existing = await self._edits.current(name, caller)
             stamps = await self._edits.stamps.get(str(name), [existing.version]) if existing else {}
             verdict = delete_verdict(item, existing, own, stamps)
             if verdict is not None:

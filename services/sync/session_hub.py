@@ -16,6 +16,7 @@ from hacs.sync.v1 import sync_service_pb2 as pb
 
 from services.common.caller import Caller
 from services.common.errors import NotFound
+from services.kernel.records.access import may_access
 from services.kernel.records.names import RecordName, parse_record_name
 from services.sync.change_log import ChangeLogReader
 from services.sync.edits import RecordEdits
@@ -68,6 +69,8 @@ class SessionHub:
             raise NotFound(name.info.name, join.record)  # existence is not disclosed
         caller.require(permission, join.record)
         session = await self._session(name)
+        if session.record is None or not may_access(caller, session.record):
+            raise NotFound(name.info.name, join.record)  # another owner's: not disclosed
         participant = Participant(caller, join.client_id, join.state or pb.PRESENCE_STATE_VIEWING)
         earlier = session.participants.pop(participant.key, None)
         if earlier is not None:
@@ -133,7 +136,7 @@ class SessionHub:
         after = await self.reader.head(name.tenant_id)
         while (target := self.changes.attach(name.tenant_id, session, after)) is not None:
             after = target
-        record = await self.edits.current(name)
+        record = await self.edits.current(name, None)  # joiners are checked one by one
         if record is None or record.HasField("delete_time"):
             self.changes.detach(name.tenant_id, session)
             raise NotFound(name.info.name, str(name))

@@ -215,7 +215,7 @@ class Session:
         edits = self.hub.edits
         async with self.edit_lock:
             for _ in range(MAX_ATTEMPTS):
-                snapshot = await edits.snapshot(self.name, request.base_version)
+                snapshot = await edits.snapshot(self.name, request.base_version, caller)
                 current = snapshot.current
                 if current is None or snapshot.deleted:
                     participant.send(_conflict(request, [], current.version if current else 0))

@@ -11,12 +11,13 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 
 from services.app.schema import TENANT_OWNED_TABLES, metadata
 from services.common.db import migrate
 from services.common.db.base import utcnow
 from services.common.db.engine import Database
+from services.kernel.records.tables import ChangeRow, RecordRow
 from services.kernel.tenancy.tables import TenantRow
 from services.tenant.tables import ActorRow
 
@@ -144,3 +145,50 @@ async def test_row_level_security_covers_records_and_the_change_log(db: Database
         assert (await s.execute(select(RecordRow.tenant_id))).scalars().all() == ["south"]
         assert (await s.execute(select(ChangeRow.tenant_id))).scalars().all() == ["south"]
         assert (await s.execute(text("SELECT count(*) FROM record_versions"))).scalar() == 1
+
+
+async def test_existing_memories_get_their_owner_when_the_schema_moves_to_0005(
+    database_url: str,
+) -> None:
+    """Migration 0005 backfills the owner of records and changes written before it, on
+    PostgreSQL through row-level security (one tenant at a time)."""
+    db = Database(database_url)
+    try:
+        await migrate.upgrade(db, "0004")
+        now = utcnow()
+        body = {"memory_block": {"agent": "tenants/north/actors/agent-b", "content": "x"}}
+        async with db.transaction("north") as s:
+            s.add(
+                TenantRow(
+                    id="north", display_name="north", plan="free", max_users=0,
+                    max_patients=0, calls_per_minute=0, state="active", labels={},
+                    create_time=now, update_time=now, version=1,
+                )
+            )  # fmt: skip
+            await s.flush()
+            for sequence, (collection, record_id, document) in enumerate(
+                (("memoryBlocks", "m-1", body), ("patients", "p-1", {"patient": {}})), start=1
+            ):
+                # Core inserts of the columns 0004 has (the models already know `owner`).
+                await s.execute(
+                    insert(RecordRow).values(
+                        tenant_id="north", collection=collection, id=record_id, version=1,
+                        patient_id=None, clinical_time=now, create_time=now, update_time=now,
+                        created_by="x", updated_by="x", body=document,
+                    )
+                )  # fmt: skip
+                await s.execute(
+                    insert(ChangeRow).values(
+                        tenant_id="north", sequence=sequence, collection=collection,
+                        record_id=record_id, operation="CREATE", version=1, commit_time=now,
+                        actor="x", labels={}, changed_paths=[],
+                    )
+                )  # fmt: skip
+        await migrate.upgrade(db)
+        async with db.transaction("north") as s:
+            owners = dict((await s.execute(text("SELECT id, owner FROM records"))).all())
+            changed = dict((await s.execute(text("SELECT record_id, owner FROM change_log"))).all())
+        assert owners == {"m-1": "tenants/north/actors/agent-b", "p-1": None}
+        assert changed == owners
+    finally:
+        await db.close()

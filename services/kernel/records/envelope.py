@@ -16,6 +16,7 @@ from hacs.records.v1 import record_pb2
 from services.common.caller import Caller
 from services.common.etags import etag_for
 from services.kernel.records import derive
+from services.kernel.records.access import owner_of
 from services.kernel.records.names import RecordName, record_name
 from services.kernel.records.resource_types import ResourceTypeInfo
 from services.kernel.records.store import ChangeEntry, Stored
@@ -94,6 +95,7 @@ def derived(
         patient_id=patient,
         clinical_time=clinical,
         codes=frozenset(derive.codes(record, info)),
+        owner=owner_of(record) or None,
     )
 
 
@@ -121,4 +123,5 @@ def change(
         previous_patient_id=previous_patient if previous_patient != stored.patient_id else None,
         labels=dict(stored.record.labels),
         changed_paths=list(paths),
+        owner=stored.owner,
     )

@@ -13,7 +13,13 @@ from hacs.records.v1 import record_pb2
 from services.common.caller import Caller
 from services.common.errors import FieldViolation, Invalid, NotFound
 from services.common.pagination import decode_page_number, decode_page_token, encode_page_token
-from services.kernel.records.access import readable_types, require_own_parent, require_read
+from services.kernel.records.access import (
+    owned_only,
+    readable_types,
+    require_access,
+    require_own_parent,
+    require_read,
+)
 from services.kernel.records.names import parse_patient_name, parse_record_name
 from services.kernel.records.resource_types import BY_ENUM
 from services.kernel.records.store import RecordQuery, RecordStore
@@ -91,13 +97,13 @@ class RecordReader:
         name = parse_record_name(name_text)
         require_read(caller, name)
         async with self._store.transaction(name.tenant_id) as tx:
+            record = current = await tx.get(name.info.collection, name.id)
             if version:
                 record = await tx.get_version(name.info.collection, name.id, version)
-            else:
-                record = await tx.get(name.info.collection, name.id)
         if record is None:
             what = f"{name} (version {version})" if version else str(name)
             raise NotFound(name.info.name, what)
+        require_access(caller, current or record, str(name))  # whose it is now decides
         return record
 
     async def list_records(
@@ -120,6 +126,7 @@ class RecordReader:
             order_field=order_field,
             descending=descending,
             limit=page_size + 1,
+            owned_only=owned_only(caller),
         )
         if page_token:
             query = replace(query, after=_decode_keyset(page_token, filters.digest(), order_field))
@@ -140,11 +147,13 @@ class RecordReader:
         if page_token:
             before = decode_page_number("history", page_token)
         async with self._store.transaction(name.tenant_id) as tx:
+            current = await tx.get(name.info.collection, name.id)
+            if current is None:
+                raise NotFound(name.info.name, str(name))
+            require_access(caller, current, str(name))  # whose it is now decides its past
             versions = await tx.history(
                 name.info.collection, name.id, before_version=before, limit=page_size + 1
             )
-        if not versions and before is None:
-            raise NotFound(name.info.name, str(name))
         page = versions[:page_size]
         more = len(versions) > page_size and page
         return page, encode_page_token("history", str(page[-1].version)) if more else ""

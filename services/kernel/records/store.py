@@ -42,6 +42,19 @@ class Stored:
     patient_id: str | None
     clinical_time: datetime
     codes: frozenset[tuple[str, str]]
+    owner: str | None = None  # the actor it belongs to, for types with owners
+
+
+@dataclass(frozen=True)
+class OwnedOnly:
+    """Rows of these collections only where `owner` owns them: a caller who may act on its
+    own records of a type with owners, not on everyone's (kernel/records/access.py)."""
+
+    collections: frozenset[str]
+    owner: str
+
+    def clause(self, collection: Any, owner: Any) -> Any:
+        return or_(collection.not_in(sorted(self.collections)), owner == self.owner)
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class ChangeEntry:
     labels: dict[str, str]
     changed_paths: list[str]
     sequence: int = 0
+    owner: str | None = None  # the record's owner when the change was made
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class RecordQuery:
     # Keyset: continue after this (order value, collection, id).
     after: tuple[Any, str, str] | None = None
     limit: int = 50
+    owned_only: OwnedOnly | None = None
 
 
 def _version_values(record_values: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +266,8 @@ class RecordTx:
             stmt = stmt.where(r.clinical_time < query.end_time)
         if not query.show_deleted:
             stmt = stmt.where(r.delete_time.is_(None))
+        if query.owned_only is not None:
+            stmt = stmt.where(query.owned_only.clause(r.collection, r.owner))
         if query.codes:
             c = RecordCodeRow
             matches = [
@@ -432,6 +449,7 @@ class RecordTx:
             "created_by": record.created_by.name,
             "updated_by": record.updated_by.name,
             "body": to_body(record),
+            "owner": item.owner,
         }
 
     # -- erasure (hard delete) ---------------------------------------------------
@@ -536,6 +554,7 @@ class RecordTx:
                 "previous_patient_id": e.previous_patient_id,
                 "labels": e.labels,
                 "changed_paths": e.changed_paths,
+                "owner": e.owner,
             }
             for n, e in enumerate(entries)
         ]
@@ -573,12 +592,20 @@ class RecordTx:
         return int(value or 0)
 
     async def changes(
-        self, *, after: int, up_to: int, limit: int, collections: Sequence[str] | None
+        self,
+        *,
+        after: int,
+        up_to: int,
+        limit: int,
+        collections: Sequence[str] | None,
+        owned_only: OwnedOnly | None = None,
     ) -> list[ChangeEntry]:
         c = ChangeRow
         stmt = select(c).where(c.tenant_id == self._tenant, c.sequence > after, c.sequence <= up_to)
         if collections:
             stmt = stmt.where(c.collection.in_(list(collections)))
+        if owned_only is not None:
+            stmt = stmt.where(owned_only.clause(c.collection, c.owner))
         rows = await self._s.scalars(stmt.order_by(c.sequence).limit(limit))
         return [
             ChangeEntry(
@@ -593,6 +620,7 @@ class RecordTx:
                 previous_patient_id=row.previous_patient_id,
                 labels=dict(row.labels or {}),
                 changed_paths=list(row.changed_paths or []),
+                owner=row.owner,
             )
             for row in rows
         ]

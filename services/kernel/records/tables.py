@@ -36,6 +36,8 @@ class RecordRow(Base):
         Index("ix_records_patient", "tenant_id", "patient_id", "collection", "clinical_time"),
         # Date-range filters by type.
         Index("ix_records_type_clinical", "tenant_id", "collection", "clinical_time", "id"),
+        # An owner's records of a type with owners (an agent's memories).
+        Index("ix_records_owner", "tenant_id", "collection", "owner"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -50,6 +52,8 @@ class RecordRow(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     updated_by: Mapped[str] = mapped_column(String(200))
     body: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    # The actor the record belongs to, for types with owners (access.owner_of); else None.
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class RecordVersionRow(Base):
@@ -104,6 +108,8 @@ class ChangeRow(Base):
     previous_patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     labels: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
     changed_paths: Mapped[list[str]] = mapped_column(JsonDocument)
+    # The record's owner when the change was made (types with owners only).
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class TenantCounterRow(Base):

@@ -25,7 +25,7 @@ from services.common.errors import (
     QuotaViolation,
 )
 from services.common.validation import Violations
-from services.kernel.records.access import require_write
+from services.kernel.records.access import require_access, require_owner, require_write
 from services.kernel.records.content import check_record
 from services.kernel.records.envelope import ENVELOPE_MUTABLE, OUTPUT_ONLY
 from services.kernel.records.names import RecordName
@@ -59,6 +59,8 @@ def check_new(
     kinds = {info.name: info for info in map(of_record, records) if info is not None}
     for info in kinds.values():
         require_write(caller, info, tenant_id, f"tenants/{tenant_id}")
+    for i, record in enumerate(records):
+        require_owner(caller, record, prefix.format(i=i))
     v = Violations()
     infos = [
         check_record(record, prefix.format(i=i), v, tenant_id=tenant_id)
@@ -68,10 +70,11 @@ def check_new(
     return [info for info in infos if info is not None]
 
 
-async def current_live(tx: RecordTx, name: RecordName) -> record_pb2.Record:
+async def current_live(tx: RecordTx, name: RecordName, caller: Caller) -> record_pb2.Record:
     current = await tx.get(name.info.collection, name.id, for_update=True)
     if current is None:
         raise NotFound(name.info.name, str(name))
+    require_access(caller, current, str(name))  # before saying anything about its state
     if current.HasField("delete_time"):
         raise Conflict(
             f"{name} is deleted; deleted records are kept for history but not changed",

@@ -22,7 +22,13 @@ from services.common.errors import AlreadyExists, Conflict, FieldViolation, Inva
 from services.common.etags import check_etag, concurrent_update
 from services.common.validation import Violations
 from services.kernel.records import derive
-from services.kernel.records.access import require_own_parent, require_write
+from services.kernel.records.access import (
+    may_access,
+    require_access,
+    require_own_parent,
+    require_owner,
+    require_write,
+)
 from services.kernel.records.content import check_record
 from services.kernel.records.envelope import ENVELOPE_MUTABLE, change, envelope_new, envelope_next
 from services.kernel.records.names import RecordName, new_record_id, parse_record_name
@@ -185,6 +191,8 @@ class RecordWriter:
             patient_delta = sum(1 for item in stored if item.collection == "patients")
             for revision, name in zip(revisions, names, strict=True):
                 found = current.get((name.info.collection, name.id))
+                if found is not None and not may_access(caller, found):
+                    found = None  # another owner's: as if it did not exist
                 problem = _revision_problem(found, revision)
                 if problem:
                     if strict and found is None:
@@ -205,6 +213,7 @@ class RecordWriter:
                 v = Violations()
                 check_record(revised, revised_field, v, tenant_id=tenant_id)
                 v.raise_if_any()
+                require_owner(caller, revised, revised_field)
                 item = envelope_next(caller, name, revised, now)
                 replaced.append((item, found.version))
                 previous = derive.patient_id(found, name.info, name.id)
@@ -273,7 +282,7 @@ class RecordWriter:
             replay = await replayed(tx, request_id, "UpdateRecord", request_hash, now)
             if replay is not None:
                 return record_pb2.Record.FromString(replay)
-            current = await current_live(tx, name)
+            current = await current_live(tx, name, caller)
             check_etag(str(name), current.version, changes.etag)
             updated = record_pb2.Record()
             updated.CopyFrom(current)
@@ -283,6 +292,7 @@ class RecordWriter:
             v = Violations()
             check_record(updated, "record", v, tenant_id=name.tenant_id)
             v.raise_if_any()
+            require_owner(caller, updated, "record")  # not handed to another owner
             stored = envelope_next(caller, name, updated, now)
             await check_patients_exist(tx, [stored], "record")
             old_patient = derive.patient_id(current, name.info, name.id)
@@ -313,7 +323,7 @@ class RecordWriter:
             state.details["reason"] = reason
         now = utcnow()
         async with self._store.transaction(name.tenant_id) as tx:
-            current = await current_live(tx, name)
+            current = await current_live(tx, name, caller)
             check_etag(str(name), current.version, etag)
             deleted = record_pb2.Record()
             deleted.CopyFrom(current)
@@ -353,6 +363,10 @@ class RecordWriter:
             for position, (item, key) in enumerate(zip(items, keys, strict=True)):
                 name = RecordName(tenant_id, item.info, item.record_id)
                 current = existing.get(key)
+                if current is not None:
+                    require_access(caller, current, str(name))
+                if item.record is not None:
+                    require_owner(caller, item.record, f"entry[{position}].resource")
                 live = current is not None and not current.HasField("delete_time")
                 if item.record is None:
                     if current is None or not live:
