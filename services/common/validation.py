@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
-from services.common import wellformed
+from services.common import names, wellformed
 from services.common.errors import FieldViolation, Invalid
 
 M = TypeVar("M", bound=Message)
@@ -96,6 +96,18 @@ class Violations:
     def resource_name(self, field: str, value: str, pattern: re.Pattern[str], example: str) -> None:
         if self.required(field, value) and not pattern.match(value):
             self.add(field, f"{value!r} is not a resource name like {example!r}")
+
+    def parent_tenant(self, parent: str, field: str = "parent") -> str:
+        """The tenant of `tenants/{tenant}` ("" when the name is not one: a violation then)."""
+        self.resource_name(field, parent, names.TENANT, "tenants/{tenant}")
+        match = names.TENANT.match(parent)
+        return match["tenant"] if match else ""
+
+    def in_tenant(self, field: str, name: str, tenant: str) -> None:
+        """Names inside a request must lie in its parent's tenant: another tenant's is refused,
+        never read as the caller's own."""
+        if tenant and name and not name.startswith(f"tenants/{tenant}/"):
+            self.add(field, f"{name!r} is not in tenants/{tenant}, the request's parent")
 
     def page(self, page_size: int) -> None:
         if page_size < 0:

@@ -71,7 +71,10 @@ def _filter(v: Violations, f: recall_pb2.MemoryFilter, path: str) -> None:
     v.labels(f"{path}.labels", dict(f.labels))
 
 
-def _block(v: Violations, record_path: str, record: record_pb2.Record) -> None:
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600  # a working memory kept longer is not working memory
+
+
+def _block(v: Violations, record_path: str, record: record_pb2.Record, tenant: str) -> None:
     if record.WhichOneof("resource") != "memory_block":
         v.add(f"{record_path}.memory_block", "set memory_block (a memory is a MemoryBlock record)")
         return
@@ -99,22 +102,25 @@ def _block(v: Violations, record_path: str, record: record_pb2.Record) -> None:
         v.add(f"{path}.related_memories", f"at most {MAX_RELATED}")
     for i, related in enumerate(block.related_memories):
         _memory_name(v, f"{path}.related_memories[{i}]", related)
+        v.in_tenant(f"{path}.related_memories[{i}]", related, tenant)
     if block.agent:
         _actor(v, f"{path}.agent", block.agent)
     if block.patient:
         _patient(v, f"{path}.patient", block.patient)
-    if block.HasField("ttl_seconds") and block.ttl_seconds <= 0:
-        v.add(f"{path}.ttl_seconds", "must be positive")
+    if block.HasField("ttl_seconds") and not 0 < block.ttl_seconds <= MAX_TTL_SECONDS:
+        v.add(
+            f"{path}.ttl_seconds", f"must be positive and at most {MAX_TTL_SECONDS:,} (100 years)"
+        )
 
 
 @validates(pb.RememberRequest)
 def _remember(r: pb.RememberRequest, v: Violations) -> None:
-    _parent(v, r.parent)
+    tenant = v.parent_tenant(r.parent)
     if not 1 <= len(r.memories) <= MAX_BATCH:
         v.add("memories", f"send between 1 and {MAX_BATCH} memories (got {len(r.memories)})")
     for i, memory in enumerate(r.memories):
         _memory_name(v, f"memories[{i}].name", memory.name, required=False)
-        _block(v, f"memories[{i}]", memory)
+        _block(v, f"memories[{i}]", memory, tenant)
     if r.agent:
         _actor(v, "agent", r.agent)
     if r.patient:
@@ -176,6 +182,19 @@ def _update(r: pb.UpdateMemoryRequest, v: Violations) -> None:
         _unit(v, "memory.memory_block.importance_score", block.importance_score)
     if {"memory_block", "memory_block.confidence_score"} & paths:
         _unit(v, "memory.memory_block.confidence_score", block.confidence_score)
+    tenant = r.memory.name.split("/")[1] if r.memory.name.startswith("tenants/") else ""
+    if {"memory_block", "memory_block.related_memories"} & paths:
+        for i, related in enumerate(block.related_memories):
+            where = f"memory.memory_block.related_memories[{i}]"
+            _memory_name(v, where, related)
+            v.in_tenant(where, related, tenant)
+    ttl_changed = {"memory_block", "memory_block.ttl_seconds"} & paths
+    if (
+        ttl_changed
+        and block.HasField("ttl_seconds")
+        and not 0 < block.ttl_seconds <= MAX_TTL_SECONDS
+    ):
+        v.add("memory.memory_block.ttl_seconds", "must be positive and at most 100 years")
 
 
 @validates(pb.ForgetRequest)

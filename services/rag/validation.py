@@ -133,9 +133,10 @@ def _retrieval(
     rerank: int,
     context: patient_context_pb2.PatientContext,
 ) -> None:
-    _parent(v, parent)
+    tenant = v.parent_tenant(parent)
     for i, kb in enumerate(knowledge_bases):
         v.resource_name(f"knowledge_bases[{i}]", kb, KB_NAME, KB_EXAMPLE)
+        v.in_tenant(f"knowledge_bases[{i}]", kb, tenant)
     if not query.strip():
         v.add("query", "is required")
     v.max_length("query", query, 4000)
@@ -148,6 +149,7 @@ def _retrieval(
         v.add("filter.published_after", f"{f.published_after!r} is not 'YYYY[-MM[-DD]]'")
     for i, doc in enumerate(f.documents):
         v.resource_name(f"filter.documents[{i}]", doc, DOCUMENT_NAME, DOC_EXAMPLE)
+        v.in_tenant(f"filter.documents[{i}]", doc, tenant)
     if rerank not in RERANK_MODES:
         v.add("rerank", f"{rerank} is not a RerankMode")
     _patient_context(v, context)

@@ -24,7 +24,7 @@ def _parent(v: Violations, parent: str) -> None:
     v.resource_name("parent", parent, names.TENANT, "tenants/{tenant}")
 
 
-def check_filter(v: Violations, prefix: str, f: query_pb2.SearchFilter) -> None:
+def check_filter(v: Violations, prefix: str, f: query_pb2.SearchFilter, tenant: str) -> None:
     for i, t in enumerate(f.resource_types):
         if t not in TYPES:
             v.add(f"{prefix}.resource_types[{i}]", f"{t} is not a resource type")
@@ -34,6 +34,7 @@ def check_filter(v: Violations, prefix: str, f: query_pb2.SearchFilter) -> None:
                 f"{prefix}.patients[{i}]",
                 f"{p!r} is not a patient name like 'tenants/acme/patients/p-1'",
             )
+        v.in_tenant(f"{prefix}.patients[{i}]", p, tenant)
     for field in ("min_age", "max_age"):
         if f.HasField(field) and not 0 <= getattr(f, field) <= 150:
             v.add(f"{prefix}.{field}", "must be between 0 and 150")
@@ -57,11 +58,12 @@ def check_filter(v: Violations, prefix: str, f: query_pb2.SearchFilter) -> None:
                 f"{prefix}.knowledge_bases[{i}]",
                 f"{kb!r} is not like 'tenants/acme/knowledgeBases/guidelines'",
             )
+        v.in_tenant(f"{prefix}.knowledge_bases[{i}]", kb, tenant)
 
 
 @validates(pb.SearchRequest)
 def _search(r: pb.SearchRequest, v: Violations) -> None:
-    _parent(v, r.parent)
+    tenant = v.parent_tenant(r.parent)
     if not r.query.strip():
         v.add("query", "is required")
     v.max_length("query", r.query, 4000)
@@ -69,7 +71,7 @@ def _search(r: pb.SearchRequest, v: Violations) -> None:
         v.add("top_k", "must be between 1 and 1,000 (0 = 10)")
     if not 0 <= r.snippet_length <= 1000:
         v.add("snippet_length", "must be between 1 and 1,000 (0 = 200)")
-    check_filter(v, "filter", r.filter)
+    check_filter(v, "filter", r.filter, tenant)
     h = r.hybrid
     for field in ("semantic_weight", "lexical_weight"):
         if h.HasField(field) and not 0.0 <= getattr(h, field) <= 1.0:

@@ -14,7 +14,6 @@ from hacs.records.v1 import change_pb2, record_pb2
 from hacs.sync.v1 import patch_pb2
 from hacs.sync.v1 import sync_service_pb2 as pb
 
-from services.common import names
 from services.common.validation import Violations, validates
 from services.kernel.records.names import is_record_name
 from services.sync import cursors
@@ -35,20 +34,9 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}\Z")
 CLIENT_ID_RULE = "1-128 characters: letters, digits, '.', '_', ':', '-'"
 
 
-def _tenant(v: Violations, parent: str) -> str:
-    v.resource_name("parent", parent, names.TENANT, "tenants/{tenant}")
-    match = names.TENANT.match(parent)
-    return match["tenant"] if match else ""
-
-
-def _in_tenant(v: Violations, field: str, name: str, tenant: str) -> None:
-    if tenant and not name.startswith(f"tenants/{tenant}/"):
-        v.add(field, f"{name!r} is not in tenants/{tenant}")
-
-
 @validates(pb.WatchRequest)
 def _watch(r: pb.WatchRequest, v: Violations) -> None:
-    tenant = _tenant(v, r.parent)
+    tenant = v.parent_tenant(r.parent)
     f = r.filter
     for field, values in (("names", f.names), ("patients", f.patients)):
         if len(values) > MAX_FILTER_VALUES:
@@ -63,7 +51,7 @@ def _watch(r: pb.WatchRequest, v: Violations) -> None:
                 f"{name!r} is not a record name like 'tenants/acme/observations/obs-1'",
             )
         else:
-            _in_tenant(v, f"filter.names[{i}]", name, tenant)
+            v.in_tenant(f"filter.names[{i}]", name, tenant)
     for i, name in enumerate(f.patients):
         if not (is_record_name(name) and name.split("/")[2] == "patients"):
             v.add(
@@ -71,7 +59,7 @@ def _watch(r: pb.WatchRequest, v: Violations) -> None:
                 f"{name!r} is not a patient name like 'tenants/acme/patients/p-1'",
             )
         else:
-            _in_tenant(v, f"filter.patients[{i}]", name, tenant)
+            v.in_tenant(f"filter.patients[{i}]", name, tenant)
     v.labels("filter.labels", dict(f.labels))
     if r.resume_cursor:
         if r.start_at_earliest:
@@ -92,7 +80,7 @@ def _watch(r: pb.WatchRequest, v: Violations) -> None:
 
 @validates(pb.GetSyncCursorRequest)
 def _get_cursor(r: pb.GetSyncCursorRequest, v: Violations) -> None:
-    _tenant(v, r.parent)
+    v.parent_tenant(r.parent)
 
 
 def _patches(v: Violations, field: str, patches: list[patch_pb2.FieldPatch]) -> None:
@@ -150,7 +138,7 @@ def _collaborate(r: pb.CollaborateRequest, v: Violations) -> None:
 
 @validates(pb.PushChangesRequest)
 def _push(r: pb.PushChangesRequest, v: Violations) -> None:
-    tenant = _tenant(v, r.parent)
+    tenant = v.parent_tenant(r.parent)
     if v.required("client_id", r.client_id) and not _CLIENT_ID.match(r.client_id):
         v.add("client_id", CLIENT_ID_RULE)
     if not 1 <= len(r.changes) <= MAX_PUSH:
@@ -174,7 +162,7 @@ def _push(r: pb.PushChangesRequest, v: Violations) -> None:
                     f"{change.name!r} is not a record name like 'tenants/acme/observations/obs-1'",
                 )
             else:
-                _in_tenant(v, f"{where}.name", change.name, tenant)
+                v.in_tenant(f"{where}.name", change.name, tenant)
         if change.operation == change_pb2.CHANGE_OPERATION_CREATE:
             if change.record.WhichOneof("resource") is None:
                 v.add(f"{where}.record", "a CREATE needs the record, with its typed resource")
