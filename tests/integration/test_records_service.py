@@ -9,6 +9,7 @@ on every RPC.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -448,3 +449,39 @@ async def test_evidence_reliability_is_computed_on_every_write(hacs: Harness) ->
     ).record
     assert updated.evidence.overall_reliability == pytest.approx(0.8)
     assert (await records.get(created.name)).evidence.overall_reliability == pytest.approx(0.8)
+
+
+async def test_deleting_takes_delete_permission_not_write(hacs: Harness) -> None:
+    # Issue 20, finding 9: write:<type> used to be enough to soft-delete.
+    tenant = await hacs.new_tenant()
+    admin = Records(hacs, tenant)
+    _, physician_token = await hacs.new_actor(tenant, "dr-who", "physician")
+    _, clerk_token = await hacs.new_actor(
+        tenant, "records-clerk", "administrator", ["read:observation", "delete:observation"]
+    )
+    physician, clerk = Records(hacs, tenant, physician_token), Records(hacs, tenant, clerk_token)
+    patient = await admin.create(clinical.patient())
+    obs = await physician.create(clinical.hba1c(patient.name, 6.1))  # write:observation: fine
+    refused = await code_of(
+        physician.stub.DeleteRecord(pb.DeleteRecordRequest(name=obs.name), metadata=physician.md)
+    )
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "delete:observation" in (refused.details() or "")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "DELETE", "url": f"Observation/{obs.name.rsplit('/', 1)[1]}"}}
+        ],
+    }
+    reply = await physician.stub.ImportFhirBundle(
+        pb.ImportFhirBundleRequest(parent=tenant.name, bundle_json=json.dumps(bundle)),
+        metadata=physician.md,
+    )
+    (entry,) = reply.entries  # a batch: each entry is answered on its own
+    assert entry.status == pb.FHIR_ENTRY_STATUS_REJECTED and "delete:observation" in entry.reason
+    assert not (await admin.get(obs.name)).HasField("delete_time")
+    deleted = await clerk.stub.DeleteRecord(
+        pb.DeleteRecordRequest(name=obs.name), metadata=clerk.md
+    )
+    assert deleted.record.HasField("delete_time")

@@ -1,6 +1,6 @@
 """Who may read or write which records: the one access policy per record type.
 
-Every type: `read:<type>` / `write:<type>`, and the tenant of a record name
+Every type: `read:<type>` / `write:<type>` / `delete:<type>`, and the tenant of a record name
 must be the caller's. Reads of a named record in another tenant answer
 NOT_FOUND (its existence is not disclosed); parents and writes in another
 tenant answer PERMISSION_DENIED.
@@ -36,6 +36,13 @@ def require_read(caller: Caller, name: RecordName) -> None:
 def require_write(caller: Caller, info: ResourceTypeInfo, tenant_id: str, resource: str) -> None:
     require_own_parent(caller, tenant_id, f"write:{info.permission}")
     caller.require(f"write:{info.permission}", resource)
+
+
+def require_delete(caller: Caller, info: ResourceTypeInfo, tenant_id: str, resource: str) -> None:
+    """Deleting a record (a soft delete: history is kept) takes `delete:<type>`, which
+    administrators hold (admin:*) and no other role by default; `write:<type>` is not enough."""
+    require_own_parent(caller, tenant_id, f"delete:{info.permission}")
+    caller.require(f"delete:{info.permission}", resource)
 
 
 def readable_types(caller: Caller, wanted: list[ResourceTypeInfo]) -> list[ResourceTypeInfo]:

@@ -25,6 +25,7 @@ from services.kernel.records import derive
 from services.kernel.records.access import (
     may_access,
     require_access,
+    require_delete,
     require_own_parent,
     require_owner,
     require_write,
@@ -317,7 +318,7 @@ class RecordWriter:
         self, caller: Caller, name_text: str, etag: str, reason: str
     ) -> record_pb2.Record:
         name = parse_record_name(name_text)
-        require_write(caller, name.info, name.tenant_id, str(name))
+        require_delete(caller, name.info, name.tenant_id, str(name))
         state = current_call()
         if state is not None and reason:
             state.details["reason"] = reason
@@ -348,6 +349,8 @@ class RecordWriter:
         """
         for info in {item.info.name: item.info for item in items}.values():
             require_write(caller, info, tenant_id, f"tenants/{tenant_id}")
+        for info in {item.info.name: item.info for item in items if item.record is None}.values():
+            require_delete(caller, info, tenant_id, f"tenants/{tenant_id}")
         now = utcnow()
         has_patients = any(i.info.field == "patient" and i.record is not None for i in items)
         patient_limit = await self._patient_limit(tenant_id) if has_patients else 0
