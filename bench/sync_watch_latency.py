@@ -264,10 +264,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     upstreams=upstreams,
                     listen_host="127.0.0.1",
                     listen_port=edge_port,
-                    admin_port=free_port(),
+                    stats_port=free_port(),
                     jwks_uri=jwks,
                     default_calls_per_minute=UNLIMITED,
-                    unauthenticated_calls_per_minute=UNLIMITED,
+                    token_calls_per_minute=UNLIMITED,
+                    open_calls_per_minute=UNLIMITED,
                     access_log_path="/dev/null",
                 )
             ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import fields
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         print(new_secret("platform")[1])
         return 0
 
+    # Whatever the server writes (databases, keys, logs) is its user's alone: files 0600,
+    # directories 0700 (the data holds PHI; see README, "Files and permissions").
+    os.umask(0o077)
     overrides = {"services": args.only} if getattr(args, "only", None) else {}
     try:
         settings = Settings.from_env(**overrides)

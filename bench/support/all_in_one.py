@@ -88,10 +88,11 @@ class AllInOne:
             upstreams=upstreams,
             listen_host="127.0.0.1",
             listen_port=edge_port,
-            admin_port=free_port(),
+            stats_port=free_port(),
             jwks_uri=f"http://{http_addr}/.well-known/jwks.json",
             default_calls_per_minute=UNLIMITED_CALLS_PER_MINUTE,
-            unauthenticated_calls_per_minute=UNLIMITED_CALLS_PER_MINUTE,
+            token_calls_per_minute=UNLIMITED_CALLS_PER_MINUTE,
+            open_calls_per_minute=UNLIMITED_CALLS_PER_MINUTE,
             access_log_path=str(self.run_dir / "envoy-access.log"),
         )
         envoy = start_envoy(render(settings), self.run_dir, edge_port)

@@ -283,10 +283,11 @@ async def running_platform(
             upstreams=upstreams,
             listen_host="127.0.0.1",
             listen_port=edge_port,
-            admin_port=free_port(),
+            stats_port=free_port(),
             jwks_uri=jwks,
             default_calls_per_minute=EDGE_CALLS_PER_MINUTE,
-            unauthenticated_calls_per_minute=EDGE_CALLS_PER_MINUTE,
+            token_calls_per_minute=EDGE_CALLS_PER_MINUTE,
+            open_calls_per_minute=EDGE_CALLS_PER_MINUTE,
             access_log_path=str(run_dir / "envoy-access.log"),
         )
         envoy = start_envoy(render(edge), run_dir, edge_port)

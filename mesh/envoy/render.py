@@ -44,10 +44,8 @@ SHARED_SERVICES: tuple[str, ...] = (
 )
 
 # Methods a caller must reach before it has a token.
-TOKEN_FREE_METHODS: tuple[str, ...] = (
-    "/hacs.tenant.v1.TenantService/IssueToken",
-    "/hacs.tenant.v1.TenantService/GetJwks",
-)
+TOKEN_PATH = "/hacs.tenant.v1.TenantService/IssueToken"
+TOKEN_FREE_METHODS: tuple[str, ...] = (TOKEN_PATH, "/hacs.tenant.v1.TenantService/GetJwks")
 
 DEFAULT_GRPC_PORT = 50051
 DEFAULT_JWKS_URI = "http://127.0.0.1:9464/.well-known/jwks.json"
@@ -100,7 +98,12 @@ class EdgeSettings:
     )
     listen_host: str = "0.0.0.0"
     listen_port: int = 8080
-    admin_port: int = 9901
+    # Prometheus stats (and readiness) on a listener of their own, loopback only; nothing
+    # else of the admin API is reachable there.
+    stats_port: int = 9901
+    # The admin API (it can drain, stop and reconfigure Envoy) on a Unix socket only its
+    # user may open: the operator, through `curl --unix-socket`.
+    admin_socket: str = "/tmp/hacs-envoy-admin.sock"
     jwks_uri: str = DEFAULT_JWKS_URI
     jwt_issuer: str = "hacs"
     jwt_audiences: list[str] = field(default_factory=lambda: ["hacs"])
@@ -108,9 +111,15 @@ class EdgeSettings:
     tenant_header: str = "x-hacs-tenant"
     default_calls_per_minute: int = 600
     tenant_calls_per_minute: dict[str, int] = field(default_factory=dict)
-    # Calls without a tenant (IssueToken, GetJwks, health, reflection) share one bucket.
-    unauthenticated_calls_per_minute: int = 600
-    # Size of the LRU of per-tenant buckets; an evicted tenant restarts with a full bucket.
+    # Calls without a token are limited per client address: IssueToken on its own bucket,
+    # every other open method (GetJwks, health, reflection) on one bucket per method, so a
+    # flood of one never starves another, and one client never starves the rest.
+    token_calls_per_minute: int = 120
+    open_calls_per_minute: int = 600
+    # Proxies in front of Envoy whose X-Forwarded-For is trusted for the client address
+    # (a cloud load balancer: 1); 0 takes the connection's peer.
+    trusted_proxy_hops: int = 0
+    # Size of the LRU of buckets per tenant and per client; an evicted one restarts full.
     max_tracked_tenants: int = 10_000
     access_log_path: str = "/dev/stdout"
     cors_allowed_origins: list[str] = field(default_factory=list)
@@ -119,8 +128,8 @@ class EdgeSettings:
     max_message_bytes: int = 16 * 1024 * 1024
 
     @property
-    def admin_host(self) -> str:
-        """The admin API can drain and reconfigure Envoy: loopback only, never a setting."""
+    def stats_host(self) -> str:
+        """Stats are for the scraper on this host (a sidecar or node agent): loopback only."""
         return "127.0.0.1"
 
     def __post_init__(self) -> None:
@@ -129,14 +138,19 @@ class EdgeSettings:
         if any(not endpoints_of(e) for e in self.upstreams.values()):
             raise ValueError("every upstream service needs at least one endpoint")
         endpoint_ports = [u.port for e in self.upstreams.values() for u in endpoints_of(e)]
-        for port in (self.listen_port, self.admin_port, *endpoint_ports):
+        for port in (self.listen_port, self.stats_port, *endpoint_ports):
             if not 0 < port < 65536:
                 raise ValueError(f"port out of range: {port}")
-        if self.listen_port == self.admin_port:
-            raise ValueError("listen_port and admin_port must differ")
+        if self.listen_port == self.stats_port:
+            raise ValueError("listen_port and stats_port must differ")
+        if not self.admin_socket.startswith("/") or len(self.admin_socket) > 100:
+            raise ValueError("admin_socket must be an absolute path of at most 100 characters")
+        if not 0 <= self.trusted_proxy_hops <= 5:
+            raise ValueError("trusted_proxy_hops must be between 0 and 5")
         for limit in (
             self.default_calls_per_minute,
-            self.unauthenticated_calls_per_minute,
+            self.token_calls_per_minute,
+            self.open_calls_per_minute,
             *self.tenant_calls_per_minute.values(),
         ):
             if limit < 1:
@@ -205,6 +219,7 @@ def _template_context(settings: EdgeSettings) -> dict[str, Any]:
         "clusters": clusters,
         "routes": routes,
         "open_paths": list(TOKEN_FREE_METHODS),
+        "token_path": TOKEN_PATH,
         "open_prefixes": [f"/{s}/" for s in SHARED_SERVICES],
         "jwks_host": jwks_endpoint.host,
         "jwks_port": jwks_endpoint.port,
@@ -258,7 +273,8 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Edge
     )
     parser.add_argument("--jwks-uri")
     parser.add_argument("--listen-port", type=int)
-    parser.add_argument("--admin-port", type=int)
+    parser.add_argument("--stats-port", type=int)
+    parser.add_argument("--admin-socket")
     parser.add_argument("--default-calls-per-minute", type=int)
     parser.add_argument(
         "--tenant-calls-per-minute",
@@ -289,7 +305,8 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Edge
     overrides: dict[str, Any] = {"upstreams": upstreams}
     for key, flag, env_name, convert in (
         ("listen_port", args.listen_port, "HACS_EDGE_LISTEN_PORT", int),
-        ("admin_port", args.admin_port, "HACS_EDGE_ADMIN_PORT", int),
+        ("stats_port", args.stats_port, "HACS_EDGE_STATS_PORT", int),
+        ("admin_socket", args.admin_socket, "HACS_EDGE_ADMIN_SOCKET", str),
         ("jwks_uri", args.jwks_uri, "HACS_EDGE_JWKS_URI", str),
         (
             "default_calls_per_minute",

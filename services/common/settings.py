@@ -213,11 +213,31 @@ class Settings:
         "`hacs up`: Envoy's bind address (`0.0.0.0` to expose it).",
     )
     edge_listen_port: int = _env("HACS_EDGE_LISTEN_PORT", "8080", "`hacs up`: Envoy's public port.")
-    edge_admin_port: int = _env(
-        "HACS_EDGE_ADMIN_PORT", "9901", "`hacs up`: Envoy admin port (loopback)."
+    edge_stats_port: int = _env(
+        "HACS_EDGE_STATS_PORT",
+        "9901",
+        "`hacs up`: Envoy's stats (`/stats/prometheus`) on loopback; its admin API is a Unix "
+        "socket, `$HACS_DATA_DIR/envoy-admin.sock`.",
     )
     edge_calls_per_minute: int = _env(
         "HACS_EDGE_CALLS_PER_MINUTE", "6000", "`hacs up`: Envoy's per-tenant rate limit."
+    )
+    edge_token_calls_per_minute: int = _env(
+        "HACS_EDGE_TOKEN_CALLS_PER_MINUTE",
+        "120",
+        "`hacs up`: `IssueToken` calls per minute per client address.",
+    )
+    edge_open_calls_per_minute: int = _env(
+        "HACS_EDGE_OPEN_CALLS_PER_MINUTE",
+        "600",
+        "`hacs up`: calls per minute per client address to each other method open without a "
+        "token (`GetJwks`, health, reflection).",
+    )
+    edge_trusted_proxy_hops: int = _env(
+        "HACS_EDGE_TRUSTED_PROXY_HOPS",
+        "0",
+        "`hacs up`: proxies in front of Envoy whose `X-Forwarded-For` names the client (a "
+        "cloud load balancer: 1); 0 takes the connection's peer address.",
     )
 
     @classmethod

@@ -55,7 +55,7 @@ async def mesh(
         upstreams=upstreams,
         listen_host="127.0.0.1",
         listen_port=edge_port,
-        admin_port=free_port(),
+        stats_port=free_port(),
         jwks_uri=f"http://{tenant_http}/.well-known/jwks.json",
         access_log_path=str(root / "access.log"),
     )

@@ -115,7 +115,7 @@ async def mesh(
             upstreams=upstreams,
             listen_host="127.0.0.1",
             listen_port=edge_port,
-            admin_port=free_port(),
+            stats_port=free_port(),
             jwks_uri=jwks,
             access_log_path=str(root / "access.log"),
             cors_allowed_origins=[ORIGIN],

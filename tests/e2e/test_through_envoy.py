@@ -14,7 +14,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import grpc
 import jwt
 import pytest
@@ -174,3 +176,83 @@ async def test_edge_rate_limit_is_per_tenant(platform: RunningPlatform) -> None:
     async with HacsClient(platform.edge, api_key=calm_key) as other:
         reply = await other.tenant.GetTenant(pb.GetTenantRequest(name=calm))
         assert reply.tenant.name == calm
+
+
+def test_the_data_directory_is_its_owners_alone(platform: RunningPlatform) -> None:
+    # Issue 20, finding 10: hacs.db and the lexical store hold PHI and were created 0644.
+    assert platform.data_dir.stat().st_mode & 0o777 == 0o700
+    written = [
+        p
+        for p in platform.data_dir.rglob("*")
+        if p.is_file() and p.name != "hacs-up.log"  # the test's own log of the process
+    ]
+    assert {"hacs.db", "operator.key"} <= {p.name for p in written}
+    exposed = [f"{p.relative_to(platform.data_dir)} {p.stat().st_mode & 0o777:o}" for p in written]
+    assert [e for e in exposed if int(e.rsplit(" ", 1)[1], 8) & 0o077] == []
+
+
+async def test_calls_without_a_token_are_limited_per_client_and_method(
+    platform: RunningPlatform,
+) -> None:
+    # Issue 20, finding 3: one client at 45 req/s got every tenant's IssueToken refused.
+    # The module's edge: 30 IssueToken and 60 of each other open method per client a minute.
+    channel = grpc.aio.insecure_channel(platform.edge)
+    stub = tenant_service_pb2_grpc.TenantServiceStub(channel)
+
+    async def codes(call: Any, request: Any, client: str, times: int) -> list[grpc.StatusCode]:
+        seen = []
+        for _ in range(times):
+            try:
+                await call(request, metadata=(("x-forwarded-for", client),))
+                seen.append(grpc.StatusCode.OK)
+            except grpc.aio.AioRpcError as error:
+                seen.append(error.code())
+        return seen
+
+    flood = await codes(stub.GetJwks, pb.GetJwksRequest(), "203.0.113.7", 70)
+    assert flood.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 5
+    # The same client still gets tokens, and another client still gets the JWKS.
+    bad_key = pb.IssueTokenRequest(api_key="hk_nobody_x_y")
+    assert set(await codes(stub.IssueToken, bad_key, "203.0.113.7", 3)) == {
+        grpc.StatusCode.UNAUTHENTICATED  # refused as a key, not as a flood
+    }
+    assert (
+        await codes(stub.GetJwks, pb.GetJwksRequest(), "198.51.100.9", 3)
+        == [grpc.StatusCode.OK] * 3
+    )
+    # And a flood of IssueToken stops at its own limit, for that client only.
+    tokens = await codes(stub.IssueToken, bad_key, "203.0.113.8", 40)
+    assert tokens.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 5
+    assert set(await codes(stub.IssueToken, bad_key, "198.51.100.10", 3)) == {
+        grpc.StatusCode.UNAUTHENTICATED
+    }
+    await channel.close()
+
+
+async def test_envoy_admin_is_the_operators_alone_and_stats_are_read_only(
+    platform: RunningPlatform,
+) -> None:
+    # Issue 20, finding 10: Envoy's admin let anyone on the host change runtime flags or
+    # stop it. Now: a Unix socket only its user opens; the stats listener serves stats.
+    socket = platform.data_dir / "envoy-admin.sock"
+    assert socket.is_socket() and socket.stat().st_mode & 0o777 == 0o600
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://{platform.stats}/stats/prometheus") as stats:
+            assert stats.status == 200
+            assert "envoy_http_downstream_rq_total" in await stats.text()
+        for method, path in (
+            ("POST", "/quitquitquit"),
+            ("POST", "/runtime_modify?x=1"),
+            ("GET", "/config_dump"),
+            ("POST", "/stats"),
+            ("POST", "/ready"),
+        ):
+            async with http.request(method, f"http://{platform.stats}{path}") as refused:
+                assert refused.status == 404, (method, path)
+        connector = aiohttp.UnixConnector(path=str(socket))
+        async with (
+            aiohttp.ClientSession(connector=connector) as admin,  # the operator
+            admin.get("http://envoy/ready") as ready,
+        ):
+            assert ready.status == 200
+    assert platform.process.poll() is None  # still running

@@ -21,6 +21,7 @@ class RunningPlatform:
     edge: str
     grpc_target: str
     log: Path
+    stats: str = ""  # Envoy's stats listener, host:port
 
     @property
     def operator_key(self) -> str:
@@ -32,7 +33,7 @@ class RunningPlatform:
 
 
 def start_hacs_up(data_dir: Path, database_url: str = "", **env: str) -> RunningPlatform:
-    ports = {name: free_port() for name in ("grpc", "http", "edge", "admin")}
+    ports = {name: free_port() for name in ("grpc", "http", "edge", "stats")}
     environ = {
         **os.environ,
         "HACS_DATA_DIR": str(data_dir),
@@ -40,7 +41,7 @@ def start_hacs_up(data_dir: Path, database_url: str = "", **env: str) -> Running
         "HACS_GRPC_LISTEN": f"127.0.0.1:{ports['grpc']}",
         "HACS_HTTP_LISTEN": f"127.0.0.1:{ports['http']}",
         "HACS_EDGE_LISTEN_PORT": str(ports["edge"]),
-        "HACS_EDGE_ADMIN_PORT": str(ports["admin"]),
+        "HACS_EDGE_STATS_PORT": str(ports["stats"]),
         "HACS_SHUTDOWN_GRACE_SECONDS": "2",
         **env,
     }
@@ -54,7 +55,12 @@ def start_hacs_up(data_dir: Path, database_url: str = "", **env: str) -> Running
             stderr=subprocess.STDOUT,
         )
     platform = RunningPlatform(
-        process, data_dir, f"127.0.0.1:{ports['edge']}", f"127.0.0.1:{ports['grpc']}", log
+        process,
+        data_dir,
+        f"127.0.0.1:{ports['edge']}",
+        f"127.0.0.1:{ports['grpc']}",
+        log,
+        f"127.0.0.1:{ports['stats']}",
     )
     deadline = time.monotonic() + 120
     while "HACS is up" not in log.read_text(errors="replace"):

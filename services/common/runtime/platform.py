@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from services.common.audit import AuditLog
@@ -63,11 +64,22 @@ class Platform:
         await self.db.close()
 
 
+def private_directory(path: Path) -> None:
+    """The data directory holds PHI and secrets (SQLite, the lexical store, Milvus Lite, the
+    signing keys, the operator key): only the service's own user may enter it (0700)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        try:
+            path.chmod(0o700)
+        except PermissionError:  # not ours (a volume mounted by an orchestrator): say so
+            log.warning("cannot restrict %s to its owner (0700); check who else can read it", path)
+
+
 async def open_platform(
     settings: Settings, standing: Callable[[Database], StandingLookup]
 ) -> Platform:
     """Database (migrated), keys, meters and the change bus; `standing` reads tenants' plans."""
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_path)
     db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
     await db.ping()
     if settings.auto_migrate:

@@ -12,6 +12,7 @@ import yaml
 
 from mesh.envoy.render import (
     HACS_SERVICES,
+    TOKEN_PATH,
     EdgeSettings,
     Upstream,
     all_in_one_upstreams,
@@ -21,6 +22,7 @@ from mesh.envoy.render import (
 
 ENVOY = Path(sys.executable).parent / "envoy"
 JWKS_CLUSTER = "hacs_jwks"
+ADMIN_CLUSTER = "hacs_envoy_admin"
 SHARED_PREFIXES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -42,7 +44,8 @@ def mesh() -> EdgeSettings:
 
 
 def hcm(config: dict[str, Any]) -> dict[str, Any]:
-    [listener] = config["static_resources"]["listeners"]
+    """The edge listener's HTTP connection manager (the stats listener aside)."""
+    [listener] = [x for x in config["static_resources"]["listeners"] if x["name"] == "hacs_edge"]
     [chain] = listener["filter_chains"]
     [manager] = chain["filters"]
     typed_config: dict[str, Any] = manager["typed_config"]
@@ -59,7 +62,7 @@ def http_filter(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 def service_clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     clusters = config["static_resources"]["clusters"]
-    return {c["name"]: c for c in clusters if c["name"] != JWKS_CLUSTER}
+    return {c["name"]: c for c in clusters if c["name"] not in (JWKS_CLUSTER, ADMIN_CLUSTER)}
 
 
 def routes(config: dict[str, Any]) -> dict[str, str]:
@@ -217,23 +220,63 @@ def test_rate_limit_is_per_tenant_with_overrides_and_resource_exhausted() -> Non
     [action] = limit["rate_limits"][0]["actions"]
     assert action["request_headers"] == {"header_name": "x-hacs-tenant", "descriptor_key": "tenant"}
     buckets = {
-        d["entries"][0]["value"]: d["token_bucket"]["max_tokens"] for d in limit["descriptors"]
+        d["entries"][0]["value"]: d["token_bucket"]["max_tokens"]
+        for d in limit["descriptors"]
+        if d["entries"][0]["key"] == "tenant"
     }
     assert buckets == {"big-hospital": 6000, "": 120}
 
 
-def test_admin_listens_on_loopback_only() -> None:
-    config = yaml.safe_load(render(EdgeSettings(listen_host="0.0.0.0", admin_port=9911)))
-    assert config["admin"]["address"]["socket_address"] == {
-        "address": "127.0.0.1",
-        "port_value": 9911,
+def test_the_admin_api_is_a_private_socket_and_stats_a_loopback_listener() -> None:
+    # Issue 20, finding 10: anyone on the host could change runtime flags or stop Envoy.
+    settings = EdgeSettings(listen_host="0.0.0.0", stats_port=9911, admin_socket="/run/a.sock")
+    config = yaml.safe_load(render(settings))
+    assert config["admin"]["address"] == {"pipe": {"path": "/run/a.sock", "mode": 0o600}}
+    listeners = config["static_resources"]["listeners"]
+    [stats] = [x for x in listeners if x["name"] == "hacs_stats"]
+    assert stats["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9911}
+    manager = stats["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    forwarded = [r["match"]["path"] for r in routes if "route" in r]
+    assert forwarded == ["/stats/prometheus", "/stats", "/ready"]
+    assert all(r["match"]["headers"][0]["string_match"] == {"exact": "GET"} for r in routes[:3])
+    assert routes[-1]["direct_response"]["status"] == 404  # /quitquitquit, /runtime_modify...
+    [admin] = [c for c in config["static_resources"]["clusters"] if c["name"] == ADMIN_CLUSTER]
+    endpoint = admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"] == {"pipe": {"path": "/run/a.sock"}}
+
+
+def test_calls_without_a_token_are_limited_per_client_and_method() -> None:
+    # Issue 20, finding 3: IssueToken, GetJwks, health and reflection shared one bucket.
+    settings = EdgeSettings(token_calls_per_minute=30, open_calls_per_minute=300)
+    limit = http_filter(yaml.safe_load(render(settings)), "envoy.filters.http.local_ratelimit")
+    token, other = (entry["actions"] for entry in limit["rate_limits"][1:])
+    for actions in (token, other):  # only calls without a tenant, keyed by client address
+        assert actions[0]["header_value_match"]["expect_match"] is False
+        assert actions[0]["header_value_match"]["headers"] == [
+            {"name": "x-hacs-tenant", "present_match": True}
+        ]
+        assert actions[1] == {"remote_address": {}}
+    # Disjoint: IssueToken in one entry, every other method (by :path) in the other.
+    assert token[2]["header_value_match"]["headers"][0]["string_match"] == {"exact": TOKEN_PATH}
+    assert other[2]["header_value_match"]["expect_match"] is False
+    assert other[3]["request_headers"] == {"header_name": ":path", "descriptor_key": "method"}
+    per_client = {
+        tuple((e["key"], e["value"]) for e in d["entries"]): d["token_bucket"]["max_tokens"]
+        for d in limit["descriptors"]
+        if d["entries"][0]["key"] == "caller"
+    }
+    anonymous = (("caller", "anonymous"), ("remote_address", ""))
+    assert per_client == {
+        (*anonymous, ("open", "token")): 30,
+        (*anonymous, ("open", "other"), ("method", "")): 300,
     }
 
 
 def test_cli_flags_override_environment(tmp_path: Path) -> None:
     environ = {
         "HACS_EDGE_LISTEN_PORT": "18080",
-        "HACS_EDGE_ADMIN_PORT": "19901",
+        "HACS_EDGE_STATS_PORT": "19901",
         "HACS_EDGE_GRPC_UPSTREAM": "hacs.local:50051",
         "HACS_EDGE_CALLS_PER_MINUTE": "30",
     }
@@ -255,7 +298,7 @@ def test_cli_flags_override_environment(tmp_path: Path) -> None:
     )
     assert target == out
     assert settings.listen_port == 28080
-    assert settings.admin_port == 19901
+    assert settings.stats_port == 19901
     assert settings.default_calls_per_minute == 30
     assert settings.upstreams["hacs.search.v1.SearchService"] == Upstream("search.hacs.svc", 50052)
     assert settings.upstreams["hacs.tenant.v1.TenantService"] == Upstream("hacs.local", 50051)
