@@ -163,13 +163,13 @@ async def _backfill(settings: Settings, tenant_id: str, batch_size: int) -> int:
     from services.app.registry import kernel_modules
     from services.common.runtime.platform import open_platform
     from services.kernel.modules import Kernel
-    from services.kernel.tenancy.standing import standing_lookup
+    from services.kernel.tenancy.standing import TenancyRegistry
     from services.search.indexer import BackfillProgress
     from services.search.wiring import record_indexer
 
     # The tenant role only supplies token verification, which this command does not use.
     platform = await open_platform(
-        Settings.from_env(services="tenant,search", indexer_enabled="false"), standing_lookup
+        Settings.from_env(services="tenant,search", indexer_enabled="false"), TenancyRegistry
     )
     try:
         indexer = await record_indexer(Kernel(platform, kernel_modules(("search",))))

@@ -14,7 +14,6 @@ from services.kernel.records import tables as record_tables  # noqa: F401
 from services.kernel.retrieval import tables as index_tables  # noqa: F401
 from services.kernel.tenancy import tables as tenancy_tables  # noqa: F401
 from services.rag import tables as rag_tables  # noqa: F401
-from services.tenant import tables as tenant_tables  # noqa: F401
 
 metadata = Base.metadata
 

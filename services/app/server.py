@@ -20,19 +20,19 @@ from services.app.registry import BY_KEY, kernel_modules
 from services.common.runtime.gc_tuning import tune_garbage_collection
 from services.common.runtime.http import OpsHttpServer
 from services.common.runtime.interceptors import (
+    AdmissionInterceptor,
     AuditInterceptor,
     AuthInterceptor,
     ErrorMappingInterceptor,
     InterceptorChain,
     MetricsInterceptor,
-    RateLimitInterceptor,
     ValidationInterceptor,
 )
 from services.common.runtime.platform import Platform, open_platform
 from services.common.runtime.tracing import tracing_interceptors
 from services.common.settings import Settings
 from services.kernel.modules import Kernel
-from services.kernel.tenancy.standing import standing_lookup
+from services.kernel.tenancy.standing import TenancyRegistry
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class HacsServer:
         settings = self.settings
         self.hosted = settings.enabled_services
         specs = [BY_KEY[key] for key in self.hosted]
-        self.platform = platform = await open_platform(settings, standing_lookup)
+        self.platform = platform = await open_platform(settings, TenancyRegistry)
         self.kernel = kernel = Kernel(platform, kernel_modules(self.hosted))
 
         open_methods = [m for spec in specs for m in spec.open_methods]
@@ -88,7 +88,7 @@ class HacsServer:
                 ErrorMappingInterceptor(),
                 AuthInterceptor(platform.verifier, open_methods),
                 AuditInterceptor(platform.audit),
-                RateLimitInterceptor(platform.limiter),
+                AdmissionInterceptor(platform.admission, platform.limiter),
                 ValidationInterceptor(),
             ]
         )

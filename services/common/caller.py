@@ -27,6 +27,9 @@ class Caller:
     token_id: str = ""
     # When the token stops being valid; long-lived streams end there (UNAUTHENTICATED).
     expires_at: datetime | None = None
+    # The API key the token was issued for: revoking the key ends the token
+    # ("" in tokens issued before tokens named their key: they end with their actor).
+    key_id: str = ""
 
     @property
     def actor_name(self) -> str:
@@ -34,7 +37,7 @@ class Caller:
 
     @property
     def is_platform_operator(self) -> bool:
-        return self.tenant_id == PLATFORM_TENANT and grants(self.permissions, "admin:platform")
+        return self.tenant_id == PLATFORM_TENANT and self.can("admin:platform")
 
     def can(self, permission: str) -> bool:
         return grants(self.permissions, permission)

@@ -161,3 +161,36 @@ def grants(granted: Iterable[str], required: str) -> bool:
         return True
     action, _, resource = required.partition(":")
     return f"{action}:*" in held or f"*:{resource}" in held
+
+
+_EVERYTHING = ("admin:*", "admin:all", "*:*")
+
+
+def narrowed(granted: Iterable[str], limit: Iterable[str]) -> frozenset[str]:
+    """The permissions that grant exactly what both `granted` and `limit` grant.
+
+    A token's permissions under its actor's current ones: `read:*` under
+    `read:patient` leaves `read:patient`, `*:patient` under `read:*` leaves
+    `read:patient`, and anything under `admin:*` stays as it is.
+    """
+    return frozenset(met for a in granted for b in limit if (met := _meet(a, b)) is not None)
+
+
+def _meet(a: str, b: str) -> str | None:
+    if a in _EVERYTHING:
+        return b
+    if b in _EVERYTHING:
+        return a
+    a_action, _, a_resource = a.partition(":")
+    b_action, _, b_resource = b.partition(":")
+    action = _meet_part(a_action, b_action)
+    resource = _meet_part(a_resource, b_resource)
+    return None if action is None or resource is None else f"{action}:{resource}"
+
+
+def _meet_part(a: str, b: str) -> str | None:
+    if a == "*":
+        return b
+    if b == "*" or a == b:
+        return a
+    return None

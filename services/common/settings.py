@@ -82,6 +82,13 @@ class Settings:
     token_max_ttl_seconds: int = _env(
         "HACS_TOKEN_MAX_TTL_SECONDS", "3600", "Longest lifetime a caller may ask for."
     )
+    revocation_seconds: float = _env(
+        "HACS_REVOCATION_SECONDS",
+        "5",
+        "Longest a replica trusts what it read about a tenant, actor or API key: a suspended "
+        "tenant, a deleted actor, a revoked key or narrowed permissions reach every replica "
+        "within it even when the Redis announcement is lost (at most 5).",
+    )
     signing_keys_dir: str = _env(
         "HACS_SIGNING_KEYS_DIR",
         "",
@@ -324,6 +331,8 @@ class Settings:
             problems.append(
                 "HACS_LLM_TIMEOUT_SECONDS and HACS_LLM_TOTAL_TIMEOUT_SECONDS must be positive"
             )
+        if self.revocation_seconds > 5:
+            problems.append("HACS_REVOCATION_SECONDS must be at most 5 (the revocation bound)")
         if self.token_ttl_seconds > self.token_max_ttl_seconds:
             problems.append("HACS_TOKEN_TTL_SECONDS must not exceed HACS_TOKEN_MAX_TTL_SECONDS")
         if problems:

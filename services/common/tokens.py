@@ -169,6 +169,7 @@ def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
         permissions=frozenset(permissions),
         token_id=str(claims.get("jti", "")),
         expires_at=datetime.fromtimestamp(exp, UTC) if isinstance(exp, int | float) else None,
+        key_id=str(claims.get("key", "")),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from services.common.caller import Caller
 from services.common.db.base import utcnow
@@ -17,6 +17,7 @@ from services.common.errors import (
 from services.common.etags import check_etag, concurrent_update
 from services.common.pagination import decode_page_token, take_page
 from services.common.permissions import default_permissions
+from services.tenant.api_keys import no_announcement
 from services.tenant.models import Actor
 from services.tenant.store import TenantStore
 
@@ -38,8 +39,13 @@ def require_same_tenant(caller: Caller, tenant_id: str, permission: str) -> None
 
 
 class ActorDirectory:
-    def __init__(self, store: TenantStore) -> None:
+    def __init__(
+        self, store: TenantStore, on_change: Callable[[str], Awaitable[None]] = no_announcement
+    ) -> None:
         self._store = store
+        # Told the tenant id once an edit or a deletion is committed: the actor's tokens
+        # narrow to its new permissions, or end, in every replica.
+        self._on_change = on_change
 
     async def create(self, caller: Caller, actor: Actor) -> Actor:
         require_same_tenant(caller, actor.tenant_id, "admin:tenant")
@@ -112,6 +118,7 @@ class ActorDirectory:
             )
             if not await tx.save_actor(updated, expected_version=current.version):
                 raise concurrent_update(current.name)
+        await self._on_change(updated.tenant_id)
         return updated
 
     async def delete(self, caller: Caller, tenant_id: str, actor_id: str, etag: str) -> Actor:
@@ -133,4 +140,5 @@ class ActorDirectory:
             if not await tx.save_actor(updated, expected_version=current.version):
                 raise concurrent_update(name)
             await tx.revoke_api_keys(tenant_id, now, actor_id=actor_id)
+        await self._on_change(tenant_id)
         return updated

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -62,9 +63,17 @@ def authorize_key_management(caller: Caller, tenant_id: str, actor_id: str) -> N
         caller.require("admin:tenant", f"tenants/{tenant_id}/actors/{actor_id}")
 
 
+async def no_announcement(tenant_id: str) -> None:
+    """Where nothing else must hear of a registry change (the domain's unit tests)."""
+
+
 class ApiKeys:
-    def __init__(self, store: TenantStore) -> None:
+    def __init__(
+        self, store: TenantStore, on_change: Callable[[str], Awaitable[None]] = no_announcement
+    ) -> None:
         self._store = store
+        # Told the tenant id once a revocation is committed: the key's tokens end everywhere.
+        self._on_change = on_change
 
     async def create(
         self,
@@ -108,6 +117,7 @@ class ApiKeys:
             await tx.revoke_api_keys(tenant_id, utcnow(), actor_id=actor_id, key_id=key_id)
             revoked = await tx.get_api_key(tenant_id, key_id)
         assert revoked is not None
+        await self._on_change(tenant_id)
         return revoked[0]
 
 

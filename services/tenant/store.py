@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db.engine import Database
 from services.kernel.tenancy.plans import Limits
-from services.kernel.tenancy.tables import TenantRow
+from services.kernel.tenancy.tables import ActorRow, ApiKeyRow, TenantRow
 from services.tenant.models import Actor, ApiKey, Tenant
-from services.tenant.tables import ActorRow, ApiKeyRow
 
 
 class TenantStore:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from services.common.caller import PLATFORM_TENANT, Caller
@@ -12,7 +12,7 @@ from services.common.etags import check_etag, concurrent_update
 from services.common.pagination import decode_page_token, take_page
 from services.common.permissions import default_permissions
 from services.kernel.tenancy.plans import ACTIVE, SUSPENDED
-from services.tenant.api_keys import issue_key
+from services.tenant.api_keys import issue_key, no_announcement
 from services.tenant.models import Actor, ApiKey, Tenant
 from services.tenant.store import TenantStore
 
@@ -32,11 +32,11 @@ UPDATABLE_FIELDS = (
 
 class TenantAdmin:
     def __init__(
-        self, store: TenantStore, on_change: Callable[[str], None] = lambda _: None
+        self, store: TenantStore, on_change: Callable[[str], Awaitable[None]] = no_announcement
     ) -> None:
         self._store = store
-        # Told the tenant id after a plan, limit or state change (the rate
-        # limiter in this process drops its cached standing).
+        # Told the tenant id after a plan, limit or state change, once committed
+        # (admission forgets the tenant's standing in every replica).
         self._on_change = on_change
 
     async def create(
@@ -102,7 +102,7 @@ class TenantAdmin:
             updated = replace(updated, update_time=utcnow(), version=current.version + 1)
             if not await tx.save_tenant(updated, expected_version=current.version):
                 raise concurrent_update(current.name)
-        self._on_change(updated.id)
+        await self._on_change(updated.id)
         return updated
 
     async def delete(self, caller: Caller, tenant_id: str, etag: str) -> Tenant:
@@ -121,7 +121,7 @@ class TenantAdmin:
             )
             if not await tx.save_tenant(updated, expected_version=current.version):
                 raise concurrent_update(name)
-        self._on_change(updated.id)
+        await self._on_change(updated.id)
         return updated
 
 

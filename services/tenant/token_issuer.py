@@ -89,6 +89,8 @@ class TokenIssuer:
             "nbf": int(now.timestamp()),
             "exp": int(expire_time.timestamp()),
             "jti": uuid.uuid4().hex,
+            # Every call checks that this key is not revoked (services/common/runtime/admission.py).
+            "key": key.id,
         }
         signing = self._keys.active
         token = jwt.encode(

@@ -32,9 +32,9 @@ async def tenant_servicer(kernel: Kernel) -> TenantServicer:
         key_file=settings.data_path / OPERATOR_KEY_FILE,
     )
     return TenantServicer(
-        tenants=TenantAdmin(store, on_change=platform.limiter.forget),
-        actors=ActorDirectory(store),
-        api_keys=ApiKeys(store),
+        tenants=TenantAdmin(store, on_change=platform.admission.announce),
+        actors=ActorDirectory(store, on_change=platform.admission.announce),
+        api_keys=ApiKeys(store, on_change=platform.admission.announce),
         issuer=TokenIssuer(
             store,
             keys,

@@ -18,8 +18,7 @@ from services.common.db import migrate
 from services.common.db.base import utcnow
 from services.common.db.engine import Database
 from services.kernel.records.tables import ChangeRow, RecordRow
-from services.kernel.tenancy.tables import TenantRow
-from services.tenant.tables import ActorRow
+from services.kernel.tenancy.tables import ActorRow, TenantRow
 
 
 async def test_migrations_build_exactly_the_declared_schema(db: Database) -> None:

@@ -15,6 +15,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from hacs.records.v1 import record_pb2
 from hacs.records.v1 import record_service_pb2 as records_pb
 from hacs.sync.v1 import sync_service_pb2 as pb
+from hacs.tenant.v1 import tenant_pb2
+from hacs.tenant.v1 import tenant_service_pb2 as tenant_pb
 from sqlalchemy import delete
 
 from services.kernel.records.tables import ChangeRow
@@ -22,7 +24,7 @@ from services.sync import cursors
 from services.sync.watch import WatchLimits
 from services.sync.wiring import sync_parts
 from tests.support import clinical
-from tests.support.harness import Harness, NewTenant
+from tests.support.harness import Harness, NewTenant, bearer
 from tests.support.sync import (
     SyncClient,
     WatchLog,
@@ -251,6 +253,40 @@ async def test_a_token_that_expires_mid_stream_ends_it_unauthenticated(hacs: Har
     error = await fails_with(stream)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "expired" in (error.details() or "")
+
+
+async def test_revoking_or_narrowing_the_watcher_ends_its_open_stream(hacs: Harness) -> None:
+    """A stream re-checks its caller before every message (heartbeats too): a revoked key
+    ends it UNAUTHENTICATED, a permission taken away ends it PERMISSION_DENIED."""
+    tenant, _ = await _admin(hacs)
+    admin_auth = bearer(tenant.admin_token)
+    streams = {}
+    for actor in ("night-tech", "day-tech"):
+        key, token = await hacs.new_actor(tenant, actor, "technician", ["read:observation"])
+        stream = SyncClient(hacs.channel, tenant, token).watch(heartbeat_seconds=1)
+        await read_until(stream, WatchLog(), caught_up=True)
+        streams[actor] = (key, stream)
+
+    key_id = streams["night-tech"][0].split("_")[2]
+    await hacs.tenant.RevokeApiKey(
+        tenant_pb.RevokeApiKeyRequest(name=f"{tenant.name}/actors/night-tech/apiKeys/{key_id}"),
+        metadata=admin_auth,
+    )
+    day = f"{tenant.name}/actors/day-tech"
+    current = await hacs.tenant.GetActor(tenant_pb.GetActorRequest(name=day), metadata=admin_auth)
+    await hacs.tenant.UpdateActor(
+        tenant_pb.UpdateActorRequest(
+            actor=tenant_pb2.Actor(name=day, permissions=["read:patient"], etag=current.actor.etag),
+            update_mask=FieldMask(paths=["permissions"]),
+        ),
+        metadata=admin_auth,
+    )
+    revoked = await fails_with(streams["night-tech"][1])
+    assert revoked.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "API key it was issued for" in (revoked.details() or "")
+    narrowed = await fails_with(streams["day-tech"][1])
+    assert narrowed.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "changed while this stream was open" in (narrowed.details() or "")
 
 
 async def test_get_sync_cursor_names_the_head(hacs: Harness) -> None:

@@ -277,6 +277,63 @@ async def test_revoked_keys_and_deleted_actors_get_no_tokens(hacs: Harness) -> N
     )
 
 
+async def test_tokens_already_issued_end_with_their_key_and_their_actor(hacs: Harness) -> None:
+    """Revoking a key ends the tokens issued for it (not those of the actor's other keys);
+    deleting the actor ends them all. The tokens are still signed and unexpired."""
+    tenant = await hacs.new_tenant()
+    admin = bearer(tenant.admin_token)
+    key, first_token = await hacs.new_actor(tenant, "scribe", "agent")
+    second = await hacs.tenant.CreateApiKey(
+        pb.CreateApiKeyRequest(parent=f"{tenant.name}/actors/scribe"), metadata=admin
+    )
+    second_token = await hacs.token(second.api_key.secret)
+    me = pb.GetActorRequest(name=f"{tenant.name}/actors/scribe")
+    for token in (first_token, second_token):
+        await hacs.tenant.GetActor(me, metadata=bearer(token))
+
+    await hacs.tenant.RevokeApiKey(
+        pb.RevokeApiKeyRequest(name=f"{tenant.name}/actors/scribe/apiKeys/{key.split('_')[2]}"),
+        metadata=admin,
+    )
+    error = await expect_error(
+        hacs.tenant.GetActor(me, metadata=bearer(first_token)), grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert "token revoked" in (error.details() or "")
+    await hacs.tenant.GetActor(me, metadata=bearer(second_token))
+
+    await hacs.tenant.DeleteActor(pb.DeleteActorRequest(name=me.name), metadata=admin)
+    error = await expect_error(
+        hacs.tenant.GetActor(me, metadata=bearer(second_token)), grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert "tenants/" + tenant.tenant_id + "/actors/scribe is deactivated" in (
+        error.details() or ""
+    )
+
+
+async def test_narrowing_an_actor_narrows_the_tokens_it_holds(hacs: Harness) -> None:
+    tenant = await hacs.new_tenant()
+    admin = bearer(tenant.admin_token)
+    _, token = await hacs.new_actor(tenant, "clerk", "agent", ["read:actor", "read:tenant"])
+    others = pb.ListActorsRequest(parent=tenant.name)
+    await hacs.tenant.ListActors(others, metadata=bearer(token))
+    current = await hacs.tenant.GetActor(
+        pb.GetActorRequest(name=f"{tenant.name}/actors/clerk"), metadata=admin
+    )
+    await hacs.tenant.UpdateActor(
+        pb.UpdateActorRequest(
+            actor=tenant_pb2.Actor(
+                name=current.actor.name, permissions=["read:tenant"], etag=current.actor.etag
+            ),
+            update_mask=FieldMask(paths=["permissions"]),
+        ),
+        metadata=admin,
+    )
+    await expect_error(
+        hacs.tenant.ListActors(others, metadata=bearer(token)), grpc.StatusCode.PERMISSION_DENIED
+    )
+    await hacs.tenant.GetTenant(pb.GetTenantRequest(name=tenant.name), metadata=bearer(token))
+
+
 async def test_token_scopes_narrow_permissions(hacs: Harness) -> None:
     tenant = await hacs.new_tenant()
     key, _ = await hacs.new_actor(tenant, "scribe", "agent")

@@ -4,7 +4,11 @@ An interceptor here is an async context manager around one call (`scope`),
 so the same code serves unary and streaming RPCs. `InterceptorChain` adapts
 an ordered list of them to grpc.aio; the first is outermost:
 
-  metrics -> error mapping -> authentication -> audit -> rate limit -> validation -> servicer
+  metrics -> error mapping -> authentication -> audit -> admission -> validation -> servicer
+
+Authentication checks the token's signature; admission asks the registry
+whether its tenant, actor and API key still stand (and the tenant's rate),
+again before every streamed response.
 
 A domain error raised anywhere inside is seen by audit (outcome), turned into
 a status by error mapping, and counted by metrics.
@@ -28,6 +32,7 @@ from services.common.audit import AuditLog
 from services.common.caller import CallState, begin_call, end_call
 from services.common.errors import FieldViolation, HacsError, Invalid
 from services.common.runtime import metrics
+from services.common.runtime.admission import Admission, still_admitted
 from services.common.runtime.error_mapping import (
     STATUS_DETAILS_KEY,
     internal_status,
@@ -58,6 +63,8 @@ class Call:
     request_streaming: bool = False
     request_type: str = ""  # the request message's full name
     attributes: dict[str, Any] = field(default_factory=dict)
+    # Awaited before each response of a server stream; raising ends the stream.
+    before_response: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 class CallInterceptor(Protocol):
@@ -163,11 +170,13 @@ def _wrap(
         call = new_call(request, context)
         async with AsyncExitStack() as stack:
             await enter(stack, call)
-            result = inner_stream(call.request, context)
+            result = inner_stream(call.request, _Checked(context, call.before_response))
             if inspect.isawaitable(result):  # a handler that writes with context.write()
                 await result
                 return
             async for response in result:
+                for check in call.before_response:
+                    await check()
                 yield response
 
     factory = (
@@ -180,6 +189,23 @@ def _wrap(
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+class _Checked:
+    """The servicer's context, whose `write` runs the call's checks before each response
+    (for handlers that write with context.write() instead of yielding)."""
+
+    def __init__(self, context: Any, checks: list[Callable[[], Awaitable[None]]]) -> None:
+        self._context = context
+        self._checks = checks
+
+    async def write(self, message: Any) -> None:
+        for check in self._checks:
+            await check()
+        await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def _code_of(call: Call, exc: BaseException | None) -> grpc.StatusCode:
@@ -310,14 +336,24 @@ class AuditInterceptor:
                         raise
 
 
-class RateLimitInterceptor:
-    def __init__(self, limiter: TenantRateLimiter) -> None:
+class AdmissionInterceptor:
+    """The caller's tenant, actor and API key must still stand (a revoked token stops here,
+    on every replica within HACS_REVOCATION_SECONDS), its permissions are narrowed to the
+    actor's current ones, and the tenant's plan rate applies. Streams re-check before each
+    response, so a revocation also ends the streams its token opened."""
+
+    def __init__(self, admission: Admission, limiter: TenantRateLimiter) -> None:
+        self._admission = admission
         self._limiter = limiter
 
     @asynccontextmanager
     async def scope(self, call: Call) -> AsyncIterator[None]:
         if call.state.caller is not None:
-            await self._limiter.check(call.state.caller.tenant_id)
+            caller, standing = await self._admission.admit(call.state.caller)
+            call.state.caller = caller
+            self._limiter.take(caller.tenant_id, standing)
+            admission = self._admission
+            call.before_response.append(lambda: still_admitted(admission, caller))
         yield
 
 

@@ -3,8 +3,8 @@
 `open_platform` builds it once at start; the kernel and the services build on
 it. Nothing here knows which services the process hosts beyond whether the
 tenant service (the keeper of the signing keys) is among them, and nothing
-here imports the layers above: the tenants' standing (for rate limits) is
-handed in by whoever opens the platform.
+here imports the layers above: the registry that admission reads (tenants,
+actors, API keys) is handed in by whoever opens the platform.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from services.common.audit import AuditLog
 from services.common.change_bus import ChangeBus, LocalChangeBus, RedisChangeBus
 from services.common.db import migrate
 from services.common.db.engine import Database
-from services.common.runtime.rate_limit import StandingLookup, TenantRateLimiter
+from services.common.runtime.admission import Admission, Announcements, InProcess, Registry
+from services.common.runtime.announcements import RedisAnnouncements
+from services.common.runtime.rate_limit import TenantRateLimiter
 from services.common.settings import Settings
 from services.common.signing_keys import SigningKeys
 from services.common.tokens import KeySource, LocalKeys, RemoteJwks, TokenVerifier
@@ -36,6 +38,8 @@ class Platform:
     audit: AuditLog
     usage: UsageMeter
     verifier: TokenVerifier
+    # Do the token's tenant, actor and key still stand? (HACS_REVOCATION_SECONDS)
+    admission: Admission
     limiter: TenantRateLimiter
     # Present when this process hosts the tenant service (it signs tokens).
     signing_keys: SigningKeys | None
@@ -75,10 +79,9 @@ def private_directory(path: Path) -> None:
             log.warning("cannot restrict %s to its owner (0700); check who else can read it", path)
 
 
-async def open_platform(
-    settings: Settings, standing: Callable[[Database], StandingLookup]
-) -> Platform:
-    """Database (migrated), keys, meters and the change bus; `standing` reads tenants' plans."""
+async def open_platform(settings: Settings, registry: Callable[[Database], Registry]) -> Platform:
+    """Database (migrated), keys, meters, admission and the change bus; `registry` reads the
+    tenants, actors and API keys that admission checks."""
     private_directory(settings.data_path)
     db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
     await db.ping()
@@ -107,6 +110,12 @@ async def open_platform(
             "so it needs HACS_JWKS_URL to verify tokens"
         )
 
+    announcements: Announcements = InProcess()
+    if settings.redis_url:
+        announcements = RedisAnnouncements(settings.redis_url)
+    admission = Admission(
+        registry(db), bound_seconds=settings.revocation_seconds, announcements=announcements
+    )
     usage = UsageMeter(db)
     usage.start()
     platform = Platform(
@@ -115,9 +124,11 @@ async def open_platform(
         audit=AuditLog(db),
         usage=usage,
         verifier=TokenVerifier(source, issuer=settings.jwt_issuer, audience=settings.jwt_audience),
-        limiter=TenantRateLimiter(standing(db), enforce_rate=settings.rate_limit_enabled),
+        admission=admission,
+        limiter=TenantRateLimiter(enforce_rate=settings.rate_limit_enabled),
         signing_keys=signing_keys,
     )
+    platform.on_close(admission.close)
     if settings.redis_url:
         # Mesh: change notices cross replicas. The log stays the source of truth,
         # so an unreachable Redis only slows readers down (they poll); it is not fatal.

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+from itertools import combinations
+
 import pytest
 
 from services.common.caller import Caller
 from services.common.errors import Forbidden
-from services.common.permissions import ROLES, default_permissions, grants, is_valid_permission
+from services.common.permissions import (
+    ACTIONS,
+    ROLES,
+    default_permissions,
+    grants,
+    is_valid_permission,
+    narrowed,
+)
 
 
 @pytest.mark.parametrize(
@@ -61,3 +70,24 @@ def test_tenant_admin_is_not_a_platform_operator() -> None:
         permissions=frozenset({"admin:platform"}),
     )
     operator.require_platform_operator()
+
+
+def test_narrowed_grants_exactly_what_both_sets_grant() -> None:
+    """Every set of up to two permissions, under every other, against every requirement."""
+    forms = ["read:patient", "read:memory", "write:patient", "read:*", "*:patient", "*:*",
+             "admin:*", "admin:all", "admin:tenant", "delete:memory"]  # fmt: skip
+    requirements = [f"{a}:{r}" for a in ACTIONS for r in ("patient", "memory", "tenant")]
+    sets = [frozenset(c) for n in (0, 1, 2) for c in combinations(forms, n)]
+    for granted in sets:
+        for limit in sets:
+            both = narrowed(granted, limit)
+            for required in requirements:
+                expected = grants(granted, required) and grants(limit, required)
+                assert grants(both, required) == expected, (granted, limit, required)
+
+
+def test_narrowed_keeps_the_forms_a_reader_expects() -> None:
+    assert narrowed({"read:*"}, {"read:patient", "write:patient"}) == {"read:patient"}
+    assert narrowed({"*:patient"}, {"read:*"}) == {"read:patient"}
+    assert narrowed({"read:patient"}, {"admin:all"}) == {"read:patient"}
+    assert narrowed({"write:patient"}, {"read:patient"}) == frozenset()

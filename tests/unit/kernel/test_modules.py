@@ -12,7 +12,7 @@ from services.common.runtime.platform import open_platform
 from services.common.settings import Settings
 from services.kernel import modules
 from services.kernel.modules import Kernel, resolve
-from services.kernel.tenancy.standing import standing_lookup
+from services.kernel.tenancy.standing import TenancyRegistry
 
 
 def test_each_module_comes_after_what_it_is_built_from() -> None:
@@ -54,7 +54,7 @@ def test_hacs_targets_lists_what_each_service_builds(capsys: pytest.CaptureFixtu
 
 async def test_a_module_no_hosted_service_declared_is_refused(tmp_path: Path) -> None:
     settings = Settings.from_env({}, data_dir=str(tmp_path), services="tenant")
-    platform = await open_platform(settings, standing_lookup)
+    platform = await open_platform(settings, TenancyRegistry)
     try:
         kernel = Kernel(platform, kernel_modules(("tenant",)))
         kernel.patient_limit()  # declared (tenancy)

@@ -15,7 +15,7 @@ from services.common.db.engine import Database
 from services.common.errors import Forbidden, Invalid, QuotaExceeded
 from services.common.permissions import default_permissions
 from services.kernel.tenancy.plans import ACTIVE, PLANS, Limits
-from services.kernel.tenancy.standing import patient_limit, standing_lookup
+from services.kernel.tenancy.standing import TenancyRegistry, patient_limit
 from services.tenant.actors import ActorDirectory
 from services.tenant.api_keys import ApiKeys, hash_key, matches, parse_key
 from services.tenant.models import Actor, Tenant
@@ -75,7 +75,7 @@ async def test_plan_limits_cap_actors_and_reach_every_service(db: Database) -> N
     assert "read:patient" in nurse.permissions  # a role's defaults when none are given
     with pytest.raises(QuotaExceeded, match="limit of 2 active actors"):
         await actors.create(admin, person("small", "agent", "agent"))
-    standing = await standing_lookup(db)("small")
+    standing = await TenancyRegistry(db).tenant("small")
     assert standing is not None and standing.active
     assert standing.calls_per_minute == PLANS["free"].calls_per_minute  # not overridden
     assert await patient_limit(db)("small") == 7 and await patient_limit(db)("nobody") == 0
