@@ -8,7 +8,9 @@ Checked on every request message before its own validator (validation.py):
 * a float or double is finite: NaN and infinity have no JSON (FHIR export),
   compare false with everything, and poison sums (scores, weights);
 * a string holds no NUL character: PostgreSQL text cannot store one, and C
-  parsers (Milvus expressions, SQLite's) stop at it.
+  parsers (Milvus expressions, SQLite's) stop at it;
+* an enum holds one of its declared values: proto3 lets any number through, and
+  code that maps values to names (or stores them) knows only the declared ones.
 
 Each violation names the field by its path (`records[2].observation.value_quantity.value`,
 `labels["x"]`), as the per-request validators do.
@@ -28,6 +30,7 @@ MAX_DURATION_SECONDS = 315_576_000_000  # 10,000 years
 NANOS = 1_000_000_000
 
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_CHECKED_SCALARS = (*_FLOATS, FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_ENUM)
 
 
 def problems(message: Message) -> list[tuple[str, str]]:
@@ -78,6 +81,11 @@ def _one(field: FieldDescriptor, value: object, where: str, found: list[tuple[st
         assert isinstance(value, str)
         if "\x00" in value:
             found.append((where, "must not contain a NUL character"))
+    elif field.type == FieldDescriptor.TYPE_ENUM:
+        enum = field.enum_type
+        assert enum is not None and isinstance(value, int)
+        if value not in enum.values_by_number:
+            found.append((where, f"{value} is not a value of {enum.full_name}"))
 
 
 def _timestamp(message: Message, path: str, found: list[tuple[str, str]]) -> None:
@@ -103,5 +111,5 @@ def _checked_fields(descriptor: Descriptor) -> frozenset[str]:
     return frozenset(
         f.name
         for f in descriptor.fields
-        if f.message_type is not None or f.type in _FLOATS or f.type == FieldDescriptor.TYPE_STRING
+        if f.message_type is not None or f.type in _CHECKED_SCALARS
     )

@@ -142,3 +142,10 @@ async def test_bytes_that_are_not_the_request_message_get_invalid_argument(
         await push(requests(), metadata=bearer(tenant.admin_token))
     assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "hacs.rag.v1.IngestDocumentsRequest" in (streamed.value.details() or "")
+    # And as the one request of a server stream (found by `hacs fuzz`, seed 1, #134: UNKNOWN).
+    watch = hacs.channel.unary_stream("/hacs.sync.v1.SyncService/Watch")
+    with pytest.raises(grpc.aio.AioRpcError) as watched:
+        async for _ in watch(raw, metadata=bearer(tenant.admin_token)):
+            pass
+    assert watched.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "hacs.sync.v1.WatchRequest" in (watched.value.details() or "")

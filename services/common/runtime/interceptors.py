@@ -186,7 +186,8 @@ def _wrap(
     )
     return factory(
         stream_response,
-        request_deserializer=handler.request_deserializer,
+        # A request stream's messages are decoded as they are read (_validated_stream).
+        request_deserializer=handler.request_deserializer if request_streaming else deserialize,
         response_serializer=handler.response_serializer,
     )
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 from google.protobuf import struct_pb2
+from hacs.embedding.v1 import embedding_service_pb2 as epb
 from hacs.memory.v1 import memory_service_pb2 as mpb
 from hacs.memory.v1 import recall_pb2
 from hacs.records.v1 import record_pb2
@@ -61,6 +62,17 @@ def test_no_nul_in_any_string_map_key_or_struct() -> None:
     record.extensions.update({"deep": {"list": [1.0, "x\x00"], "n": math.nan}})
     found = wellformed.problems(rpb.CreateRecordRequest(record=record))
     assert len(found) == 2 and all(p.startswith("record.extensions") for p, _ in found)
+
+
+def test_enums_hold_a_declared_value_at_any_depth() -> None:
+    """Found by `hacs fuzz` (seed 1, #116): ListModels with kind -1 raised KeyError."""
+    request = epb.ListModelsRequest(kind=-1)  # type: ignore[arg-type]
+    assert wellformed.problems(request) == [
+        ("kind", "-1 is not a value of hacs.embedding.v1.ModelKind")
+    ]
+    listing = rpb.ListRecordsRequest(resource_types=[1, 99])  # type: ignore[list-item]
+    assert [p for p, _ in wellformed.problems(listing)] == ["resource_types[1]"]
+    assert wellformed.problems(epb.ListModelsRequest(kind=0)) == []  # unspecified is declared
 
 
 def test_validate_refuses_before_the_request_validator_runs() -> None:
