@@ -9,6 +9,7 @@ tenant cannot read another's; the per-tenant edge rate limit.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -141,6 +142,27 @@ async def test_edge_refuses_missing_expired_and_forged_tokens(platform: RunningP
             request, metadata=(("authorization", f"Bearer {good}"),), timeout=10
         )
         assert reply.tenant.name == tenant
+
+
+async def test_a_huge_bad_value_is_refused_without_failing_anyone_elses_call(
+    platform: RunningPlatform,
+) -> None:
+    """Found by `hacs fuzz` (seed 2, #1658): a 200 KB name was echoed in the error, the
+    trailers passed Envoy's limit, and Envoy reset the upstream connection, failing every
+    call in flight on it (UNAVAILABLE, "protocol error")."""
+    tenant, admin_key = await _new_tenant(platform)
+    async with HacsClient(platform.edge, api_key=admin_key) as admin:
+        huge = pb.CreateApiKeyRequest(parent=f"{tenant}/actors/" + "é" * 100_000)
+        results = await asyncio.gather(
+            admin.tenant.CreateApiKey(huge),
+            *(admin.tenant.GetTenant(pb.GetTenantRequest(name=tenant)) for _ in range(8)),
+            return_exceptions=True,
+        )
+    refused = results[0]
+    assert isinstance(refused, grpc.aio.AioRpcError)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.details()
+    assert "more characters" in (refused.details() or "")
+    assert all(not isinstance(r, BaseException) for r in results[1:]), results[1:]
 
 
 async def test_cross_tenant_read_is_refused_and_the_tenant_header_cannot_be_spoofed(

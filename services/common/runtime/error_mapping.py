@@ -7,6 +7,12 @@ naming the limit, RetryInfo for rate limits, ResourceInfo for NOT_FOUND, the
 resume cursor (ErrorInfo metadata "cursor") for a stream's slow consumer.
 Unexpected exceptions become INTERNAL with an incident id that is also logged
 with the stack trace; the caller never sees the trace.
+
+A status travels in HTTP/2 trailers, which Envoy and gRPC clients cap (60 KiB;
+8 KiB by default): a message echoing a 200 KB request value would make Envoy
+reset the whole upstream connection, failing other callers' calls with it. So
+every text is cut to a bound and the violations listed to a byte budget (the
+rest counted in a last one), keeping a status under 4 KiB.
 """
 
 from __future__ import annotations
@@ -24,6 +30,18 @@ log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "hacs.health"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+MAX_MESSAGE_CHARS = 300
+MAX_FIELD_CHARS = 100
+MAX_DESCRIPTION_CHARS = 200
+VIOLATION_BYTES = 2048
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text`, or its start and how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
 
 _CODES: list[tuple[type[errors.HacsError], grpc.StatusCode]] = [
     (errors.Invalid, grpc.StatusCode.INVALID_ARGUMENT),
@@ -48,23 +66,31 @@ def status_code_for(exc: BaseException) -> grpc.StatusCode:
 
 def to_status(exc: errors.HacsError) -> tuple[grpc.StatusCode, str, status_pb2.Status]:
     code = status_code_for(exc)
+    message = bounded(exc.message, MAX_MESSAGE_CHARS)
     info = error_details_pb2.ErrorInfo(reason=f"ERROR_REASON_{exc.reason}", domain=ERROR_DOMAIN)
     details: list[object] = [info]
     if isinstance(exc, errors.Invalid):
-        details.append(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in exc.violations
-                ]
+        request = error_details_pb2.BadRequest()
+        budget = VIOLATION_BYTES
+        for listed, v in enumerate(exc.violations):
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=bounded(v.field, MAX_FIELD_CHARS),
+                description=bounded(v.description, MAX_DESCRIPTION_CHARS),
             )
-        )
+            budget -= violation.ByteSize()
+            if budget < 0 and listed:
+                request.field_violations.add(
+                    field="…", description=f"and {len(exc.violations) - listed:,} more"
+                )
+                break
+            request.field_violations.append(violation)
+        details.append(request)
     elif isinstance(exc, errors.NotFound | errors.AlreadyExists):
         details.append(
             error_details_pb2.ResourceInfo(
-                resource_type=exc.resource_type, resource_name=exc.name, description=exc.message
+                resource_type=exc.resource_type,
+                resource_name=bounded(exc.name, MAX_DESCRIPTION_CHARS),
+                description=message,
             )
         )
     elif isinstance(exc, errors.Conflict):
@@ -72,13 +98,15 @@ def to_status(exc: errors.HacsError) -> tuple[grpc.StatusCode, str, status_pb2.S
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type=exc.kind, subject=exc.subject, description=exc.message
+                        type=exc.kind,
+                        subject=bounded(exc.subject, MAX_DESCRIPTION_CHARS),
+                        description=message,
                     )
                 ]
             )
         )
     elif isinstance(exc, errors.Forbidden) and exc.permission:
-        info.metadata["permission"] = exc.permission
+        info.metadata["permission"] = bounded(exc.permission, MAX_FIELD_CHARS)
     elif isinstance(exc, errors.SlowConsumer):
         info.metadata["cursor"] = exc.cursor
     if isinstance(exc, errors.QuotaExceeded):
@@ -86,9 +114,10 @@ def to_status(exc: errors.HacsError) -> tuple[grpc.StatusCode, str, status_pb2.S
             error_details_pb2.QuotaFailure(
                 violations=[
                     error_details_pb2.QuotaFailure.Violation(
-                        subject=v.subject, description=v.description
+                        subject=bounded(v.subject, MAX_DESCRIPTION_CHARS),
+                        description=bounded(v.description, MAX_DESCRIPTION_CHARS),
                     )
-                    for v in exc.violations
+                    for v in exc.violations[:10]
                 ]
             )
         )
@@ -101,12 +130,12 @@ def to_status(exc: errors.HacsError) -> tuple[grpc.StatusCode, str, status_pb2.S
                 )
             )
         )
-    status = status_pb2.Status(code=code.value[0], message=exc.message)
+    status = status_pb2.Status(code=code.value[0], message=message)
     for detail in details:
         packed = any_pb2.Any()
         packed.Pack(detail)  # type: ignore[arg-type]
         status.details.append(packed)
-    return code, exc.message, status
+    return code, message, status
 
 
 def internal_status(

@@ -87,3 +87,20 @@ def test_unexpected_errors_hide_the_trace_behind_an_incident_id() -> None:
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)
     assert info.metadata["incident"] in message
+
+
+def test_a_status_stays_small_whatever_the_request_held() -> None:
+    """Trailers over Envoy's 60 KiB (gRPC's 16 KiB) fail the call, or Envoy's whole upstream
+    connection: messages and violations echoing request values are cut to a bound."""
+    echo = "é" * 200_000
+    many = [errors.FieldViolation(f"records[{i}].{echo}", f"{echo!r} is bad") for i in range(1000)]
+    code, message, status = to_status(errors.Invalid(many))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(status.SerializeToString()) < 4096 and len(message) < 400
+    bad = error_details_pb2.BadRequest()
+    status.details[1].Unpack(bad)
+    listed = len(bad.field_violations) - 1
+    assert listed >= 1 and bad.field_violations[-1].description == f"and {1000 - listed} more"
+    assert bad.field_violations[0].description.endswith("more characters)")
+    _, short, _ = to_status(errors.NotFound("Actor", "tenants/a/actors/b"))
+    assert "more characters" not in short
