@@ -474,7 +474,9 @@ async def test_knowledge_bases_are_isolated_between_tenants(platform: Harness) -
         parent=north.tenant.name), metadata=md)) == CODE.PERMISSION_DENIED  # fmt: skip
     assert await code_of(rag.ListDocuments(pb.ListDocumentsRequest(parent=north_kb),
                                            metadata=md)) == CODE.PERMISSION_DENIED  # fmt: skip
-    assert await code_of(south.retrieve("metformin", knowledge_bases=[north_kb])) == CODE.NOT_FOUND
+    # A name of another tenant inside the request is refused as malformed (issue 20, #8).
+    refused = await code_of(south.retrieve("metformin", knowledge_bases=[north_kb]))
+    assert refused == CODE.INVALID_ARGUMENT
     foreign = pb.RetrieveRequest(parent=north.tenant.name, query="metformin")
     assert await code_of(rag.Retrieve(foreign, metadata=md)) == CODE.PERMISSION_DENIED
     # South's own search over all of its knowledge finds nothing of north's.

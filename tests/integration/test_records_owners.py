@@ -37,8 +37,9 @@ def memory(agent: str, content: str, patient: str = "") -> record_pb2.Record:
 async def _ward(hacs: Harness) -> tuple[NewTenant, Records, Records, str, str, str]:
     """A tenant, its administrator's and agent A's record clients, A's and B's names, A's token."""
     tenant = await hacs.new_tenant()
-    # An agent as the role makes it, that may also read the change feed.
-    allowed = [*default_permissions("agent"), "read:changes"]
+    # An agent as the role makes it, that may also read the change feed and soft-delete
+    # memories (so that what refuses B's below is the owner rule, not a missing permission).
+    allowed = [*default_permissions("agent"), "read:changes", "delete:memory"]
     _, token_a = await hacs.new_actor(tenant, "agent-a", "agent", allowed)
     await hacs.new_actor(tenant, "agent-b", "agent")
     return (

@@ -16,6 +16,7 @@ from hacs.records.v1 import record_service_pb2 as records_pb
 from hacs.sync.v1 import patch_pb2
 from hacs.sync.v1 import sync_service_pb2 as pb
 
+from services.common.permissions import default_permissions
 from services.sync import cursors
 from tests.support import clinical
 from tests.support.harness import Harness, NewTenant
@@ -39,7 +40,9 @@ NOTE = "medication_request.note"
 async def _ward(hacs: Harness) -> tuple[NewTenant, SyncClient, SyncClient, str, str]:
     tenant = await hacs.new_tenant()
     _, lee = await hacs.new_actor(tenant, "dr-lee", "physician")
-    _, ode = await hacs.new_actor(tenant, "dr-ode", "physician")
+    # Dr Ode may also delete medication orders (physicians do not by default).
+    ode_may = [*default_permissions("physician"), "delete:medication"]
+    _, ode = await hacs.new_actor(tenant, "dr-ode", "physician", ode_may)
     admin = SyncClient(hacs.channel, tenant, tenant.admin_token)
     patient = await admin.create(clinical.patient())
     order = await admin.create(metformin_order(patient.name))

@@ -321,7 +321,7 @@ async def test_bad_filters_and_cursors_are_refused(hacs: Harness) -> None:
             grpc.StatusCode.OUT_OF_RANGE,
             "beyond the head",
         ),
-        ({"resource_types": [999]}, grpc.StatusCode.INVALID_ARGUMENT, "resource type"),
+        ({"resource_types": [999]}, grpc.StatusCode.INVALID_ARGUMENT, "ResourceType"),
         ({"names": ["patients/p-1"]}, grpc.StatusCode.INVALID_ARGUMENT, "filter.names[0]"),
         (
             {"patients": [f"{tenant.name}/observations/o-1"]},
