@@ -4,13 +4,14 @@
 #   make proto  regenerate the Python stubs from proto/
 #   make lint   buf lint, ruff, mypy, the layer contracts, and a check that generated code is fresh
 #   make bench  run the benchmarks under bench/
+#   make fuzz   attack every RPC with 10,000 generated requests (docs/hardening.md)
 #   make docs   render docs/architecture.svg from docs/architecture.dot
 
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: up test proto lint bench docs docs-check deps system-deps milvus-server proto-check clean
+.PHONY: up test proto lint bench fuzz docs docs-check deps system-deps milvus-server proto-check clean
 
 deps:
 	@scripts/bootstrap.sh
@@ -58,6 +59,9 @@ bench: deps
 	@scripts=$$(ls bench/*.py 2>/dev/null); \
 	  if [ -z "$$scripts" ]; then echo "no benchmarks yet (bench/*.py)"; exit 0; fi; \
 	  for script in $$scripts; do echo "==> $$script"; $(PY) $$script || exit 1; done
+
+fuzz: deps
+	$(BIN)/hacs fuzz --requests $${FUZZ_REQUESTS:-10000}
 
 clean:
 	rm -rf $(VENV) .venv-milvus .hacs .pytest_cache .mypy_cache .ruff_cache

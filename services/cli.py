@@ -7,6 +7,7 @@ hacs migrate                     bring the database schema to this build's versi
 hacs config [--markdown]         print the settings (or the README's table of them)
 hacs eval retrieval|rag|...      quality figures on a labelled data set
 hacs finetune --dataset DIR ...  adapt an embedding model to a labelled data set
+hacs fuzz [--requests N]         attack every RPC with generated and corrupted requests
 hacs admin new-operator-key      print a fresh platform operator key for a Secret
 """
 
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     from services.tooling import finetune_command
 
     finetune_command.add_arguments(commands.add_parser("finetune", help=finetune_command.HELP))
+    from services.tooling.fuzz import command as fuzz_command
+
+    fuzz_command.add_arguments(commands.add_parser("fuzz", help=fuzz_command.HELP))
     index = commands.add_parser("index", help="search index maintenance")
     index_commands = index.add_subparsers(dest="index_command", required=True)
     backfill = index_commands.add_parser(
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(_eval_modules()[args.eval_command].main(args))
     if args.command == "finetune":
         return finetune_command.main(args)
+    if args.command == "fuzz":
+        return fuzz_command.main(args)
     if args.command == "targets":
         return _targets()
     if args.command == "admin":

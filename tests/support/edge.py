@@ -3,72 +3,21 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
+from services.tooling.fuzz import launcher
 from tests.support.postgres import free_port
 
-
-@dataclass
-class RunningPlatform:
-    process: subprocess.Popen[bytes]
-    data_dir: Path
-    edge: str
-    grpc_target: str
-    log: Path
-    stats: str = ""  # Envoy's stats listener, host:port
-
-    @property
-    def operator_key(self) -> str:
-        return (self.data_dir / "operator.key").read_text().strip()
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+# `hacs up` as a newcomer runs it: the launcher the fuzzer uses too.
+RunningPlatform = launcher.Running
 
 
 def start_hacs_up(data_dir: Path, database_url: str = "", **env: str) -> RunningPlatform:
-    ports = {name: free_port() for name in ("grpc", "http", "edge", "stats")}
-    environ = {
-        **os.environ,
-        "HACS_DATA_DIR": str(data_dir),
-        "HACS_DATABASE_URL": database_url,
-        "HACS_GRPC_LISTEN": f"127.0.0.1:{ports['grpc']}",
-        "HACS_HTTP_LISTEN": f"127.0.0.1:{ports['http']}",
-        "HACS_EDGE_LISTEN_PORT": str(ports["edge"]),
-        "HACS_EDGE_STATS_PORT": str(ports["stats"]),
-        "HACS_SHUTDOWN_GRACE_SECONDS": "2",
-        **env,
-    }
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir / "hacs-up.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up"],
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    platform = RunningPlatform(
-        process,
-        data_dir,
-        f"127.0.0.1:{ports['edge']}",
-        f"127.0.0.1:{ports['grpc']}",
-        log,
-        f"127.0.0.1:{ports['stats']}",
-    )
-    deadline = time.monotonic() + 120
-    while "HACS is up" not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"hacs up did not start:\n{log.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.2)
-    return platform
+    return launcher.start(data_dir, HACS_DATABASE_URL=database_url, **env)
 
 
 def start_serve(
