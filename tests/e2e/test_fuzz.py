@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from services.tooling.fuzz import launcher
-from services.tooling.fuzz.campaign import methods
+from services.tooling.fuzz.campaign import answered, methods
 from services.tooling.fuzz.command import fuzz, print_report
 
 pytestmark = [pytest.mark.e2e]
@@ -46,8 +46,9 @@ def test_every_rpc_survives_the_fuzzer_and_no_canary_crosses_tenants(
     report = asyncio.run(fuzz(running, SEED, list(range(REQUESTS)), concurrency=8))
     print_report(report)  # counts per status code, in the test's output
     assert len(report.by_method) == len(methods()) == 64  # every RPC was hit
-    reached = [m for m, codes in report.by_method.items() if codes["OK"]]
-    assert len(reached) >= 30, f"only {len(reached)} RPCs answered OK: the fuzzer stays shallow"
+    # Past the validators: 8 of the 64 are for platform operators only, whom no one here is.
+    reached = [m for m, codes in report.by_method.items() if answered(codes)]
+    assert len(reached) >= 36, f"only {len(reached)} RPCs answered OK: the fuzzer stays shallow"
     assert not report.findings, [f.as_dict(with_requests=False) for f in report.findings[:5]]
     assert report.alive and report.health == {"edge": "SERVING", "direct": "SERVING"}
     assert report.victim_unchanged, report.victim_changes

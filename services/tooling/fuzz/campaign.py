@@ -142,9 +142,15 @@ class Report:
             "victim_unchanged": self.victim_unchanged,
             "victim_changes": self.victim_changes,
             "methods": len(self.by_method),
+            "methods_answered_ok": sum(1 for codes in self.by_method.values() if answered(codes)),
             "findings": [f.as_dict(with_requests=with_requests) for f in self.findings],
             "unusual": [f.as_dict(with_requests=with_requests) for f in self.unusual],
         }
+
+
+def answered(codes: Counter[str]) -> bool:
+    """The RPC did its work at least once: OK, or a stream that was still serving."""
+    return bool(codes["OK"] or codes[OPEN_STREAM])
 
 
 @dataclass
@@ -191,10 +197,13 @@ class Campaign:
             messages = [*rng.choice(seeds)]
             at = rng.randrange(len(messages))
             messages[at] = generator.mutate(messages[at])
-        elif roll < 0.55:
+        elif roll < 0.45:
+            mode = "minimal"  # only what a call needs, as a client would send it
+            messages = [generator.minimal(method.request)]
+        elif roll < 0.6:
             mode = "careful"
             messages = self._generated(generator, method, careful=True)
-        elif roll < 0.88:
+        elif roll < 0.9:
             mode = "wild"
             messages = self._generated(generator, method, careful=False)
         else:

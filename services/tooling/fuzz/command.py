@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from services.tooling.fuzz import launcher
-from services.tooling.fuzz.campaign import Campaign, Report, finish, prepare
+from services.tooling.fuzz.campaign import Campaign, Report, answered, finish, prepare
 
 HELP = "fuzz every RPC through Envoy and directly; fail on INTERNAL/UNKNOWN or a leak"
 
@@ -104,6 +104,11 @@ def print_report(report: Report) -> None:
             f"  #{note.index} {note.method} via {note.target} as {note.identity}: "
             f"{note.code}: {note.detail[:160]}"
         )
+    never = sorted(m for m, codes in report.by_method.items() if not answered(codes))
+    say(
+        f"RPCs answered OK at least once: {len(report.by_method) - len(never)} of "
+        f"{len(report.by_method)}" + (f" (never: {', '.join(never)})" if never else "")
+    )
     say(f"process alive: {report.alive}; health: {report.health}")
     say(
         "victim's data unchanged: "

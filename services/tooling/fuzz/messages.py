@@ -21,6 +21,8 @@ from services.tooling.fuzz import pools
 F = FieldDescriptor
 MAX_DEPTH = 6
 MAX_REPEATED_BYTES = 4 * 1024 * 1024
+# Free-text fields a minimal request fills (the query of a search, the texts to embed).
+TEXT_FIELDS = ("query", "question", "text", "texts", "content", "documents")
 FIELD_MASK_PATHS = (
     "display_name",
     "permissions",
@@ -56,6 +58,9 @@ class Vocabulary:
     page_tokens: list[str] = field(default_factory=list)
     etags: list[str] = field(default_factory=list)
     tenants: list[str] = field(default_factory=list)
+    # The caller's own API keys (IssueToken may succeed) and the platform's model names.
+    api_keys: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
 
 
 def string_kind(name: str) -> str:
@@ -120,6 +125,29 @@ class Generator:
                 continue
             if self.rng.random() < self._presence(fd, depth, careful):
                 self.set_field(message, fd, depth, careful)
+
+    def minimal(self, cls: type[Message]) -> Message:
+        """A request as a client writes it: its names (the caller's own, a tenant as the
+        usual parent), its query or text, and nothing else."""
+        message = cls()
+        words = self.vocabulary
+        for fd in message.DESCRIPTOR.fields:
+            if fd.type != F.TYPE_STRING or fd.containing_oneof is not None:
+                continue
+            kind = string_kind(fd.name)
+            if kind == "name":
+                tenant = f"tenants/{words.own_tenant}"
+                value = tenant if fd.name == "parent" and self.rng.random() < 0.7 else None
+                value = value or self.rng.choice(words.own_names or [tenant])
+            elif kind == "text" and fd.name in TEXT_FIELDS:
+                value = self.rng.choice(pools.CLINICAL)
+            else:
+                continue
+            if fd.is_repeated:
+                getattr(message, fd.name).append(value)
+            else:
+                setattr(message, fd.name, value)
+        return message
 
     def _presence(self, fd: Any, depth: int, careful: bool) -> float:
         is_message = fd.type == F.TYPE_MESSAGE
@@ -246,7 +274,13 @@ class Generator:
         if kind == "api_key":
             tenant = rng.choice(words.tenants or [words.own_tenant])
             return rng.choice(
-                [f"hk_{tenant}_000000000000_{'x' * 43}", "hk___", "hk_" + "a" * 500, ""]
+                [
+                    *words.api_keys,
+                    f"hk_{tenant}_000000000000_{'x' * 43}",
+                    "hk___",
+                    "hk_" + "a" * 500,
+                    "",
+                ]
             )
         if kind == "permission":
             return rng.choice(pools.PERMISSIONS)
@@ -257,7 +291,7 @@ class Generator:
         words = self.vocabulary
         roll = rng.random()
         if roll < 0.45 and words.own_names:
-            return rng.choice(words.own_names)
+            return rng.choice([*words.own_names, *words.models])
         if roll < 0.7 and words.foreign_names:
             return rng.choice(words.foreign_names)
         if roll < 0.88:

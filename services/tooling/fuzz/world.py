@@ -17,6 +17,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from hacs.embedding.v1 import embedding_service_pb2 as embedding_pb
+from hacs.embedding.v1 import embedding_service_pb2_grpc
 from hacs.memory.v1 import memory_service_pb2 as memory_pb
 from hacs.memory.v1 import memory_service_pb2_grpc
 from hacs.rag.v1 import knowledge_pb2, rag_service_pb2_grpc
@@ -76,6 +78,7 @@ class World:
     victim: TenantData
     attackers: list[TenantData]
     canaries: list[str]
+    models: list[str] = field(default_factory=list)
 
     def identities(self) -> list[Identity]:
         out = []
@@ -96,6 +99,8 @@ class World:
             page_tokens=[p for t in (self.victim, *self.attackers) for p in t.page_tokens],
             etags=[e for t in (self.victim, *self.attackers) for e in t.etags],
             tenants=[t.tenant_id for t in (self.victim, *self.attackers)],
+            api_keys=[own.admin_key],
+            models=self.models,
         )
 
 
@@ -108,6 +113,7 @@ class Builder:
         self.memory = memory_service_pb2_grpc.MemoryServiceStub(channel)
         self.rag = rag_service_pb2_grpc.RagServiceStub(channel)
         self.sync = sync_service_pb2_grpc.SyncServiceStub(channel)
+        self.embedding = embedding_service_pb2_grpc.EmbeddingServiceStub(channel)
         self._operator_key = operator_key
 
     async def world(self, run_id: str, on_step: Callable[[str], None] = lambda _: None) -> World:
@@ -119,7 +125,10 @@ class Builder:
         for letter in ("b", "c"):
             attackers.append(await self._tenant(f"fuzz-{letter}-{run_id}", operator, None))
             on_step(f"attacker tenant {attackers[-1].tenant_id} ready")
-        return World(victim, attackers, canaries)
+        listed = await self.embedding.ListModels(
+            embedding_pb.ListModelsRequest(), metadata=bearer(attackers[0].admin)
+        )
+        return World(victim, attackers, canaries, [m.name for m in listed.models])
 
     async def token(self, api_key: str) -> str:
         # The longest lifetime: a long run must not outlive its tokens.
