@@ -18,6 +18,7 @@ from hacs.client import error_details
 from hacs.tenant.v1 import tenant_pb2
 from hacs.tenant.v1 import tenant_service_pb2 as pb
 
+from services.common.pagination import encode_page_token
 from tests.support.harness import Harness, bearer
 
 
@@ -403,6 +404,22 @@ async def test_audit_log_records_denials_for_the_tenants_auditors(hacs: Harness)
         ),
         grpc.StatusCode.PERMISSION_DENIED,
     )
+
+
+async def test_a_forged_page_token_with_a_huge_number_is_invalid_not_internal(
+    hacs: Harness,
+) -> None:
+    """Issue 20, finding 4c: on PostgreSQL the number overflowed BIGINT (INTERNAL)."""
+    tenant = await hacs.new_tenant()
+    forged = encode_page_token("audit", "9" * 5000)
+    error = await expect_error(
+        hacs.tenant.ListAuditEvents(
+            pb.ListAuditEventsRequest(parent=tenant.name, page_token=forged),
+            metadata=bearer(tenant.admin_token),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "page_token" in (error.details() or "")
 
 
 async def test_usage_is_metered_per_method(hacs: Harness) -> None:

@@ -5,7 +5,12 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from hacs.tenant.v1 import tenant_service_pb2
 
 from services.common.errors import Invalid
-from services.common.pagination import decode_page_token, encode_page_token, page_size
+from services.common.pagination import (
+    decode_page_number,
+    decode_page_token,
+    encode_page_token,
+    page_size,
+)
 from services.common.validation import Violations, has_validator
 from services.tenant import validation  # noqa: F401  (registers validators)
 
@@ -17,6 +22,15 @@ def test_page_tokens_round_trip_and_belong_to_one_list() -> None:
         decode_page_token("tenants", token)
     with pytest.raises(Invalid):
         decode_page_token("actors", "%%%not-base64")
+
+
+@pytest.mark.parametrize("forged", ["9" * 5000, str(2**63), "-1", "1e9", "١٢٣", " 7", "7\n", ""])
+def test_a_numeric_page_token_holds_an_integer_a_bigint_can_hold(forged: str) -> None:
+    """A forged huge number overflowed the database: INTERNAL in ListRecordHistory,
+    ListAuditEvents and ListChunks (issue 20, finding 4c)."""
+    assert decode_page_number("audit", encode_page_token("audit", str(2**63 - 1))) == 2**63 - 1
+    with pytest.raises(Invalid, match="page_token"):
+        decode_page_number("audit", encode_page_token("audit", forged))
 
 
 def test_page_size_defaults_and_clamps() -> None:

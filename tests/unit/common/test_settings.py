@@ -12,6 +12,14 @@ def test_defaults_give_the_embedded_mode() -> None:
     assert settings.resolved_database_url.endswith("/.hacs/hacs.db")
     assert settings.grpc_listen == "127.0.0.1:50051"
     assert settings.token_ttl_seconds == 900 and settings.auto_migrate is True
+    # /metrics names every tenant: only the host's scraper may read it (issue 20, finding 10).
+    assert settings.http_listen.startswith("127.0.0.1:")
+    assert settings.revocation_seconds == 5  # the documented revocation bound
+
+
+def test_the_revocation_bound_cannot_be_configured_past_five_seconds() -> None:
+    with pytest.raises(ValueError, match="HACS_REVOCATION_SECONDS must be at most 5"):
+        Settings.from_env({"HACS_REVOCATION_SECONDS": "60"})
 
 
 def test_environment_overrides_and_types() -> None:
