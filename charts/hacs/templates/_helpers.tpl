@@ -9,6 +9,13 @@ services' DNS names: one HACS release per namespace.
 
 {{/* The Deployments: one per service, or one `all` hosting every service (allInOne). */}}
 {{- define "hacs.components" -}}
+{{- if eq .Values.mode "allInOne" -}}all
+{{- else -}}{{ include "hacs.services" . }}{{ if .Values.indexer.dedicated }} indexer{{ end }}
+{{- end -}}
+{{- end -}}
+
+{{/* The components that answer the edge: every service, or the one `all`. */}}
+{{- define "hacs.served" -}}
 {{- if eq .Values.mode "allInOne" -}}all{{- else -}}{{ include "hacs.services" . }}{{- end -}}
 {{- end -}}
 
@@ -18,7 +25,7 @@ services' DNS names: one HACS release per namespace.
 {{- end -}}
 
 {{/* Services that call the embedding pods over gRPC (HACS_EMBEDDING_URL). */}}
-{{- define "hacs.embeddingCallers" -}}search rag memory{{- end -}}
+{{- define "hacs.embeddingCallers" -}}search rag memory indexer{{- end -}}
 
 {{- define "hacs.labels" -}}
 app.kubernetes.io/name: hacs

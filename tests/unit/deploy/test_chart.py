@@ -76,7 +76,7 @@ def test_every_workload_is_probed_limited_and_locked_down(values: Path | None) -
 
 def test_each_service_runs_its_own_deployment_with_grpc_probes() -> None:
     deployments = of_kind(helm_render(), "Deployment")
-    assert set(deployments) == {f"hacs-{s}" for s in SERVICES} | {"hacs-edge"}
+    assert set(deployments) == {f"hacs-{s}" for s in SERVICES} | {"hacs-edge", "hacs-indexer"}
     for service in SERVICES:
         container = pod_spec(deployments[f"hacs-{service}"])["containers"][0]
         assert container["args"] == ["serve", "--only", service]
@@ -87,6 +87,24 @@ def test_each_service_runs_its_own_deployment_with_grpc_probes() -> None:
         assert ("HACS_EMBEDDING_URL" in env) is calls_embedding
         assert ("HACS_SERVICE_API_KEY_FILE" in env) is calls_embedding
         assert ("HACS_BOOTSTRAP_OPERATOR_KEY_FILE" in env) is (service == "tenant")
+
+
+def test_one_dedicated_indexer_keeps_milvus_in_step_and_the_search_pods_only_answer() -> None:
+    deployments = of_kind(helm_render(), "Deployment")
+    indexer = pod_spec(deployments["hacs-indexer"])["containers"][0]
+    search = pod_spec(deployments["hacs-search"])["containers"][0]
+    assert indexer["args"] == ["serve", "--only", "search"]
+    assert deployments["hacs-indexer"]["spec"]["replicas"] == 1
+    assert {"name": "HACS_INDEXER_ENABLED", "value": "false"} in search["env"]
+    assert {"name": "HACS_INDEXER_ENABLED", "value": "false"} not in indexer["env"]
+    services = of_kind(helm_render(), "Service")
+    assert all(
+        s["spec"]["selector"]["app.kubernetes.io/component"] != "indexer" for s in services.values()
+    )
+    shared = of_kind(helm_render("indexer.dedicated=false"), "Deployment")
+    assert "hacs-indexer" not in shared
+    search_env = pod_spec(shared["hacs-search"])["containers"][0]["env"]
+    assert {"name": "HACS_INDEXER_ENABLED", "value": "true"} in search_env
 
 
 def test_values_reach_the_fields_they_name() -> None:
@@ -186,11 +204,11 @@ def test_network_policies_cover_every_pod_and_open_only_the_calls_the_code_makes
     if mode != "mesh":
         return
     grpc = {"port": 50051, "protocol": "TCP"}
-    for service in SERVICES:
+    for service in (*SERVICES, "indexer"):
         ingress = policies[f"hacs-{service}"]["spec"]["ingress"]
         callers = [_peers(rule) for rule in ingress if grpc in rule.get("ports", [])]
-        expected = ["edge", "memory", "rag", "search"] if service == "embedding" else ["edge"]
-        assert callers == [expected], service
+        expected = {"embedding": [["edge", "indexer", "memory", "rag", "search"]], "indexer": []}
+        assert callers == expected.get(service, [["edge"]]), service
     egress = policies["hacs-records"]["spec"]["egress"]
     assert not any("embedding" in str(rule.get("to")) for rule in egress), (
         "records never calls embedding"
@@ -207,13 +225,21 @@ def test_istio_is_behind_its_flag_and_authorizes_only_the_callers_the_code_has()
     assert jwt["issuer"] == "hacs"
     assert jwt["jwksUri"] == "http://hacs-tenant.hacs.svc.cluster.local:9464/.well-known/jwks.json"
     policies = of_kind(objects, "AuthorizationPolicy")
-    assert set(policies) == {f"hacs-{s}" for s in SERVICES}
+    assert set(policies) == {f"hacs-{s}" for s in SERVICES} | {"hacs-indexer"}
+    # The indexer takes no calls: an ALLOW policy with no rules admits nothing.
+    assert "rules" not in policies["hacs-indexer"]["spec"]
 
     def principals(service: str) -> list[str]:
         rule = policies[f"hacs-{service}"]["spec"]["rules"][0]
         return sorted(p.rsplit("/", 1)[1] for p in rule["from"][0]["source"]["principals"])
 
-    assert principals("embedding") == ["hacs-edge", "hacs-memory", "hacs-rag", "hacs-search"]
+    assert principals("embedding") == [
+        "hacs-edge",
+        "hacs-indexer",
+        "hacs-memory",
+        "hacs-rag",
+        "hacs-search",
+    ]
     assert principals("records") == ["hacs-edge"]
     rules = of_kind(objects, "DestinationRule")
     assert (
