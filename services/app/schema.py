@@ -8,6 +8,7 @@ place that imports them all.
 from __future__ import annotations
 
 from services.common import audit, usage  # noqa: F401  (registers tables)
+from services.common.db import compatibility  # noqa: F401  (registers hacs_schema_compat)
 from services.common.db.base import Base
 from services.kernel.embedding import registry as embedding_registry  # noqa: F401
 from services.kernel.records import tables as record_tables  # noqa: F401

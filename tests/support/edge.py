@@ -21,9 +21,12 @@ def start_hacs_up(data_dir: Path, database_url: str = "", **env: str) -> Running
 
 
 def start_serve(
-    name: str, log_dir: Path, env: dict[str, str]
+    name: str, log_dir: Path, env: dict[str, str], cwd: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """One `hacs serve` process on free ports; returns (process, grpc address, http address)."""
+    """One `hacs serve` process on free ports; returns (process, grpc address, http address).
+
+    `cwd`: where `python -m services.cli` finds the `services` package first (another build's).
+    """
     grpc_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     environ = {
         **os.environ,
@@ -37,6 +40,7 @@ def start_serve(
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve"],
             env=environ,
+            cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
         )

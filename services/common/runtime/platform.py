@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 from services.common.audit import AuditLog
 from services.common.change_bus import ChangeBus, LocalChangeBus, RedisChangeBus
 from services.common.db import migrate
+from services.common.db.compatibility import Fit
 from services.common.db.engine import Database
 from services.common.runtime.admission import Admission, Announcements, InProcess, Registry
 from services.common.runtime.announcements import RedisAnnouncements
@@ -79,21 +80,25 @@ def private_directory(path: Path) -> None:
             log.warning("cannot restrict %s to its owner (0700); check who else can read it", path)
 
 
+async def _check_schema(db: Database, *, auto_migrate: bool) -> None:
+    """Run against this build's schema, or a newer one that only expanded since (a release
+    rolled back: services/common/db/compatibility.py); migrate or refuse otherwise."""
+    state = await migrate.schema_state(db)
+    if state.fit is Fit.AHEAD:
+        log.warning("%s", state.explain())
+    elif state.fit is Fit.TOO_NEW or (state.fit is Fit.BEHIND and not auto_migrate):
+        raise RuntimeError(state.explain())
+    elif auto_migrate:
+        await migrate.upgrade(db)  # also at head: its reconcile steps repair what older code wrote
+
+
 async def open_platform(settings: Settings, registry: Callable[[Database], Registry]) -> Platform:
     """Database (migrated), keys, meters, admission and the change bus; `registry` reads the
     tenants, actors and API keys that admission checks."""
     private_directory(settings.data_path)
     db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
     await db.ping()
-    if settings.auto_migrate:
-        await migrate.upgrade(db)
-    else:
-        current = await migrate.current_revision(db)
-        if current != migrate.head_revision():
-            raise RuntimeError(
-                f"database schema is at {current!r}, this build needs {migrate.head_revision()!r}: "
-                "run `hacs migrate` (or set HACS_AUTO_MIGRATE=true)"
-            )
+    await _check_schema(db, auto_migrate=settings.auto_migrate)
 
     signing_keys: SigningKeys | None = None
     source: KeySource

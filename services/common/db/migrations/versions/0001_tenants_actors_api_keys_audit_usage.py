@@ -17,6 +17,8 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+# New tables and indexes only: code written before it keeps working (compatibility.py).
+kind = "expand"
 
 TENANT_OWNED = ("actors", "api_keys", "audit_events", "usage_counters")
 

@@ -17,6 +17,8 @@ revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+# New tables and indexes only: code written before it keeps working (compatibility.py).
+kind = "expand"
 
 TENANT_OWNED = (
     "records",
