@@ -159,6 +159,18 @@ class Settings:
         "",
         "Mesh: the embedding pods (`embedding.hacs.svc:50051`). Empty: embed in this process.",
     )
+    tenant_url: str = _env(
+        "HACS_TENANT_URL",
+        "",
+        "Mesh: the tenant pods' gRPC address (`hacs-tenant:50051`), where a service gets the "
+        "token for its calls to another. Empty: the called service's own address.",
+    )
+    bootstrap_service_key: str = _secret_env(
+        "HACS_BOOTSTRAP_SERVICE_KEY",
+        "Tenant service: the services' API key to install at start (read:embedding only; "
+        "`hacs admin new-service-key`); the callers hold the same value in "
+        "HACS_SERVICE_API_KEY.",
+    )
     service_api_key: str = _secret_env(
         "HACS_SERVICE_API_KEY",
         "Mesh: API key of a platform service actor, used for service-to-service calls.",

@@ -142,7 +142,11 @@ class Kernel:
                     raise RuntimeError(
                         "HACS_EMBEDDING_URL needs HACS_SERVICE_API_KEY to authenticate"
                     )
-                remote = RemoteEmbedder(settings.embedding_url, settings.service_api_key)
+                remote = RemoteEmbedder(
+                    settings.embedding_url,
+                    settings.service_api_key,
+                    token_target=settings.tenant_url or None,
+                )
                 self.platform.on_close(remote.close)
                 return remote
             return LocalEmbedder(await self.models())

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 OPERATOR_ID = "operator"
 OPERATOR_KEY_FILE = "operator.key"
 OPERATOR_PERMISSIONS = ("admin:platform", "audit:platform")
+# The platform's own services calling one another (search, rag, memory and the indexer call
+# the embedding pods): an actor of the platform tenant that can embed and nothing else.
+SERVICE_ACTOR_ID = "services"
+SERVICE_PERMISSIONS = ("read:embedding",)
 
 
 async def ensure_platform(store: TenantStore, *, operator_key: str, key_file: Path) -> None:
@@ -90,6 +94,50 @@ async def ensure_platform(store: TenantStore, *, operator_key: str, key_file: Pa
             "keep it safe and delete the file once stored elsewhere",
             key_file,
         )
+
+
+async def ensure_service_actor(store: TenantStore, *, service_key: str) -> None:
+    """Install the services' actor and its key from HACS_BOOTSTRAP_SERVICE_KEY (idempotent).
+
+    The same Secret gives the calling services HACS_SERVICE_API_KEY, so a mesh needs no
+    manual step: `hacs admin new-service-key` makes the value.
+    """
+    if not service_key:
+        return
+    parsed = parse_key(service_key)
+    if parsed is None or parsed.tenant_id != PLATFORM_TENANT:
+        raise ValueError(
+            "HACS_BOOTSTRAP_SERVICE_KEY must look like hk_platform_<key id>_<secret>; "
+            "generate one with `hacs admin new-service-key`"
+        )
+    now = utcnow()
+    async with store.transaction(PLATFORM_TENANT) as tx:
+        if await tx.get_actor(PLATFORM_TENANT, SERVICE_ACTOR_ID) is None:
+            await tx.add_actor(
+                Actor(
+                    tenant_id=PLATFORM_TENANT,
+                    id=SERVICE_ACTOR_ID,
+                    display_name="HACS services (service-to-service calls)",
+                    role="system",
+                    permissions=SERVICE_PERMISSIONS,
+                    security_level="critical",
+                    create_time=now,
+                    update_time=now,
+                )
+            )
+        if await tx.get_api_key(PLATFORM_TENANT, parsed.key_id) is None:
+            await tx.add_api_key(
+                ApiKey(
+                    tenant_id=PLATFORM_TENANT,
+                    id=parsed.key_id,
+                    actor_id=SERVICE_ACTOR_ID,
+                    display_name="bootstrap service key (from environment)",
+                    secret_prefix=service_key[: len(PLATFORM_TENANT) + len(parsed.key_id) + 8],
+                    create_time=now,
+                ),
+                hash_key(service_key),
+            )
+            log.info("installed the services' key from HACS_BOOTSTRAP_SERVICE_KEY")
 
 
 def _write_secret(path: Path, secret: str) -> None:

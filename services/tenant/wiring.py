@@ -8,7 +8,7 @@ from hacs.tenant.v1 import tenant_service_pb2_grpc
 from services.kernel.modules import Kernel
 from services.tenant.actors import ActorDirectory
 from services.tenant.api_keys import ApiKeys
-from services.tenant.bootstrap import OPERATOR_KEY_FILE, ensure_platform
+from services.tenant.bootstrap import OPERATOR_KEY_FILE, ensure_platform, ensure_service_actor
 from services.tenant.reports import TenantReports
 from services.tenant.servicer import TenantServicer
 from services.tenant.store import TenantStore
@@ -31,6 +31,7 @@ async def tenant_servicer(kernel: Kernel) -> TenantServicer:
         operator_key=settings.bootstrap_operator_key,
         key_file=settings.data_path / OPERATOR_KEY_FILE,
     )
+    await ensure_service_actor(store, service_key=settings.bootstrap_service_key)
     return TenantServicer(
         tenants=TenantAdmin(store, on_change=platform.admission.announce),
         actors=ActorDirectory(store, on_change=platform.admission.announce),

@@ -93,6 +93,7 @@ database: {secret: {{ $v.database.existingSecret | quote }}, key: {{ $v.database
 redis: {secret: {{ $v.redis.existingSecret | quote }}, key: {{ $v.redis.key | quote }}, env: HACS_REDIS_URL_FILE}
 operatorKey: {secret: {{ $v.operatorKey.existingSecret | quote }}, key: {{ $v.operatorKey.key | quote }}, env: HACS_BOOTSTRAP_OPERATOR_KEY_FILE}
 serviceKey: {secret: {{ $v.serviceKey.existingSecret | quote }}, key: {{ $v.serviceKey.key | quote }}, env: HACS_SERVICE_API_KEY_FILE}
+bootstrapServiceKey: {secret: {{ $v.serviceKey.existingSecret | quote }}, key: {{ $v.serviceKey.key | quote }}, env: HACS_BOOTSTRAP_SERVICE_KEY_FILE}
 {{- end -}}
 
 {{- define "hacs.secretFileEnv" -}}

@@ -85,8 +85,10 @@ def test_each_service_runs_its_own_deployment_with_grpc_probes() -> None:
         assert env["HACS_SERVICES"] == service
         calls_embedding = service in ("search", "rag", "memory")
         assert ("HACS_EMBEDDING_URL" in env) is calls_embedding
+        assert env.get("HACS_TENANT_URL") == ("hacs-tenant:50051" if calls_embedding else None)
         assert ("HACS_SERVICE_API_KEY_FILE" in env) is calls_embedding
         assert ("HACS_BOOTSTRAP_OPERATOR_KEY_FILE" in env) is (service == "tenant")
+        assert ("HACS_BOOTSTRAP_SERVICE_KEY_FILE" in env) is (service == "tenant")
 
 
 def test_one_dedicated_indexer_keeps_milvus_in_step_and_the_search_pods_only_answer() -> None:
@@ -207,7 +209,9 @@ def test_network_policies_cover_every_pod_and_open_only_the_calls_the_code_makes
     for service in (*SERVICES, "indexer"):
         ingress = policies[f"hacs-{service}"]["spec"]["ingress"]
         callers = [_peers(rule) for rule in ingress if grpc in rule.get("ports", [])]
-        expected = {"embedding": [["edge", "indexer", "memory", "rag", "search"]], "indexer": []}
+        # search, rag, memory and the indexer call embedding, with a token from tenant.
+        embedders = ["edge", "indexer", "memory", "rag", "search"]
+        expected = {"embedding": [embedders], "tenant": [embedders], "indexer": []}
         assert callers == expected.get(service, [["edge"]]), service
     egress = policies["hacs-records"]["spec"]["egress"]
     assert not any("embedding" in str(rule.get("to")) for rule in egress), (

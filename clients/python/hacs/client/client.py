@@ -55,6 +55,7 @@ class HacsClient:
         credentials: grpc.ChannelCredentials | None = None,
         default_timeout: float = 30.0,
         token_ttl_seconds: int = 0,
+        token_target: str | None = None,
     ) -> None:
         if api_key and token:
             raise HacsClientError("give an api_key or a token, not both")
@@ -71,8 +72,10 @@ class HacsClient:
             _StreamStream(decorator),
         ]
         self.channel = _channel(target, credentials, interceptors)
-        # Token issue has its own channel, so fetching a token never recurses.
-        self._token_channel = _channel(target, credentials, [])
+        # Token issue has its own channel, so fetching a token never recurses; it may go to
+        # another address (`token_target`: the tenant service, when `target` is one service
+        # of a mesh called directly rather than through the edge).
+        self._token_channel = _channel(token_target or target, credentials, [])
         self.tenant = tenant_service_pb2_grpc.TenantServiceStub(self.channel)
         self.records = record_service_pb2_grpc.RecordServiceStub(self.channel)
         self.embedding = embedding_service_pb2_grpc.EmbeddingServiceStub(self.channel)
