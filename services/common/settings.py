@@ -180,6 +180,10 @@ class Settings:
         "",
         "Vector index. Empty: Milvus Lite at `$HACS_DATA_DIR/milvus.db`; a cluster: `http://milvus:19530`.",
     )
+    milvus_token: str = _secret_env(
+        "HACS_MILVUS_TOKEN",
+        "Milvus server credentials (`user:password`) or a Zilliz Cloud API key. Empty: none.",
+    )
     milvus_read_consistency: str = _env(
         "HACS_MILVUS_READ_CONSISTENCY",
         "bounded",

@@ -180,6 +180,7 @@ class Kernel:
                 registry.get("").config.dimension,
                 read_consistency=settings.milvus_read_consistency,
                 client_threads=settings.milvus_client_threads,
+                token=settings.milvus_token,
             )
             await index.connect()
             self.platform.on_close(index.close)

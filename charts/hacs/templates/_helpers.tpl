@@ -91,6 +91,7 @@ Credentials are files, never environment variables: one projected volume at
 {{- $v := .root.Values -}}
 database: {secret: {{ $v.database.existingSecret | quote }}, key: {{ $v.database.key | quote }}, env: HACS_DATABASE_URL_FILE}
 redis: {secret: {{ $v.redis.existingSecret | quote }}, key: {{ $v.redis.key | quote }}, env: HACS_REDIS_URL_FILE}
+milvus: {secret: {{ $v.milvus.existingSecret | quote }}, key: {{ $v.milvus.key | quote }}, env: HACS_MILVUS_TOKEN_FILE}
 operatorKey: {secret: {{ $v.operatorKey.existingSecret | quote }}, key: {{ $v.operatorKey.key | quote }}, env: HACS_BOOTSTRAP_OPERATOR_KEY_FILE}
 serviceKey: {secret: {{ $v.serviceKey.existingSecret | quote }}, key: {{ $v.serviceKey.key | quote }}, env: HACS_SERVICE_API_KEY_FILE}
 bootstrapServiceKey: {secret: {{ $v.serviceKey.existingSecret | quote }}, key: {{ $v.serviceKey.key | quote }}, env: HACS_BOOTSTRAP_SERVICE_KEY_FILE}

@@ -113,10 +113,12 @@ class VectorIndex:
         *,
         read_consistency: str = "bounded",
         client_threads: int = 32,
+        token: str = "",
     ) -> None:
         if read_consistency not in READ_CONSISTENCY:
             raise ValueError(f"read consistency {read_consistency!r}: bounded or strong")
         self._uri = uri
+        self._token = token
         self.dimension = dimension
         self._client: MilvusClient | None = None
         self.lexical_supported = True
@@ -168,7 +170,12 @@ class VectorIndex:
 
     async def connect(self) -> None:
         def connect() -> MilvusClient:
-            return MilvusClient(self._uri)
+            # A token (user:password, or a Zilliz Cloud API key) only for a server.
+            return (
+                MilvusClient(self._uri, token=self._token)
+                if self._token
+                else MilvusClient(self._uri)
+            )
 
         try:
             client = await self.call(connect)

@@ -120,9 +120,16 @@ def test_values_reach_the_fields_they_name() -> None:
         "milvus.uri=https://in01.zillizcloud.example:19530",
         "edge.callsPerMinute=1234",
         "edge.trustedProxyHops=2",
+        "milvus.existingSecret=hacs-milvus",
     )
     search = pod_spec(of_kind(objects, "Deployment")["hacs-search"])["containers"][0]
     assert search["image"] == "registry.hospital.example/hacs:9.9.9@sha256:" + "c" * 64
+    token = {"name": "HACS_MILVUS_TOKEN_FILE", "value": "/var/run/hacs/secrets/milvus"}
+    assert token in search["env"]
+    sources = pod_spec(of_kind(objects, "Deployment")["hacs-search"])["volumes"][-1]["projected"]
+    assert {"name": "hacs-milvus", "items": [{"key": "token", "path": "milvus"}]} in [
+        source["secret"] for source in sources["sources"]
+    ]
     hpas = of_kind(objects, "HorizontalPodAutoscaler")
     assert hpas["hacs-search"]["spec"]["maxReplicas"] == 7
     assert hpas["hacs-records"]["spec"]["maxReplicas"] == 50
