@@ -7,8 +7,10 @@ hacs migrate                     bring the database schema to this build's versi
 hacs config [--markdown]         print the settings (or the README's table of them)
 hacs eval retrieval|rag|...      quality figures on a labelled data set
 hacs finetune --dataset DIR ...  adapt an embedding model to a labelled data set
+hacs index backfill ...          rebuild Milvus and the lexical index from the database
 hacs fuzz [--requests N]         attack every RPC with generated and corrupted requests
 hacs admin new-operator-key      print a fresh platform operator key for a Secret
+hacs admin new-service-key       print a fresh key for the services' calls to one another
 """
 
 from __future__ import annotations
@@ -60,16 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     from services.tooling.fuzz import command as fuzz_command
 
     fuzz_command.add_arguments(commands.add_parser("fuzz", help=fuzz_command.HELP))
+    from services.tooling import index_command
+
     index = commands.add_parser("index", help="search index maintenance")
     index_commands = index.add_subparsers(dest="index_command", required=True)
-    backfill = index_commands.add_parser(
-        "backfill", help="rebuild a tenant's record index from the records"
-    )
-    backfill.add_argument("--tenant", required=True, help="tenant id, e.g. st-marys")
-    backfill.add_argument("--batch-size", type=int, default=256)
+    index_command.add_arguments(index_commands.add_parser("backfill", help=index_command.HELP))
     admin = commands.add_parser("admin", help="operator utilities")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     admin_commands.add_parser("new-operator-key", help="print a new platform operator API key")
+    admin_commands.add_parser(
+        "new-service-key",
+        help="print a new API key for the services' calls to one another "
+        "(HACS_BOOTSTRAP_SERVICE_KEY on the tenant pods, HACS_SERVICE_API_KEY on the callers)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "config" and args.markdown:
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command == "index":
-        return asyncio.run(_backfill(settings, args.tenant, args.batch_size))
+        return asyncio.run(index_command.run(args))
     if args.command == "up":
         from services.up import run_up
 
@@ -163,44 +168,6 @@ async def _serve(settings: Settings) -> int:
     await stopping.wait()
     log.info("shutting down")
     await server.stop()
-    return 0
-
-
-async def _backfill(settings: Settings, tenant_id: str, batch_size: int) -> int:
-    """Rebuild one tenant's record index in this process, with a progress bar."""
-    from services.app.registry import kernel_modules
-    from services.common.runtime.platform import open_platform
-    from services.kernel.modules import Kernel
-    from services.kernel.tenancy.standing import TenancyRegistry
-    from services.search.indexer import BackfillProgress
-    from services.search.wiring import record_indexer
-
-    # The tenant role only supplies token verification, which this command does not use.
-    platform = await open_platform(
-        Settings.from_env(services="tenant,search", indexer_enabled="false"), TenancyRegistry
-    )
-    try:
-        indexer = await record_indexer(Kernel(platform, kernel_modules(("search",))))
-
-        async def show(progress: BackfillProgress) -> None:
-            width = 30
-            filled = int(width * progress.processed / max(progress.total, 1))
-            rate = progress.processed / max(progress.seconds, 1e-6)
-            print(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] "
-                f"{progress.processed:,}/{progress.total:,} "
-                f"records ({rate:,.0f}/s)",
-                end="",
-                flush=True,
-            )
-
-        indexed, sequence = await indexer.backfill(tenant_id, batch_size=batch_size, progress=show)
-        print(
-            f"\nindexed {indexed:,} records of {tenant_id}; "
-            f"live indexing continues after sequence {sequence}"
-        )
-    finally:
-        await platform.close()
     return 0
 
 

@@ -21,12 +21,17 @@ the log, or ErasePatientMemories directly) deletes every row of the memory.
 Accesses and importance changes do not touch the index (ranking reads them
 from the database), so recall bookkeeping costs no embedding. Lexical
 matching does not use Milvus (see lexical.py).
+
+Every row is derived from the records and their stored versions, so
+`rebuild` recreates a tenant's rows (live and closed) after a database
+restore into an empty Milvus, or a change of embedding model: it replays each
+memory's versions through the same code that keeps the index in step.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -65,6 +70,7 @@ CURSOR = "memory"
 CHANGES_PER_ROUND = 1000
 EMBED_BATCH = 128
 FETCH_BATCH = 1000
+REBUILD_BATCH = 500  # memories whose versions a rebuild replays together
 
 Provider = Callable[[], Awaitable[Any]]
 
@@ -124,9 +130,19 @@ class MemoryIndex:
                 done = changes[-1].sequence if len(changes) == CHANGES_PER_ROUND else head
                 await self._cursors.save(tenant_id, done)
 
-    async def _apply(self, tenant_id: str, ids: list[str]) -> int:
-        async with self._store.transaction(tenant_id) as tx:
-            current = await tx.get_many([(COLLECTION, i) for i in ids])
+    async def _apply(
+        self,
+        tenant_id: str,
+        ids: list[str],
+        as_written: Mapping[str, record_pb2.Record] | None = None,
+    ) -> int:
+        """Bring these memories' rows to their current records (or, replaying, to the
+        versions in `as_written`)."""
+        if as_written is None:
+            async with self._store.transaction(tenant_id) as tx:
+                current = await tx.get_many([(COLLECTION, i) for i in ids])
+        else:
+            current = {(COLLECTION, i): as_written[i] for i in ids}
         index = await self.index()
         existing = await index.fetch(
             WHOLE, tenant_id, [vector_id(tenant_id, i) for i in ids], ROW_FIELDS
@@ -236,7 +252,7 @@ class MemoryIndex:
             return ms(record.create_time)
         async with self._store.transaction(tenant_id) as tx:
             history = await tx.history(
-                COLLECTION, memory_id(record.name), before_version=None, limit=200
+                COLLECTION, memory_id(record.name), before_version=record.version + 1, limit=200
             )
         since = ms(record.update_time)
         content = content_digest(record)
@@ -245,6 +261,57 @@ class MemoryIndex:
                 break
             since = ms(version.update_time)
         return since
+
+    # -- rebuilding --------------------------------------------------------------
+
+    async def rebuild(self, tenant_id: str) -> tuple[int, int]:
+        """Recreate the tenant's rows from the records; returns (memories, rows written).
+
+        Every row of the tenant goes first. Then each memory's stored versions are
+        replayed in order through `_apply` — only those that change its words, its
+        filter fields or whether it is live — so the live rows come back with the time
+        their words began, and the closed rows (recall `as_of`, superseded memories)
+        with when and why they ended. Erased memories have no versions left, so nothing
+        of them returns. The cursor moves to the head read at the start: what is
+        written meanwhile is applied by the next catch-up.
+        """
+        lock = self._locks.setdefault(tenant_id, asyncio.Lock())
+        async with lock:
+            async with self._store.transaction(tenant_id) as tx:
+                head = await tx.head_sequence()
+            index = await self.index()
+            for kind in ALL_KINDS:
+                await index.delete_where(kind, tenant_id, "")
+            memories = written = 0
+            versions: dict[str, list[record_pb2.Record]] = {}
+            after: tuple[str, int] | None = None
+            while True:
+                async with self._store.transaction(tenant_id) as tx:
+                    page = await tx.version_bodies(COLLECTION, after=after, limit=FETCH_BATCH)
+                for record_id, _, record in page:
+                    kept = versions.setdefault(record_id, [])
+                    if not kept or _changes_rows(kept[-1], record):
+                        kept.append(record)
+                # The last memory of a full page may go on in the next one.
+                unfinished = page[-1][0] if len(page) == FETCH_BATCH else None
+                ready = {i: v for i, v in versions.items() if i != unfinished}
+                if len(ready) >= REBUILD_BATCH or unfinished is None:
+                    written += await self._replay(tenant_id, ready)
+                    memories += len(ready)
+                    versions = {i: v for i, v in versions.items() if i == unfinished}
+                if unfinished is None:
+                    break
+                after = (page[-1][0], page[-1][1])
+            await self._cursors.save(tenant_id, head, only_forward=False)
+        return memories, written
+
+    async def _replay(self, tenant_id: str, versions: dict[str, list[record_pb2.Record]]) -> int:
+        """Apply every memory's first kept version, then every second one, and so on."""
+        written = 0
+        for step in range(max((len(v) for v in versions.values()), default=0)):
+            as_written = {i: v[step] for i, v in versions.items() if len(v) > step}
+            written += await self._apply(tenant_id, list(as_written), as_written)
+        return written
 
     # -- reading ---------------------------------------------------------------
 
@@ -340,6 +407,16 @@ class MemoryIndex:
         found = await index.fetch(RECORDS, tenant_id, pks, ["pk"])
         await index.delete(RECORDS, tenant_id, pks)
         return len(found)
+
+
+def _changes_rows(before: record_pb2.Record, after: record_pb2.Record) -> bool:
+    """Whether `after` (the next version of `before`) changes what the index holds."""
+    deleted = after.HasField("delete_time")
+    if deleted != before.HasField("delete_time"):
+        return True
+    return not deleted and (
+        content_digest(after) != content_digest(before) or meta_digest(after) != meta_digest(before)
+    )
 
 
 def _embedding_texts(records: list[record_pb2.Record]) -> list[str]:

@@ -26,9 +26,14 @@ from services.memory.servicer import MemoryDomain, MemoryServicer
 KERNEL_MODULES = ("records", "embedder", "vector_index")
 
 
+def build_memory_index(kernel: Kernel) -> MemoryIndex:
+    """The memory index alone (`hacs index backfill` rebuilds memories with it)."""
+    return MemoryIndex(kernel.platform.db, kernel.vector_index, kernel.embedder)
+
+
 def memory_domain(kernel: Kernel) -> MemoryDomain:
     store = kernel.record_store()
-    memory_index = MemoryIndex(kernel.platform.db, kernel.vector_index, kernel.embedder)
+    memory_index = build_memory_index(kernel)
     writer = kernel.record_writer(store)
     memories = Memories(store, writer, memory_index)
     return MemoryDomain(

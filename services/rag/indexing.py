@@ -18,6 +18,10 @@ scans the whole collection on Milvus Lite (about 2 s per call at 20,000
 chunks on 2 cores, growing with the collection), which made a bulk load
 quadratic. The sweep by document after a replacement (every revision but the
 new one) still removes whatever an earlier failed cleanup left behind.
+
+The index is derived: `rebuild` writes a tenant's vectors and lexical entries
+again from the chunk rows (after a database restore into an empty Milvus, or a
+lost index), with the text and context header each chunk was embedded with.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -37,7 +41,7 @@ from services.kernel.embedding.embedder import Embedder
 from services.kernel.retrieval.expressions import extra_equals
 from services.kernel.retrieval.lexical import LexicalIndex
 from services.kernel.retrieval.vector_index import KNOWLEDGE, IndexDoc, VectorIndex
-from services.rag.chunking import TextChunk, chunk_document
+from services.rag.chunking import TextChunk, chunk_document, context_header
 from services.rag.knowledge_bases import chunking_settings
 from services.rag.names import DocumentName, chunk_id
 from services.rag.parsing import UnreadableDocument, parse
@@ -47,6 +51,7 @@ from services.rag.tokens import TokenCounters
 
 log = logging.getLogger(__name__)
 EMBED_BATCH = 64
+DOCUMENTS_PER_ROUND = 100  # documents read, embedded and written together by a rebuild
 EVIDENCE_NAMES = {1: "high", 2: "moderate", 3: "low", 4: "very_low"}
 
 
@@ -268,6 +273,63 @@ class DocumentIndexer:
                 ],
             )
 
+    async def rebuild(
+        self, tenant_id: str, *, progress: Callable[[int, int], Awaitable[None]] | None = None
+    ) -> tuple[int, int]:
+        """Index the tenant's knowledge again from its chunk rows; returns (documents, chunks).
+
+        Everything the index holds is in the database but the vectors: each chunk's text,
+        section path and offsets, its document's title, tags and dates, its knowledge base's
+        model and context-header setting. So the rows are re-embedded (with the knowledge
+        base's model) and written under the same keys. The tenant's old entries go first.
+        A knowledge base whose `include_context_header` was changed after a document was
+        ingested gets that document's vectors with the current setting (the chunk rows do
+        not record which one was used). A document ingested while this runs may lose the
+        vectors it wrote before the first step: rebuild when no ingest is under way.
+        `progress(documents, chunks)` after each round.
+        """
+        await self._index.delete_where(KNOWLEDGE, tenant_id, "")
+        await self._lexical.delete_all(KNOWLEDGE, tenant_id)
+        async with self._store.transaction(tenant_id) as tx:
+            knowledge_bases = await tx.list_kbs()
+        documents = chunks = 0
+        for kb in knowledge_bases:
+            header = chunking_settings(kb.chunking).include_context_header
+            after = ""
+            while True:
+                async with self._store.transaction(tenant_id) as tx:
+                    rows = await tx.list_documents(kb.id, (), after, DOCUMENTS_PER_ROUND)
+                    stored = [
+                        (row, await tx.list_chunks(kb.id, row.id, -1, row.chunk_count + 1))
+                        for row in rows
+                    ]
+                if not rows:
+                    break
+                after = rows[-1].id
+                pending = [
+                    (row, _stored_chunk(chunk, row.title, header))
+                    for row, row_chunks in stored
+                    for chunk in row_chunks
+                ]
+                for start in range(0, len(pending), EMBED_BATCH):
+                    batch = pending[start : start + EMBED_BATCH]
+                    vectors = await self._embedder.embed(
+                        [c.embed_text for _, c in batch], query=False, model=kb.embedding_model
+                    )
+                    docs = [
+                        self._index_doc(row, str(DocumentName(tenant_id, kb.id, row.id)), c, v)
+                        for (row, c), v in zip(batch, vectors, strict=True)
+                    ]
+                    await self._index.upsert(KNOWLEDGE, docs, wait=False)
+                    await self._lexical.upsert(KNOWLEDGE, docs)
+                documents += len(rows)
+                chunks += len(pending)
+                if progress is not None:
+                    await progress(documents, chunks)
+        await self._index.flush(KNOWLEDGE)
+        await self._index.until_readable(KNOWLEDGE)
+        return documents, chunks
+
     async def seal(self) -> None:
         """After a burst of writes: Milvus searches sealed segments with the index."""
         await self._index.flush(KNOWLEDGE)
@@ -303,3 +365,18 @@ class DocumentIndexer:
                 "publication_date": row.publication_date,
             },
         )
+
+
+def _stored_chunk(row: ChunkRow, title: str, header: bool) -> TextChunk:
+    """A chunk as it was made at ingest, from its row: the same text to embed and index."""
+    path = tuple(row.section_path)
+    return TextChunk(
+        index=row.chunk_index,
+        text=row.text,
+        start=row.start_offset,
+        end=row.end_offset,
+        section_path=path,
+        token_count=row.token_count,
+        page_number=row.page_number,
+        embed_text=(context_header(title, path) if header else "") + row.text,
+    )

@@ -32,6 +32,17 @@ from services.rag.tokens import TokenCounters
 KERNEL_MODULES = ("records", "models", "embedder", "rerankers", "vector_index", "lexical_index")
 
 
+async def document_indexer(kernel: Kernel) -> DocumentIndexer:
+    """The knowledge indexer alone (`hacs index backfill` rebuilds knowledge with it)."""
+    return DocumentIndexer(
+        KnowledgeStore(kernel.platform.db),
+        await kernel.vector_index(),
+        await kernel.lexical_index(),
+        await kernel.embedder(),
+        TokenCounters(await kernel.models()),
+    )
+
+
 def rag_servicer(kernel: Kernel, provider_configs: list[ProviderConfig]) -> RagServicer:
     platform = kernel.platform
 

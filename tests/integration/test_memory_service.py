@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -554,3 +555,96 @@ async def test_lists_page_in_order_and_citations_and_ttl_apply(platform: Harness
         record_access=False,
     )
     assert task.name in {r.memory.name for r in found.results}
+
+
+async def _memory_rows(hacs: Harness, tenant_id: str) -> dict[str, dict[str, object]]:
+    """Every row of the tenant in the memory collections (live and history), by key."""
+    kernel = hacs.server.kernel
+    assert kernel is not None
+    index = await kernel.vector_index()
+    rows: dict[str, dict[str, object]] = {}
+    for kind in ALL_KINDS:
+        found = await index.call(
+            index.client.query,
+            await index.ensure(kind),
+            filter=f'tenant_id == "{tenant_id}"',
+            output_fields=["pk", "name", "kind", "text", "title", "patient_id", "clinical_time",
+                           "codes", "labels", "version", "grp", "extra", "dense"],
+        )  # fmt: skip
+        rows.update({f"{kind}:{row['pk']}": row for row in found})
+    return rows
+
+
+async def test_rebuild_recreates_live_and_past_rows_from_the_records(platform: Harness) -> None:
+    from services.memory.wiring import build_memory_index
+
+    w = await ward(platform)
+    tenant_id = w.tenant.tenant_id
+    edited, forgotten, tagged, *_ = await w.remember(
+        w.agent_a,
+        memory("Plan: physiotherapy twice a week for the knee."),
+        memory("Plan: knee brace to be worn at night."),
+        memory("Patient prefers morning appointments for knee checks."),
+        memory("Patient takes metformin 500 mg twice daily.", MT.MEMORY_TYPE_SEMANTIC),
+        memory("Patient takes metformin 500mg BID.", MT.MEMORY_TYPE_SEMANTIC),
+    )
+    await asyncio.sleep(0.05)
+    then = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    changed = record_pb2.Record(name=edited.name)
+    changed.memory_block.content = "Plan: knee surgery scheduled instead of physiotherapy."
+    retagged = record_pb2.Record(name=tagged.name)
+    retagged.memory_block.tags.append("scheduling")
+    for update, path in ((changed, "memory_block.content"), (retagged, "memory_block.tags")):
+        await w.memory.UpdateMemory(
+            pb.UpdateMemoryRequest(memory=update, update_mask=FieldMask(paths=[path])),
+            metadata=w.agent_a,
+        )
+    await w.memory.Forget(pb.ForgetRequest(name=forgotten.name, reason="x"), metadata=w.agent_a)
+    consolidated = [
+        e
+        async for e in w.memory.Consolidate(
+            pb.ConsolidateRequest(parent=w.name), metadata=w.agent_a
+        )
+    ]
+    assert any(e.HasField("group") for e in consolidated)  # the doubles are superseded
+    await w.recall(w.agent_a, "knee plan")  # access counts: new versions, same rows
+    asked = stamp(datetime.now(UTC))
+    queries = [
+        dict(query="knee plan"),
+        dict(query="knee plan", as_of=stamp(then)),
+        dict(query="metformin dose", filter=recall_pb2.MemoryFilter(include_superseded=True)),
+    ]
+
+    async def answers() -> list[list[tuple[str, int, float]]]:
+        replies = [
+            await w.recall(w.agent_a, record_access=False, query_time=asked, **q)  # type: ignore[arg-type]
+            for q in queries
+        ]
+        return [
+            [(r.memory.name, r.memory.version, r.scores.final_score) for r in reply.results]
+            for reply in replies
+        ]
+
+    before, rows = await answers(), await _memory_rows(platform, tenant_id)
+    assert any(row["extra"]["end"] == "superseded" for row in rows.values())  # type: ignore[index]
+    kernel = platform.server.kernel
+    assert kernel is not None
+    index = await kernel.vector_index()
+    for kind in ALL_KINDS:  # the index is lost
+        await index.delete_where(kind, tenant_id, "")
+
+    memories, written = await build_memory_index(kernel).rebuild(tenant_id)
+    assert memories == 6 and written >= len(rows)  # five remembered, one merged
+    rebuilt = await _memory_rows(platform, tenant_id)
+    assert set(rebuilt) == set(rows)
+    for pk, row in rows.items():  # the same words, fields, validity and vector
+        again = rebuilt[pk]
+        assert {k: v for k, v in again.items() if k != "dense"} == {
+            k: v for k, v in row.items() if k != "dense"
+        }, pk
+        assert float(np.dot(again["dense"], row["dense"])) > 0.999  # type: ignore[arg-type]
+    after = await answers()
+    for old, new in zip(before, after, strict=True):
+        assert [(name, version) for name, version, _ in new] == [(n, v) for n, v, _ in old]
+        assert [s for *_, s in new] == pytest.approx([s for *_, s in old], abs=1e-3)

@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from hacs.common.v1 import datatypes_pb2
@@ -620,3 +621,67 @@ async def test_extractive_answer_when_no_provider_is_configured(platform: Harnes
 
 async def _never_built() -> object:
     raise AssertionError("the RAG domain is built by the first RAG call")
+
+
+async def _knowledge_rows(platform: Harness, tenant_id: str) -> dict[str, dict[str, object]]:
+    """Every knowledge row of the tenant in Milvus, by key."""
+    kernel = platform.server.kernel
+    assert kernel is not None
+    index = await kernel.vector_index()
+    rows = await index.call(
+        index.client.query,
+        index.collection("knowledge"),
+        filter=f'tenant_id == "{tenant_id}"',
+        output_fields=["pk", "text", "title", "codes", "labels", "version", "grp", "extra",
+                       "dense"],
+    )  # fmt: skip
+    return {row["pk"]: row for row in rows}
+
+
+async def test_rebuild_recreates_the_knowledge_index_from_the_chunk_rows(
+    platform: Harness,
+) -> None:
+    from services.rag.wiring import document_indexer
+
+    clinic = await loaded_clinic(platform, "rebuild")
+    await clinic.create_kb(
+        "plain", chunking=knowledge_pb2.ChunkingConfig(include_context_header=False)
+    )
+    await clinic.ingest("plain", CORPUS[1:3])
+    changed = Doc(
+        "metformin-ckd", "", "text/markdown", CORPUS[0].title, CORPUS[0].tags,
+        CORPUS[0].evidence_level, CORPUS[0].publication_date,
+        content=CORPUS[0].bytes() + b"\n## Sick day rules\n\nPause metformin when vomiting.\n",
+    )  # fmt: skip
+    await clinic.ingest("guidelines", [changed])  # revision 2: revision 1's rows are gone
+    questions = ("When is metformin contraindicated in kidney disease?", "apixaban dose")
+    before = [await clinic.retrieve(q, top_k=5) for q in questions]
+    rows = await _knowledge_rows(platform, "rebuild")
+    assert rows and all("/chunks/r2-" in pk for pk in rows if "metformin-ckd" in pk)
+
+    kernel = platform.server.kernel
+    assert kernel is not None
+    index = await kernel.vector_index()
+    await index.delete_where("knowledge", "rebuild", "")  # the index is lost
+    assert not await _knowledge_rows(platform, "rebuild")
+    seen: list[tuple[int, int]] = []
+
+    async def progress(documents: int, chunks: int) -> None:
+        seen.append((documents, chunks))
+
+    documents, chunks = await (await document_indexer(kernel)).rebuild("rebuild", progress=progress)
+    assert (documents, chunks) == (len(CORPUS) + 2, len(rows)) and seen[-1] == (documents, chunks)
+    rebuilt = await _knowledge_rows(platform, "rebuild")
+    assert set(rebuilt) == set(rows)
+    for pk, row in rows.items():  # the same text (context header or not), fields and vector
+        again = rebuilt[pk]
+        assert {k: v for k, v in again.items() if k != "dense"} == {
+            k: v for k, v in row.items() if k != "dense"
+        }
+        # Embedded in other batches: the same vector up to the model's rounding.
+        assert float(np.dot(again["dense"], row["dense"])) > 0.999
+    after = [await clinic.retrieve(q, top_k=5) for q in questions]
+    for old, new in zip(before, after, strict=True):
+        assert [r.chunk.name for r in new.results] == [r.chunk.name for r in old.results]
+        for a, b in zip(old.results, new.results, strict=True):
+            assert b.relevance == pytest.approx(a.relevance, abs=1e-3)

@@ -38,6 +38,11 @@ def _bin(name: str) -> str:
     )
 
 
+def postgres_binary(name: str) -> str:
+    """A PostgreSQL program (`pg_dump`, `pg_restore`…) of the newest installed version."""
+    return _bin(name)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
