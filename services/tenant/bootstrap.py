@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from services.common.caller import PLATFORM_TENANT
 from services.common.db.base import utcnow
@@ -48,39 +50,12 @@ async def ensure_platform(store: TenantStore, *, operator_key: str, key_file: Pa
                     version=1,
                 )
             )
-        if await tx.get_actor(PLATFORM_TENANT, OPERATOR_ID) is None:
-            await tx.add_actor(
-                Actor(
-                    tenant_id=PLATFORM_TENANT,
-                    id=OPERATOR_ID,
-                    display_name="Platform operator",
-                    role="system",
-                    permissions=OPERATOR_PERMISSIONS,
-                    security_level="critical",
-                    create_time=now,
-                    update_time=now,
-                )
-            )
+        await _ensure_actor(tx, OPERATOR_ID, "Platform operator", OPERATOR_PERMISSIONS, now)
         if operator_key:
-            parsed = parse_key(operator_key)
-            if parsed is None or parsed.tenant_id != PLATFORM_TENANT:
-                raise ValueError(
-                    "HACS_BOOTSTRAP_OPERATOR_KEY must look like hk_platform_<key id>_<secret>; "
-                    "generate one with `hacs admin new-operator-key`"
-                )
-            if await tx.get_api_key(PLATFORM_TENANT, parsed.key_id) is None:
-                await tx.add_api_key(
-                    ApiKey(
-                        tenant_id=PLATFORM_TENANT,
-                        id=parsed.key_id,
-                        actor_id=OPERATOR_ID,
-                        display_name="bootstrap operator key (from environment)",
-                        secret_prefix=operator_key[: len(PLATFORM_TENANT) + len(parsed.key_id) + 8],
-                        create_time=now,
-                    ),
-                    hash_key(operator_key),
-                )
-                log.info("installed the platform operator key from HACS_BOOTSTRAP_OPERATOR_KEY")
+            key_id = _platform_key_id(
+                operator_key, "HACS_BOOTSTRAP_OPERATOR_KEY", "new-operator-key"
+            )
+            await _install_key(tx, OPERATOR_ID, operator_key, key_id, "operator", now)
             return
         created = None
         if await tx.count_live_api_keys(PLATFORM_TENANT, OPERATOR_ID) == 0:
@@ -104,40 +79,67 @@ async def ensure_service_actor(store: TenantStore, *, service_key: str) -> None:
     """
     if not service_key:
         return
-    parsed = parse_key(service_key)
-    if parsed is None or parsed.tenant_id != PLATFORM_TENANT:
-        raise ValueError(
-            "HACS_BOOTSTRAP_SERVICE_KEY must look like hk_platform_<key id>_<secret>; "
-            "generate one with `hacs admin new-service-key`"
-        )
+    key_id = _platform_key_id(service_key, "HACS_BOOTSTRAP_SERVICE_KEY", "new-service-key")
     now = utcnow()
     async with store.transaction(PLATFORM_TENANT) as tx:
-        if await tx.get_actor(PLATFORM_TENANT, SERVICE_ACTOR_ID) is None:
-            await tx.add_actor(
-                Actor(
-                    tenant_id=PLATFORM_TENANT,
-                    id=SERVICE_ACTOR_ID,
-                    display_name="HACS services (service-to-service calls)",
-                    role="system",
-                    permissions=SERVICE_PERMISSIONS,
-                    security_level="critical",
-                    create_time=now,
-                    update_time=now,
-                )
+        await _ensure_actor(
+            tx,
+            SERVICE_ACTOR_ID,
+            "HACS services (service-to-service calls)",
+            SERVICE_PERMISSIONS,
+            now,
+        )
+        await _install_key(tx, SERVICE_ACTOR_ID, service_key, key_id, "services'", now)
+
+
+def _platform_key_id(key: str, variable: str, command: str) -> str:
+    """The key id of a platform API key given in `variable`; a clear error otherwise."""
+    parsed = parse_key(key)
+    if parsed is None or parsed.tenant_id != PLATFORM_TENANT:
+        raise ValueError(
+            f"{variable} must look like hk_platform_<key id>_<secret>; "
+            f"generate one with `hacs admin {command}`"
+        )
+    return parsed.key_id
+
+
+async def _ensure_actor(
+    tx: Any, actor_id: str, display_name: str, permissions: tuple[str, ...], now: datetime
+) -> None:
+    """A system actor of the platform tenant, created once."""
+    if await tx.get_actor(PLATFORM_TENANT, actor_id) is None:
+        await tx.add_actor(
+            Actor(
+                tenant_id=PLATFORM_TENANT,
+                id=actor_id,
+                display_name=display_name,
+                role="system",
+                permissions=permissions,
+                security_level="critical",
+                create_time=now,
+                update_time=now,
             )
-        if await tx.get_api_key(PLATFORM_TENANT, parsed.key_id) is None:
-            await tx.add_api_key(
-                ApiKey(
-                    tenant_id=PLATFORM_TENANT,
-                    id=parsed.key_id,
-                    actor_id=SERVICE_ACTOR_ID,
-                    display_name="bootstrap service key (from environment)",
-                    secret_prefix=service_key[: len(PLATFORM_TENANT) + len(parsed.key_id) + 8],
-                    create_time=now,
-                ),
-                hash_key(service_key),
-            )
-            log.info("installed the services' key from HACS_BOOTSTRAP_SERVICE_KEY")
+        )
+
+
+async def _install_key(
+    tx: Any, actor_id: str, key: str, key_id: str, whose: str, now: datetime
+) -> None:
+    """Store a key given from the environment (only its hash), once."""
+    if await tx.get_api_key(PLATFORM_TENANT, key_id) is not None:
+        return
+    await tx.add_api_key(
+        ApiKey(
+            tenant_id=PLATFORM_TENANT,
+            id=key_id,
+            actor_id=actor_id,
+            display_name=f"bootstrap {whose} key (from environment)",
+            secret_prefix=key[: len(PLATFORM_TENANT) + len(key_id) + 8],
+            create_time=now,
+        ),
+        hash_key(key),
+    )
+    log.info("installed the %s key from the environment", whose)
 
 
 def _write_secret(path: Path, secret: str) -> None:
