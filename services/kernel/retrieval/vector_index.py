@@ -37,6 +37,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus.client.types import LoadState
 from pymilvus.exceptions import MilvusException
 
 from services.common.errors import Unavailable
@@ -58,8 +59,9 @@ FLUSH_EVERY = 5_000
 # the strings of every row of the partition on every search: at a million rows the
 # tenant filter alone cost ~1 ms and `kind` / `gender` 4-5 ms each (Milvus 2.3.5;
 # docs/search.md). Numbers (birth date, clinical time) gained nothing from a sort
-# index. Indexes are made with a new collection: adding one to a loaded collection
-# fails its searches until it is released and loaded again (docs/search.md says how).
+# index. Indexes are made with a new collection (before its first load): adding one
+# to a loaded collection fails its searches until it is released and loaded again
+# (docs/search.md says how).
 INDEXED_FILTER_FIELDS = ("tenant_id", "kind", "gender", "patient_id", "grp")
 ANALYZER = {
     "tokenizer": "standard",
@@ -214,14 +216,81 @@ class VectorIndex:
             return name
         async with self._lock:
             if name not in self._ready:
-                exists = await self.call(self.client.has_collection, name)
-                if not exists:
-                    await self.call(self._create, name)
-                await self.call(self.client.load_collection, name)
+                await self.call(self._make_ready, name)
                 self._ready.add(name)
         return name
 
-    def _create(self, name: str) -> None:
+    def _make_ready(self, name: str) -> None:
+        """Create `name` if missing, complete its indexes, load it.
+
+        Several processes do this at once (every service's indexer, `hacs index
+        backfill`, a new pod), so each step holds when another process is mid-way:
+        creating an existing collection of the same schema and an existing index of
+        the same parameters both succeed, and no process loads the collection before
+        every index exists — a collection loaded with fewer indexes than it has
+        refuses every later load ("can't change the index for loaded collection"),
+        which is repaired here by releasing it and loading it again.
+        """
+        client = self.client
+        if not client.has_collection(name):
+            # Session: a process reads its own writes at once (Milvus Lite does anyway).
+            client.create_collection(
+                name, schema=self._schema(), num_partitions=64, consistency_level="Session"
+            )
+            log.info("created Milvus collection %s", name)
+        missing = self._index_params(exclude=set(client.list_indexes(name)))
+        if len(missing):
+            if client.get_load_state(name)["state"] != LoadState.NotLoad:
+                # Serving already (a collection older than its indexes): adding one now
+                # would fail its searches until a reload, so that is an operator's
+                # maintenance step (docs/search.md, "scalar indexes").
+                log.warning(
+                    "Milvus collection %s lacks the indexes %s; it works without them "
+                    "(docs/search.md says how to add them)",
+                    name,
+                    ", ".join(index.field_name for index in missing),
+                )
+                return
+            client.create_index(name, missing)
+        try:
+            client.load_collection(name)
+        except MilvusException as exc:
+            if "change the index for loaded collection" not in str(exc):
+                raise
+            log.warning(
+                "Milvus collection %s was loaded before all its indexes existed; "
+                "releasing and loading it again",
+                name,
+            )
+            client.release_collection(name)
+            client.load_collection(name)
+
+    def _index_params(self, exclude: set[str]) -> Any:
+        """The collection's indexes (named for their fields), less those in `exclude`."""
+        index = self.client.prepare_index_params()
+        wanted: list[tuple[str, dict[str, Any]]] = [
+            (
+                "dense",
+                {
+                    "index_type": "HNSW",
+                    "metric_type": "IP",
+                    "params": {"M": 16, "efConstruction": 200},
+                },
+            )
+        ]
+        if self.lexical_supported:
+            wanted.append(
+                ("sparse", {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "BM25"})
+            )
+        if not self.is_lite:  # Lite wants a type named, and scans small collections anyway
+            # The server's default type (2.3: a trie).
+            wanted += [(field, {"index_type": ""}) for field in INDEXED_FILTER_FIELDS]
+        for field_name, params in wanted:
+            if field_name not in exclude:
+                index.add_index(field_name, **params)
+        return index
+
+    def _schema(self) -> Any:
         client = self.client
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("pk", DataType.VARCHAR, max_length=512, is_primary=True)
@@ -260,20 +329,7 @@ class VectorIndex:
         schema.add_field("version", DataType.INT64)
         schema.add_field("grp", DataType.VARCHAR, max_length=512)
         schema.add_field("extra", DataType.JSON)
-        index = client.prepare_index_params()
-        index.add_index(
-            "dense", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200}
-        )
-        if self.lexical_supported:
-            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        if not self.is_lite:  # Lite wants a type named, and scans small collections anyway
-            for field in INDEXED_FILTER_FIELDS:
-                index.add_index(field, index_type="")  # the server's default (2.3: a trie)
-        # Session: a process reads its own writes at once (Milvus Lite behaves so anyway).
-        client.create_collection(
-            name, schema=schema, index_params=index, num_partitions=64, consistency_level="Session"
-        )
-        log.info("created Milvus collection %s", name)
+        return schema
 
     async def upsert(self, kind: str, docs: list[IndexDoc], *, wait: bool = True) -> None:
         """Write `docs`; with `wait` (the default) return once reads see them. A writer of
