@@ -13,7 +13,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: up test proto lint bench fuzz docs docs-check deps system-deps milvus-server proto-check clean \
+.PHONY: up test proto lint bench fuzz docs docs-check deps system-deps milvus-server oidc-provider proto-check clean \
 	deploy-tools deploy-check image
 
 deps:
@@ -28,10 +28,14 @@ milvus-server:
 deploy-tools:
 	@scripts/install_deploy_tools.sh
 
+# The OpenID Connect provider the identity tests sign in with (npm oidc-provider).
+oidc-provider:
+	@scripts/install_oidc_provider.sh
+
 up: deps
 	$(BIN)/hacs up
 
-test: deps system-deps milvus-server deploy-tools
+test: deps system-deps milvus-server deploy-tools oidc-provider
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 proto: deps

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests start as real servers
-# (PostgreSQL, Redis), make, and Graphviz (`make lint` checks the architecture
-# picture is rendered from its source). Skips what is already there; needs root
+# (PostgreSQL, Redis, OpenLDAP; xmlsec1 for SAML), make, and Graphviz (`make lint`
+# checks the architecture picture is rendered from its source). Skips what is already there; needs root
 # (or sudo) otherwise.
 set -euo pipefail
 
@@ -12,6 +12,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v dot >/dev/null 2>&1 || need+=(graphviz)
+# Hospital sign-in, tested against real servers: OpenLDAP, and xmlsec1 for SAML signatures.
+command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need+=(slapd ldap-utils)
+command -v xmlsec1 >/dev/null 2>&1 || need+=(xmlsec1)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -23,7 +24,16 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mesh.envoy.render import EdgeSettings, Upstream, all_in_one_upstreams, render
+from mesh.envoy.render import (
+    EdgeSettings,
+    EdgeTls,
+    Upstream,
+    all_in_one_upstreams,
+    render,
+    render_sds,
+)
+from services.common.runtime.certificates import ensure_certificates
+from services.common.runtime.tls import TlsFiles, channel_credentials
 from services.common.settings import Settings
 
 START_TIMEOUT_SECONDS = 120.0
@@ -49,16 +59,22 @@ def run_up(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        tls = _prepare_tls(settings)
         print(f"==> starting hacs serve (data in {data})", flush=True)
         serve = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve"],
             env={**os.environ, "HACS_DATA_DIR": str(data), "HACS_SERVICES": "all"},
         )
         children.append(("hacs serve", serve))
-        _wait_http_ready(f"http://{settings.http_listen}/readyz", serve, lambda: stopping)
+        scheme = "https" if tls else "http"
+        _wait_http_ready(f"{scheme}://{settings.http_listen}/readyz", serve, lambda: stopping, tls)
 
         config_path = data / "envoy.yaml"
-        config_path.write_text(render(edge_settings(settings, logs / "envoy-access.log")))
+        edge = edge_settings(settings, logs / "envoy-access.log")
+        for path, text in render_sds(edge).items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        config_path.write_text(render(edge))
         print(f"==> starting Envoy (config {config_path}, logs in {logs})", flush=True)
         with (logs / "envoy.log").open("ab") as envoy_log:
             envoy = subprocess.Popen(
@@ -75,8 +91,7 @@ def run_up(settings: Settings) -> int:
                 stderr=subprocess.STDOUT,
             )
         children.insert(0, ("envoy", envoy))
-        edge = f"127.0.0.1:{settings.edge_listen_port}"
-        _wait_edge_healthy(edge, envoy, lambda: stopping)
+        _wait_edge_healthy(f"localhost:{settings.edge_listen_port}", envoy, lambda: stopping, tls)
         print(banner(settings, time.monotonic() - started), flush=True)
 
         while not stopping:
@@ -95,16 +110,48 @@ def run_up(settings: Settings) -> int:
         _stop_all(children, settings.shutdown_grace_seconds)
 
 
+def _prepare_tls(settings: Settings) -> TlsFiles | None:
+    """With HACS_TLS=on: development certificates where none exist yet (`hacs certs`),
+    and the client identity `hacs up` checks health with."""
+    if settings.tls != "on":
+        return None
+    directory = tls_directory(settings)
+    if not settings.tls_dir or not (directory / "ca.pem").exists():
+        ensure_certificates(directory)
+        print(f"==> TLS on: certificates in {directory} (`hacs certs --rotate` renews them)")
+    return TlsFiles(directory / "client.pem", directory / "client-key.pem", directory / "ca.pem")
+
+
+def tls_directory(settings: Settings) -> Path:
+    return Path(settings.tls_dir).expanduser() if settings.tls_dir else settings.data_path / "tls"
+
+
+def edge_tls(settings: Settings) -> EdgeTls | None:
+    if settings.tls != "on":
+        return None
+    directory = tls_directory(settings).resolve()
+    return EdgeTls(
+        sds_dir=str(settings.data_path / "envoy-sds"),
+        cert=str(directory / "edge.pem"),
+        key=str(directory / "edge-key.pem"),
+        ca=str(directory / "ca.pem"),
+        client_certificates=settings.edge_client_certificates,
+    )
+
+
 def edge_settings(settings: Settings, access_log: Path) -> EdgeSettings:
     host, _, port = settings.grpc_listen.rpartition(":")
     http_host, _, http_port = settings.http_listen.rpartition(":")
+    tls = edge_tls(settings)
     return EdgeSettings(
+        tls=tls,
         upstreams=all_in_one_upstreams(Upstream(_loopback(host), int(port))),
         listen_host=settings.edge_listen_host,
         listen_port=settings.edge_listen_port,
         stats_port=settings.edge_stats_port,
         admin_socket=str(settings.data_path / "envoy-admin.sock"),
-        jwks_uri=f"http://{_loopback(http_host)}:{http_port}/.well-known/jwks.json",
+        jwks_uri=f"{'https' if tls else 'http'}://{_loopback(http_host)}:{http_port}"
+        "/.well-known/jwks.json",
         jwt_issuer=settings.jwt_issuer,
         jwt_audiences=[settings.jwt_audience],
         default_calls_per_minute=settings.edge_calls_per_minute,
@@ -125,6 +172,15 @@ def envoy_binary() -> str:
 
 def banner(settings: Settings, seconds: float) -> str:
     data = settings.data_path
+    if settings.tls == "on":
+        certs = tls_directory(settings)
+        flags = (
+            f"-cacert {certs / 'ca.pem'} -cert {certs / 'client.pem'} "
+            f"-key {certs / 'client-key.pem'}"
+        )
+        scheme = "https"
+    else:
+        flags, scheme = "-plaintext", "http"
     key_file = data / "operator.key"
     edge = f"localhost:{settings.edge_listen_port}"
     key_line = (
@@ -137,16 +193,16 @@ def banner(settings: Settings, seconds: float) -> str:
         [
             "",
             f"HACS is up: every service healthy through Envoy in {seconds:.1f} s",
-            f"  gRPC edge (Envoy)  {edge}            grpcurl -plaintext {edge} list",
+            f"  gRPC edge (Envoy)  {edge}            grpcurl {flags} {edge} list",
             f"  services (direct)  {settings.grpc_listen}     loopback only; callers use the edge",
-            f"  metrics / health   http://{settings.http_listen}/metrics",
+            f"  metrics / health   {scheme}://{settings.http_listen}/metrics",
             f"  Envoy stats        http://127.0.0.1:{settings.edge_stats_port}/stats/prometheus",
             f"  Envoy admin        curl --unix-socket {data / 'envoy-admin.sock'} http://admin/",
             f"  data               {data}",
             key_line,
             "",
             "Get a platform operator token:",
-            f"  grpcurl -plaintext -d '{issue}' {edge} hacs.tenant.v1.TenantService/IssueToken",
+            f"  grpcurl {flags} -d '{issue}' {edge} hacs.tenant.v1.TenantService/IssueToken",
             "Then create a tenant and call an authenticated RPC: README.md, 'First calls'.",
             "Ctrl-C stops everything.",
             "",
@@ -158,8 +214,11 @@ def _loopback(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "localhost") else host
 
 
-def _wait_http_ready(url: str, child: subprocess.Popen[bytes], stopping: object) -> None:
+def _wait_http_ready(
+    url: str, child: subprocess.Popen[bytes], stopping: object, tls: TlsFiles | None
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    context = ssl.create_default_context(cafile=str(tls.ca)) if tls else None
     while time.monotonic() < deadline:
         if child.poll() is not None:
             raise StartupFailed(
@@ -168,7 +227,7 @@ def _wait_http_ready(url: str, child: subprocess.Popen[bytes], stopping: object)
         if stopping():  # type: ignore[operator]
             raise StartupFailed("interrupted")
         try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
+            with urllib.request.urlopen(url, timeout=2, context=context) as reply:
                 if reply.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -177,9 +236,14 @@ def _wait_http_ready(url: str, child: subprocess.Popen[bytes], stopping: object)
     raise StartupFailed(f"hacs serve not ready at {url} after {START_TIMEOUT_SECONDS:.0f} s")
 
 
-def _wait_edge_healthy(edge: str, envoy: subprocess.Popen[bytes], stopping: object) -> None:
+def _wait_edge_healthy(
+    edge: str, envoy: subprocess.Popen[bytes], stopping: object, tls: TlsFiles | None
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    with grpc.insecure_channel(edge) as channel:
+    channel = (
+        grpc.secure_channel(edge, channel_credentials(tls)) if tls else grpc.insecure_channel(edge)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if envoy.poll() is not None:

@@ -90,6 +90,44 @@ def all_in_one_upstreams(upstream: Upstream) -> dict[str, Endpoints]:
 
 
 @dataclass(frozen=True)
+class EdgeTls:
+    """TLS at the edge and mTLS to the services, from PEM files Envoy follows on disk.
+
+    Envoy reads each certificate through a file-based secret (SDS): the files
+    :func:`render_sds` writes name the PEM files and the directory holding them, and Envoy
+    loads them again whenever a file is moved into that directory (``hacs certs
+    --rotate``, or Kubernetes updating a mounted Secret), without a restart.
+    """
+
+    sds_dir: str  # where the rendered SDS files are (they are part of the config)
+    cert: str  # the edge's certificate: served to clients, presented to the services
+    key: str
+    ca: str  # verifies the services (and client certificates, when asked for)
+    # Ask clients for a certificate of `ca` at the edge: "off", "optional" or "require".
+    client_certificates: str = "off"
+
+    def __post_init__(self) -> None:
+        for label, path in (
+            ("sds_dir", self.sds_dir),
+            ("cert", self.cert),
+            ("key", self.key),
+            ("ca", self.ca),
+        ):
+            if not path.startswith("/"):
+                raise ValueError(f"tls.{label} must be an absolute path, got {path!r}")
+        if self.client_certificates not in ("off", "optional", "require"):
+            raise ValueError("tls.client_certificates must be off, optional or require")
+
+    def sds_path(self, secret: str) -> str:
+        return f"{self.sds_dir.rstrip('/')}/{secret}.yaml"
+
+
+# The two file-based secrets of the edge (see render_sds).
+EDGE_CERTIFICATE = "hacs_edge_certificate"
+EDGE_CA = "hacs_ca"
+
+
+@dataclass(frozen=True)
 class EdgeSettings:
     """Every value the edge config depends on; defaults give the embedded mode."""
 
@@ -126,6 +164,8 @@ class EdgeSettings:
     # The gRPC servers' max message size. Bodies stream through Envoy under flow
     # control, so this bounds what the router may hold for a safe retry, not what passes.
     max_message_bytes: int = 16 * 1024 * 1024
+    # None: plaintext (loopback, or Istio's sidecars carry mTLS); else TLS and mTLS.
+    tls: EdgeTls | None = None
 
     @property
     def stats_host(self) -> str:
@@ -155,8 +195,12 @@ class EdgeSettings:
         ):
             if limit < 1:
                 raise ValueError(f"calls per minute must be >= 1, got {limit}")
-        if urlsplit(self.jwks_uri).scheme != "http" or not urlsplit(self.jwks_uri).hostname:
-            raise ValueError(f"jwks_uri must be an http:// URL, got {self.jwks_uri!r}")
+        scheme = "https" if self.tls is not None else "http"
+        if urlsplit(self.jwks_uri).scheme != scheme or not urlsplit(self.jwks_uri).hostname:
+            raise ValueError(
+                f"jwks_uri must be an {scheme}:// URL (TLS {'on' if self.tls else 'off'}), "
+                f"got {self.jwks_uri!r}"
+            )
         if self.tenant_header != self.tenant_header.lower():
             raise ValueError("tenant_header must be lower case (HTTP/2 header names are)")
 
@@ -199,6 +243,8 @@ def _clusters(settings: EdgeSettings) -> tuple[list[dict[str, Any]], dict[str, s
                 "type": "STATIC" if all(u.is_ip for u in endpoints) else "STRICT_DNS",
                 # A process hosting several services reports overall health as "".
                 "health_service": services[0] if len(services) == 1 else "",
+                # With TLS, each endpoint's certificate must name the host it is reached by.
+                "sans": [_san(h) for h in dict.fromkeys(u.host for u in endpoints)],
                 "services": services,
             }
         )
@@ -213,7 +259,7 @@ def _template_context(settings: EdgeSettings) -> dict[str, Any]:
     routes = [{"prefix": f"/{s}/", "cluster": cluster_of[s]} for s in services]
     routes += [{"prefix": f"/{s}/", "cluster": shared_cluster} for s in SHARED_SERVICES]
     jwks = urlsplit(settings.jwks_uri)
-    jwks_endpoint = Upstream(jwks.hostname or "", jwks.port or 80)
+    jwks_endpoint = Upstream(jwks.hostname or "", jwks.port or (443 if settings.tls else 80))
     return {
         "s": settings,
         "clusters": clusters,
@@ -224,7 +270,16 @@ def _template_context(settings: EdgeSettings) -> dict[str, Any]:
         "jwks_host": jwks_endpoint.host,
         "jwks_port": jwks_endpoint.port,
         "jwks_type": "STATIC" if jwks_endpoint.is_ip else "STRICT_DNS",
+        "jwks_san": _san(jwks_endpoint.host),
+        "tls": settings.tls,
+        "edge_certificate": EDGE_CERTIFICATE,
+        "edge_ca": EDGE_CA,
     }
+
+
+def _san(host: str) -> dict[str, str]:
+    """What an upstream's certificate must name: its DNS name or its IP address."""
+    return {"type": "IP_ADDRESS" if Upstream(host, 1).is_ip else "DNS", "value": host}
 
 
 def render(settings: EdgeSettings) -> str:
@@ -238,6 +293,43 @@ def render(settings: EdgeSettings) -> str:
     # JSON strings are valid YAML scalars: every user value is quoted safely.
     environment.filters["q"] = json.dumps
     return environment.get_template(TEMPLATE_PATH.name).render(**_template_context(settings))
+
+
+def render_sds(settings: EdgeSettings) -> dict[str, str]:
+    """The file-based secrets the config names, as {path: YAML}; empty without TLS.
+
+    Each lists the PEM files and watches their directory: Envoy reloads a secret when a
+    file is moved into it (an atomic rename, as `hacs certs` and Kubernetes do).
+    """
+    tls = settings.tls
+    if tls is None:
+        return {}
+
+    def watched(path: str) -> dict[str, str]:
+        return {"path": str(Path(path).parent)}
+
+    certificate = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": EDGE_CERTIFICATE,
+        "tls_certificate": {
+            "certificate_chain": {"filename": tls.cert},
+            "private_key": {"filename": tls.key},
+            "watched_directory": watched(tls.cert),
+        },
+    }
+    authority = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": EDGE_CA,
+        "validation_context": {
+            "trusted_ca": {"filename": tls.ca},
+            "watched_directory": watched(tls.ca),
+        },
+    }
+    header = "# HACS edge secret, rendered by mesh/envoy/render.py (JSON is YAML).\n"
+    return {
+        tls.sds_path(EDGE_CERTIFICATE): header + json.dumps({"resources": [certificate]}, indent=2),
+        tls.sds_path(EDGE_CA): header + json.dumps({"resources": [authority]}, indent=2),
+    }
 
 
 def _service_name(name: str) -> str:

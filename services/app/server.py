@@ -29,6 +29,7 @@ from services.common.runtime.interceptors import (
     ValidationInterceptor,
 )
 from services.common.runtime.platform import Platform, open_platform
+from services.common.runtime.tls import server_credentials, tls_files
 from services.common.runtime.tracing import tracing_interceptors
 from services.common.settings import Settings
 from services.kernel.modules import Kernel
@@ -78,6 +79,8 @@ class HacsServer:
         settings = self.settings
         self.hosted = settings.enabled_services
         specs = [BY_KEY[key] for key in self.hosted]
+        if settings.tls == "on":  # before anything opens: a missing file stops the start
+            tls_files(settings).check()
         self.platform = platform = await open_platform(settings, TenancyRegistry)
         self.kernel = kernel = Kernel(platform, kernel_modules(self.hosted))
 
@@ -119,7 +122,13 @@ class HacsServer:
         )
 
         host, _, port = settings.grpc_listen.rpartition(":")
-        self.grpc_port = server.add_insecure_port(f"{host}:{port}")
+        if settings.tls == "on":
+            credentials = server_credentials(
+                tls_files(settings), require_client_auth=settings.tls_client_auth == "require"
+            )
+            self.grpc_port = server.add_secure_port(f"{host}:{port}", credentials)
+        else:
+            self.grpc_port = server.add_insecure_port(f"{host}:{port}")
         if self.grpc_port == 0:
             raise RuntimeError(f"cannot listen on {settings.grpc_listen} (port in use?)")
         await server.start()
@@ -129,14 +138,18 @@ class HacsServer:
             await health_servicer.set(name, _status(serving))
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
-        self._http = OpsHttpServer(platform, self._ready)
+        self._http = OpsHttpServer(
+            platform, self._ready, tls=tls_files(settings) if settings.tls == "on" else None
+        )
         self.http_port = await self._http.start(settings.http_listen)
         log.info(
-            "hacs serving %s (kernel modules: %s): gRPC on %s:%d, metrics/health/JWKS on http://%s",
+            "hacs serving %s (kernel modules: %s): gRPC%s on %s:%d, metrics/health/JWKS on %s://%s",
             ", ".join(self.hosted),
             ", ".join(kernel.modules) or "none",
+            " (TLS)" if settings.tls == "on" else "",
             host,
             self.grpc_port,
+            "https" if settings.tls == "on" else "http",
             settings.http_listen.rsplit(":", 1)[0] + f":{self.http_port}",
         )
 

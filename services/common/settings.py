@@ -7,6 +7,7 @@ the README carries, from the declarations below, so the two cannot drift.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -19,6 +20,20 @@ EMBEDDING_PRECISIONS = ("auto", "float32", "bfloat16")
 EMBEDDING_WORKERS = ("process", "thread")
 
 ALL_SERVICES = ("tenant", "records", "embedding", "search", "rag", "memory", "sync")
+
+
+TLS_MODES = ("off", "on", "external")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is reachable from this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _env(name: str, default: str, help_text: str) -> Any:
@@ -76,6 +91,36 @@ class Settings:
         "HACS_HTTP_LISTEN",
         "127.0.0.1:9464",
         "HTTP bind address for `/metrics`, `/healthz`, `/readyz`, `/.well-known/jwks.json`.",
+    )
+    tls: str = _env(
+        "HACS_TLS",
+        "off",
+        "`off`: plaintext, allowed on loopback addresses only; `on`: TLS on the gRPC and "
+        "HTTP ports and mTLS between services (certificates below; `hacs certs` makes "
+        "development ones); `external`: plaintext on any address because a sidecar (Istio) "
+        "terminates mTLS in front of the process (docs/security.md).",
+    )
+    tls_dir: str = _env(
+        "HACS_TLS_DIR",
+        "",
+        "Where the certificates are when the three files below are not set: "
+        "`<dir>/<name>.pem`, `<dir>/<name>-key.pem`, `<dir>/ca.pem`, where <name> is the "
+        "one service hosted, else `serve`. Empty: `$HACS_DATA_DIR/tls`.",
+    )
+    tls_cert_file: str = _env(
+        "HACS_TLS_CERT_FILE", "", "This process's certificate chain (PEM); re-read on change."
+    )
+    tls_key_file: str = _env("HACS_TLS_KEY_FILE", "", "Its private key (PEM); re-read on change.")
+    tls_ca_file: str = _env(
+        "HACS_TLS_CA_FILE",
+        "",
+        "The CA bundle that verifies client certificates and the services this one calls.",
+    )
+    tls_client_auth: str = _env(
+        "HACS_TLS_CLIENT_AUTH",
+        "require",
+        "With HACS_TLS=on, whether gRPC callers must present a certificate of that CA "
+        "(`require`: Envoy and the other services do) or may (`optional`).",
     )
     max_message_bytes: int = _env(
         "HACS_MAX_MESSAGE_BYTES", "16777216", "Largest gRPC message accepted or sent (16 MiB)."
@@ -270,6 +315,12 @@ class Settings:
         "`hacs up`: calls per minute per client address to each other method open without a "
         "token (`GetJwks`, health, reflection).",
     )
+    edge_client_certificates: str = _env(
+        "HACS_EDGE_CLIENT_CERTIFICATES",
+        "off",
+        "`hacs up` with HACS_TLS=on: whether the edge asks clients for a certificate of the "
+        "HACS CA (`off`, `optional`, `require`); the bearer token is required either way.",
+    )
     edge_trusted_proxy_hops: int = _env(
         "HACS_EDGE_TRUSTED_PROXY_HOPS",
         "0",
@@ -335,6 +386,27 @@ class Settings:
             parse_services(self.services)
         except ValueError as exc:
             problems.append(f"HACS_SERVICES: {exc}")
+        if self.tls not in TLS_MODES:
+            problems.append(f"HACS_TLS={self.tls!r} must be off, on or external")
+        elif self.tls == "off":
+            for name in ("grpc_listen", "http_listen"):
+                host = str(getattr(self, name)).rpartition(":")[0]
+                if host and not is_loopback(host):
+                    problems.append(
+                        f"{_env_name(name)}={getattr(self, name)!r} is not a loopback address "
+                        "and HACS_TLS=off: nothing leaves the host in plaintext. Set "
+                        "HACS_TLS=on (certificates; `hacs certs`) or HACS_TLS=external "
+                        "(a sidecar such as Istio terminates mTLS; docs/security.md)"
+                    )
+        if self.edge_client_certificates not in ("off", "optional", "require"):
+            problems.append(
+                f"HACS_EDGE_CLIENT_CERTIFICATES={self.edge_client_certificates!r} "
+                "must be off, optional or require"
+            )
+        if self.tls_client_auth not in ("require", "optional"):
+            problems.append(
+                f"HACS_TLS_CLIENT_AUTH={self.tls_client_auth!r} must be require or optional"
+            )
         if self.log_format not in ("text", "json"):
             problems.append(f"HACS_LOG_FORMAT={self.log_format!r} must be text or json")
         if self.lexical_engine not in ("auto", "milvus", "sqlite"):

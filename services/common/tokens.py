@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -62,8 +63,16 @@ class RemoteJwks:
     flood of JWKS requests.
     """
 
-    def __init__(self, url: str, *, min_refresh_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_refresh_seconds: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._url = url
+        # HACS_TLS=on: https, the tenant pods' certificate verified against the HACS CA.
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._min_refresh = min_refresh_seconds
         self._by_kid: dict[str, Any] = {}
         self._fetched_at = float("-inf")  # the first unknown kid always fetches
@@ -86,7 +95,10 @@ class RemoteJwks:
         self._fetched_at = time.monotonic()
         try:
             timeout = aiohttp.ClientTimeout(total=5)
-            async with aiohttp.ClientSession(timeout=timeout) as http, http.get(self._url) as resp:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.get(self._url, ssl=self._ssl) as resp,
+            ):
                 resp.raise_for_status()
                 document = json.loads(await resp.text())
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -142,10 +142,16 @@ class Kernel:
                     raise RuntimeError(
                         "HACS_EMBEDDING_URL needs HACS_SERVICE_API_KEY to authenticate"
                     )
+                credentials = None
+                if settings.tls == "on":
+                    from services.common.runtime.tls import channel_credentials, tls_files
+
+                    credentials = channel_credentials(tls_files(settings))
                 remote = RemoteEmbedder(
                     settings.embedding_url,
                     settings.service_api_key,
                     token_target=settings.tenant_url or None,
+                    credentials=credentials,
                 )
                 self.platform.on_close(remote.close)
                 return remote

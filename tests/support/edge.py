@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -21,11 +22,18 @@ def start_hacs_up(data_dir: Path, database_url: str = "", **env: str) -> Running
 
 
 def start_serve(
-    name: str, log_dir: Path, env: dict[str, str], cwd: Path | None = None
+    name: str,
+    log_dir: Path,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    *,
+    tls_ca: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     """One `hacs serve` process on free ports; returns (process, grpc address, http address).
 
     `cwd`: where `python -m services.cli` finds the `services` package first (another build's).
+    `tls_ca`: the process serves TLS (HACS_TLS=on in `env`); its readiness is read over
+    https, verified against this CA.
     """
     grpc_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     environ = {
@@ -44,7 +52,8 @@ def start_serve(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    _wait_ready(f"http://{http_addr}/readyz", process, log)
+    scheme = "https" if tls_ca else "http"
+    _wait_ready(f"{scheme}://{http_addr}/readyz", process, log, tls_ca)
     return process, grpc_addr, http_addr
 
 
@@ -67,13 +76,16 @@ def start_envoy(config: str, log_dir: Path, edge_port: int) -> subprocess.Popen[
         )
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, tls_ca: Path | None = None
+) -> None:
     deadline = time.monotonic() + 90
+    context = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url}: process exited:\n{log.read_text(errors='replace')[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
+            with urllib.request.urlopen(url, timeout=2, context=context) as reply:
                 if reply.status == 200:
                     return
         except OSError:

@@ -7,6 +7,8 @@ reachable, gRPC server started); Prometheus scrapes `/metrics`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 from aiohttp import web
@@ -15,13 +17,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services.common.errors import Unavailable
 from services.common.runtime.metrics import REGISTRY
 from services.common.runtime.platform import Platform
+from services.common.runtime.tls import TlsFiles, http_server_context
 
 
 class OpsHttpServer:
-    def __init__(self, platform: Platform, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, platform: Platform, ready: Callable[[], bool], tls: TlsFiles | None = None
+    ) -> None:
         self._platform = platform
         self._ready = ready
+        self._tls = tls
         self._runner: web.AppRunner | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     async def start(self, listen: str) -> int:
         app = web.Application()
@@ -33,13 +40,21 @@ class OpsHttpServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, _, port = listen.rpartition(":")
-        site = web.TCPSite(self._runner, host, int(port))
+        context = None
+        if self._tls is not None:  # HACS_TLS=on: HTTPS, certificates followed on disk
+            context, refresh = http_server_context(self._tls)
+            self._refresher = asyncio.create_task(_every_second(refresh))
+        site = web.TCPSite(self._runner, host, int(port), ssl_context=context)
         await site.start()
         server = site._server
         assert server is not None and server.sockets  # type: ignore[attr-defined]
         return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -68,3 +83,9 @@ class OpsHttpServer:
             content_type="application/json",
             headers={"Cache-Control": "public, max-age=300"},
         )
+
+
+async def _every_second(refresh: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        refresh()

@@ -10,6 +10,7 @@ actors, API keys) is handed in by whoever opens the platform.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,12 @@ async def open_platform(settings: Settings, registry: Callable[[Database], Regis
         )
         source = LocalKeys(signing_keys)
     elif settings.jwks_url:
-        source = RemoteJwks(settings.jwks_url)
+        context = None
+        if settings.tls == "on":
+            from services.common.runtime.tls import tls_files
+
+            context = ssl.create_default_context(cafile=str(tls_files(settings).ca))
+        source = RemoteJwks(settings.jwks_url, ssl_context=context)
     else:
         raise RuntimeError(
             "this process does not host the tenant service, "

@@ -45,10 +45,20 @@ class RemoteEmbedder:
     tenant with read:embedding) and lets the SDK keep its token fresh.
     """
 
-    def __init__(self, target: str, api_key: str, *, token_target: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        api_key: str,
+        *,
+        token_target: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         # The token comes from the tenant pods (HACS_TENANT_URL); the embedding pods host
-        # no TenantService.
-        self._client = HacsClient(target, api_key=api_key, token_target=token_target)
+        # no TenantService. With HACS_TLS=on, `credentials` verify the embedding pods and
+        # present this process's certificate (mTLS).
+        self._client = HacsClient(
+            target, api_key=api_key, token_target=token_target, credentials=credentials
+        )
 
     async def embed(self, texts: list[str], *, query: bool, model: str = "") -> np.ndarray:
         request = pb.EmbedRequest(

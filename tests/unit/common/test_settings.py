@@ -95,3 +95,36 @@ def test_hacs_config_never_prints_a_credential(
     assert "s3cret" not in printed and "supersecretvalue" not in printed
     assert "HACS_DATABASE_URL=(set)" in printed
     assert f"HACS_DATA_DIR={tmp_path}" in printed
+
+
+def test_plaintext_stays_on_loopback() -> None:
+    for listen in ("0.0.0.0:50051", "10.0.0.7:50051", "[::]:50051", "hacs-search:50051"):
+        with pytest.raises(ValueError, match="not a loopback address and HACS_TLS=off"):
+            Settings.from_env({"HACS_GRPC_LISTEN": listen})
+    with pytest.raises(ValueError, match="HACS_HTTP_LISTEN"):
+        Settings.from_env({"HACS_HTTP_LISTEN": "0.0.0.0:9464"})
+    for listen in ("127.0.0.1:50051", "localhost:50051", "[::1]:50051", "127.0.0.2:1"):
+        assert Settings.from_env({"HACS_GRPC_LISTEN": listen}).tls == "off"
+    # With TLS of its own, or behind a sidecar that carries mTLS, any address.
+    for mode in ("on", "external"):
+        settings = Settings.from_env({"HACS_TLS": mode, "HACS_GRPC_LISTEN": "0.0.0.0:50051"})
+        assert settings.grpc_listen == "0.0.0.0:50051"
+    with pytest.raises(ValueError, match="HACS_TLS='yes' must be off, on or external"):
+        Settings.from_env({"HACS_TLS": "yes"})
+    with pytest.raises(ValueError, match="HACS_TLS_CLIENT_AUTH='never'"):
+        Settings.from_env({"HACS_TLS": "on", "HACS_TLS_CLIENT_AUTH": "never"})
+
+
+def test_the_certificate_of_a_process_is_named_for_what_it_hosts(tmp_path: Path) -> None:
+    from services.common.runtime.tls import tls_files
+
+    base = {"HACS_DATA_DIR": str(tmp_path), "HACS_TLS": "on"}
+    one = tls_files(Settings.from_env({**base, "HACS_SERVICES": "search"}))
+    assert (one.cert, one.key, one.ca) == (
+        tmp_path.resolve() / "tls/search.pem",
+        tmp_path.resolve() / "tls/search-key.pem",
+        tmp_path.resolve() / "tls/ca.pem",
+    )
+    assert tls_files(Settings.from_env(base)).cert.name == "serve.pem"
+    given = tls_files(Settings.from_env({**base, "HACS_TLS_CERT_FILE": "/etc/hacs/tls/tls.crt"}))
+    assert given.cert == Path("/etc/hacs/tls/tls.crt") and given.key.name == "serve-key.pem"

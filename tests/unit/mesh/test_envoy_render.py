@@ -315,3 +315,90 @@ def test_bad_settings_are_refused() -> None:
         EdgeSettings(default_calls_per_minute=0)
     with pytest.raises(ValueError):
         Upstream.parse("no-port")
+
+
+def mesh_tls(tmp_path: Path, client_certificates: str = "optional") -> EdgeSettings:
+    from mesh.envoy.render import EdgeTls
+
+    tls = EdgeTls(
+        sds_dir=str(tmp_path / "sds"),
+        cert=str(tmp_path / "certs/edge.pem"),
+        key=str(tmp_path / "certs/edge-key.pem"),
+        ca=str(tmp_path / "certs/ca.pem"),
+        client_certificates=client_certificates,
+    )
+    return EdgeSettings(
+        upstreams={s: Upstream(f"{s.split('.')[1]}.hacs.svc", 50051) for s in HACS_SERVICES},
+        jwks_uri="https://tenant.hacs.svc:9464/.well-known/jwks.json",
+        tls=tls,
+    )
+
+
+def test_envoy_accepts_the_tls_config_and_its_secrets(tmp_path: Path) -> None:
+    from mesh.envoy.render import render_sds
+    from services.common.runtime.certificates import ensure_certificates
+
+    ensure_certificates(tmp_path / "certs", ("edge",))
+    settings = mesh_tls(tmp_path, "require")
+    for path, text in render_sds(settings).items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    config_file = tmp_path / "envoy.yaml"
+    config_file.write_text(render(settings))
+    result = subprocess.run(
+        [str(ENVOY), "--mode", "validate", "--disable-hot-restart", "-c", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_tls_at_the_edge_and_mtls_to_every_service(tmp_path: Path) -> None:
+    config = yaml.safe_load(render(mesh_tls(tmp_path)))
+    [listener] = [x for x in config["static_resources"]["listeners"] if x["name"] == "hacs_edge"]
+    [chain] = listener["filter_chains"]
+    downstream = chain["transport_socket"]["typed_config"]
+    assert downstream["require_client_certificate"] is False  # "optional": asked, not required
+    assert downstream["common_tls_context"]["alpn_protocols"] == ["h2", "http/1.1"]
+    assert downstream["common_tls_context"]["validation_context_sds_secret_config"]
+    for cluster in [*service_clusters(config).values(), config_cluster(config, JWKS_CLUSTER)]:
+        upstream = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+        assert upstream["tls_certificate_sds_secret_configs"], cluster["name"]  # mTLS: ours
+        [san] = upstream["combined_validation_context"]["default_validation_context"][
+            "match_typed_subject_alt_names"
+        ]
+        host = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert san == {
+            "san_type": "DNS",
+            "matcher": {"exact": host["address"]["socket_address"]["address"]},
+        }
+    # Plaintext rendering is unchanged by the option: no transport socket anywhere.
+    plain = render(mesh())
+    assert "transport_socket" not in plain and "DownstreamTlsContext" not in plain
+
+
+def test_without_client_certificates_the_edge_does_not_ask_for_one(tmp_path: Path) -> None:
+    config = yaml.safe_load(render(mesh_tls(tmp_path, "off")))
+    [listener] = [x for x in config["static_resources"]["listeners"] if x["name"] == "hacs_edge"]
+    context = listener["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert "validation_context_sds_secret_config" not in context["common_tls_context"]
+
+
+def test_tls_settings_are_checked(tmp_path: Path) -> None:
+    from mesh.envoy.render import EdgeTls
+
+    with pytest.raises(ValueError, match="https://"):
+        EdgeSettings(
+            jwks_uri="http://127.0.0.1:9464/.well-known/jwks.json",
+            tls=EdgeTls(sds_dir="/s", cert="/c.pem", key="/k.pem", ca="/ca.pem"),
+        )
+    with pytest.raises(ValueError, match="absolute path"):
+        EdgeTls(sds_dir="sds", cert="/c.pem", key="/k.pem", ca="/ca.pem")
+    with pytest.raises(ValueError, match="client_certificates"):
+        EdgeTls(sds_dir="/s", cert="/c.pem", key="/k.pem", ca="/ca.pem", client_certificates="yes")
+
+
+def config_cluster(config: dict[str, Any], name: str) -> dict[str, Any]:
+    [cluster] = [c for c in config["static_resources"]["clusters"] if c["name"] == name]
+    return cluster
