@@ -10,6 +10,7 @@ hacs finetune --dataset DIR ...  adapt an embedding model to a labelled data set
 hacs index backfill ...          rebuild Milvus and the lexical index from the database
 hacs fuzz [--requests N]         attack every RPC with generated and corrupted requests
 hacs certs [--rotate]            a development CA and TLS certificates (HACS_TLS=on)
+hacs audit checkpoint|verify|export  the hash-chained audit log: sign, check, hand over
 hacs admin new-operator-key      print a fresh platform operator key for a Secret
 hacs admin new-service-key       print a fresh key for the services' calls to one another
 """
@@ -68,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     index = commands.add_parser("index", help="search index maintenance")
     index_commands = index.add_subparsers(dest="index_command", required=True)
     index_command.add_arguments(index_commands.add_parser("backfill", help=index_command.HELP))
+    from services.tooling import audit_command
     from services.tooling import certs as certs_command
+
+    audit_command.add_arguments(commands.add_parser("audit", help=audit_command.HELP))
 
     certs_command.add_arguments(commands.add_parser("certs", help=certs_command.HELP))
     admin = commands.add_parser("admin", help="operator utilities")
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             shown = ("(set)" if value else "") if is_secret(f) else value
             print(f"{f.metadata['env']}={shown}")
         return 0
+    if args.command == "audit":
+        return asyncio.run(audit_command.run(args, settings))
     if args.command == "certs":
         return certs_command.run(args, settings.data_path)
     if args.command == "migrate":

@@ -6,6 +6,10 @@ that a failed call is still audited, and a call returns only once its event is
 committed. Concurrent calls share that commit (group commit): events that
 arrive while a write is running go together in the next one, one transaction
 per tenant, so the log costs one transaction per burst rather than per call.
+
+Each tenant's events form a hash chain (services/common/audit_chain.py): a batch reads
+the tenant's head and links its events after it; `hacs audit verify` checks the chain
+and the signed checkpoints of its head (docs/security.md, "Audit integrity").
 """
 
 from __future__ import annotations
@@ -16,16 +20,25 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Index, Integer, String, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from services.common.audit_chain import GENESIS, link
 from services.common.db.base import Base, JsonDocument, UtcDateTime, utcnow
 from services.common.db.engine import Database
 from services.common.pagination import decode_page_number, take_page
 
+# Tries to extend a tenant's chain when other processes keep extending it first.
+CHAIN_ATTEMPTS = 8
+
 
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_tenant_time", "tenant_id", "event_time"),)
+    __table_args__ = (
+        Index("ix_audit_events_tenant_time", "tenant_id", "event_time"),
+        # One chain per tenant: two writers that read the same head cannot both extend it.
+        Index("ux_audit_events_tenant_seq", "tenant_id", "seq", unique=True),
+    )
 
     # SQLite autoincrements only an INTEGER PRIMARY KEY.
     id: Mapped[int] = mapped_column(
@@ -39,6 +52,12 @@ class AuditEventRow(Base):
     resource: Mapped[str] = mapped_column(String(400), default="")
     outcome: Mapped[str] = mapped_column(String(40))
     details: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    # The hash chain (services/common/audit_chain.py). Empty only on events written by a
+    # build from before the chain (migration 0007), e.g. during the upgrade to it.
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    chain_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 _INSERT = insert(Base.metadata.tables["audit_events"])  # the table, not the entity: plain Core
@@ -55,6 +74,9 @@ class AuditEvent:
     resource: str
     outcome: str
     details: dict[str, Any]
+    seq: int = 0
+    prev_hash: str = ""
+    chain_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,12 +135,20 @@ class AuditLog:
                 by_tenant.setdefault(item[0]["tenant_id"], []).append(item)
             for tenant_id, items in by_tenant.items():
                 failure: BaseException | None = None
-                try:
-                    # A Core executemany (no ORM bulk machinery), one transaction per tenant.
-                    async with self._db.transaction(tenant_id) as session:
-                        await session.execute(_INSERT, [row for row, _ in items])
-                except Exception as exc:
-                    failure = exc
+                for attempt in range(CHAIN_ATTEMPTS):
+                    try:
+                        await self._insert_chained(tenant_id, [row for row, _ in items])
+                    except IntegrityError as exc:
+                        # Another process extended this tenant's chain from the same head
+                        # (the unique sequence refused ours): read the new head, again.
+                        failure = exc
+                        await asyncio.sleep(0.01 * (attempt + 1))
+                        continue
+                    except Exception as exc:
+                        failure = exc
+                    else:
+                        failure = None
+                    break
                 for _, done in items:
                     if done.done():
                         continue
@@ -126,6 +156,34 @@ class AuditLog:
                         done.set_result(None)
                     else:
                         done.set_exception(failure)
+
+    async def _insert_chained(self, tenant_id: str, rows: list[dict[str, Any]]) -> None:
+        """Append `rows` to the tenant's chain, in one transaction (a Core executemany)."""
+        async with self._db.transaction(tenant_id) as session:
+            head = (
+                await session.execute(
+                    select(AuditEventRow.seq, AuditEventRow.chain_hash)
+                    .where(AuditEventRow.tenant_id == tenant_id, AuditEventRow.seq.is_not(None))
+                    .order_by(AuditEventRow.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+            seq, prev = (int(head[0] or 0), str(head[1])) if head else (0, GENESIS)
+            chained = []
+            for row in rows:
+                seq += 1
+                fields = link(seq, prev, row)
+                prev = fields.chain_hash
+                chained.append(
+                    {
+                        **row,
+                        "seq": fields.seq,
+                        "prev_hash": fields.prev_hash,
+                        "content_hash": fields.content_hash,
+                        "chain_hash": fields.chain_hash,
+                    }
+                )
+            await session.execute(_INSERT, chained)
 
     async def list(self, query: AuditQuery) -> tuple[list[AuditEvent], str]:
         """Newest first; the page token is the id to continue below."""
@@ -153,6 +211,9 @@ class AuditLog:
                 resource=r.resource,
                 outcome=r.outcome,
                 details=dict(r.details or {}),
+                seq=r.seq or 0,
+                prev_hash=r.prev_hash or "",
+                chain_hash=r.chain_hash or "",
             )
             for r in rows
         ], token

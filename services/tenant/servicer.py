@@ -251,6 +251,9 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
                 permission=e.permission,
                 resource=e.resource,
                 outcome=e.outcome,
+                sequence=e.seq,
+                previous_hash=e.prev_hash,
+                chain_hash=e.chain_hash,
             )
             event.details.update(e.details)
         return out

@@ -938,6 +938,9 @@ class AuditEvent(_message.Message):
     RESOURCE_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
+    CHAIN_HASH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"tenants/{tenant}/auditEvents/{id}"."""
     actor: _builtins.str
@@ -950,6 +953,15 @@ class AuditEvent(_message.Message):
     """The resource acted on, when there is one."""
     outcome: _builtins.str
     """"OK" or the gRPC status code name."""
+    sequence: _builtins.int
+    """The event's place in the tenant's hash chain (1, 2, ...); 0 for an event written
+    before the chain existed. `hacs audit verify` checks the chain (docs/security.md).
+    """
+    previous_hash: _builtins.str
+    """The chain hash of the event before it (64 zeros for the first), and this event's:
+    SHA-256 of previous_hash + the hash of this event's content, hex.
+    """
+    chain_hash: _builtins.str
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -967,10 +979,13 @@ class AuditEvent(_message.Message):
         resource: _builtins.str = ...,
         outcome: _builtins.str = ...,
         details: _struct_pb2.Struct | None = ...,
+        sequence: _builtins.int = ...,
+        previous_hash: _builtins.str = ...,
+        chain_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "details", b"details", "event_time", b"event_time", "method", b"method", "name", b"name", "outcome", b"outcome", "permission", b"permission", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "chain_hash", b"chain_hash", "details", b"details", "event_time", b"event_time", "method", b"method", "name", b"name", "outcome", b"outcome", "permission", b"permission", "previous_hash", b"previous_hash", "resource", b"resource", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
