@@ -45,7 +45,20 @@ SHARED_SERVICES: tuple[str, ...] = (
 
 # Methods a caller must reach before it has a token.
 TOKEN_PATH = "/hacs.tenant.v1.TenantService/IssueToken"
-TOKEN_FREE_METHODS: tuple[str, ...] = (TOKEN_PATH, "/hacs.tenant.v1.TenantService/GetJwks")
+# The methods that take a credential in the request (an API key, an identity provider's
+# token, a directory password): one bucket per client for all three, the guessing bound.
+CREDENTIAL_METHODS: tuple[str, ...] = (
+    TOKEN_PATH,
+    "/hacs.tenant.v1.TenantService/ExchangeToken",
+    "/hacs.tenant.v1.TenantService/SignInWithPassword",
+)
+CREDENTIAL_PATHS = (
+    "^/hacs\\.tenant\\.v1\\.TenantService/(IssueToken|ExchangeToken|SignInWithPassword)$"
+)
+TOKEN_FREE_METHODS: tuple[str, ...] = (
+    *CREDENTIAL_METHODS,
+    "/hacs.tenant.v1.TenantService/GetJwks",
+)
 
 DEFAULT_GRPC_PORT = 50051
 DEFAULT_JWKS_URI = "http://127.0.0.1:9464/.well-known/jwks.json"
@@ -265,7 +278,7 @@ def _template_context(settings: EdgeSettings) -> dict[str, Any]:
         "clusters": clusters,
         "routes": routes,
         "open_paths": list(TOKEN_FREE_METHODS),
-        "token_path": TOKEN_PATH,
+        "credential_paths": CREDENTIAL_PATHS,
         "open_prefixes": [f"/{s}/" for s in SHARED_SERVICES],
         "jwks_host": jwks_endpoint.host,
         "jwks_port": jwks_endpoint.port,

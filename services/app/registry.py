@@ -73,6 +73,10 @@ SERVICES: tuple[ServiceSpec, ...] = (
         open_methods=(
             "/hacs.tenant.v1.TenantService/IssueToken",
             "/hacs.tenant.v1.TenantService/GetJwks",
+            # Hospital sign-in: the credential is in the request (a provider's token, a
+            # directory password), as IssueToken's API key is.
+            "/hacs.tenant.v1.TenantService/ExchangeToken",
+            "/hacs.tenant.v1.TenantService/SignInWithPassword",
         ),
     ),
     ServiceSpec("records", "hacs.records.v1.RecordService", "hacs.records.v1.record_service_pb2"),

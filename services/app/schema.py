@@ -15,6 +15,7 @@ from services.kernel.records import tables as record_tables  # noqa: F401
 from services.kernel.retrieval import tables as index_tables  # noqa: F401
 from services.kernel.tenancy import tables as tenancy_tables  # noqa: F401
 from services.rag import tables as rag_tables  # noqa: F401
+from services.tenant.identity import tables as identity_tables  # noqa: F401
 
 metadata = Base.metadata
 
@@ -38,4 +39,6 @@ TENANT_OWNED_TABLES = (
     "knowledge_documents",
     "knowledge_document_tags",
     "knowledge_chunks",
+    "identity_providers",
+    "external_identities",
 )

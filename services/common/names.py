@@ -13,6 +13,10 @@ API_KEY = re.compile(
     rf"^tenants/(?P<tenant>{_SEGMENT})/actors/(?P<actor>{_SEGMENT})/apiKeys/(?P<api_key>[a-z0-9]{{4,40}})\Z"
 )
 
+IDENTITY_PROVIDER = re.compile(
+    rf"^tenants/(?P<tenant>{_SEGMENT})/identityProviders/(?P<identity_provider>{_SEGMENT})\Z"
+)
+
 
 def parse(pattern: re.Pattern[str], name: str, field: str = "name") -> dict[str, str]:
     """The name's parts, or INVALID_ARGUMENT naming the field and the expected shape."""
@@ -34,4 +38,5 @@ def pattern_example(pattern: re.Pattern[str]) -> str:
         TENANT: "tenants/{tenant}",
         ACTOR: "tenants/{tenant}/actors/{actor}",
         API_KEY: "tenants/{tenant}/actors/{actor}/apiKeys/{api_key}",
+        IDENTITY_PROVIDER: "tenants/{tenant}/identityProviders/{identity_provider}",
     }.get(pattern, pattern.pattern)

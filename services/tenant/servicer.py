@@ -23,12 +23,16 @@ from services.tenant.convert import (
     tenant_from_proto,
     tenant_to_proto,
 )
+from services.tenant.identity import validation as identity_validation  # noqa: F401
+from services.tenant.identity.admin import IdentityProviders
+from services.tenant.identity.rpcs import IdentityRpcs
+from services.tenant.identity.service import Identity
 from services.tenant.reports import TenantReports
 from services.tenant.tenants import FIRST_ADMIN_ID, TenantAdmin
 from services.tenant.token_issuer import TokenIssuer
 
 
-class TenantServicer(pb_grpc.TenantServiceServicer):
+class TenantServicer(IdentityRpcs, pb_grpc.TenantServiceServicer):
     def __init__(
         self,
         tenants: TenantAdmin,
@@ -37,7 +41,11 @@ class TenantServicer(pb_grpc.TenantServiceServicer):
         issuer: TokenIssuer,
         keys: SigningKeys,
         reports: TenantReports,
+        providers: IdentityProviders,
+        identity: Identity,
     ) -> None:
+        self._providers = providers
+        self._identity = identity
         self._tenants = tenants
         self._actors = actors
         self._api_keys = api_keys

@@ -36,6 +36,11 @@ class TenantTx:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
 
+    @property
+    def session(self) -> AsyncSession:
+        """The transaction's session, for another store's reads and writes in it."""
+        return self._s
+
     # -- tenants -----------------------------------------------------------
 
     async def get_tenant(self, tenant_id: str, *, for_update: bool = False) -> Tenant | None:

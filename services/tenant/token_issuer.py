@@ -13,6 +13,7 @@ from services.common.errors import FieldViolation, Forbidden, Invalid, Unauthent
 from services.common.permissions import grants
 from services.common.signing_keys import SigningKeys
 from services.tenant.api_keys import matches, parse_key
+from services.tenant.models import Actor
 from services.tenant.store import TenantStore
 
 BAD_KEY = "API key not recognised, revoked or expired"
@@ -67,6 +68,20 @@ class TokenIssuer:
                 raise Forbidden(f"tenant {key.tenant_id!r} is suspended; no tokens are issued")
             await tx.touch_api_key(key.tenant_id, key.id, now)
 
+        # Every call checks that this key is not revoked (services/common/runtime/admission.py).
+        return self.sign(actor, ttl_seconds, scopes, now, extra={"key": key.id})
+
+    def sign(
+        self,
+        actor: Actor,
+        ttl_seconds: int,
+        scopes: list[str],
+        now: datetime,
+        *,
+        extra: dict[str, str],
+    ) -> IssuedToken:
+        """A token for `actor`: its permissions, or `scopes` narrowing them; `extra` claims
+        say what it was issued for (an API key's id; an identity provider's)."""
         permissions = tuple(actor.permissions)
         if scopes:
             ungranted = [s for s in scopes if not grants(permissions, s)]
@@ -89,8 +104,7 @@ class TokenIssuer:
             "nbf": int(now.timestamp()),
             "exp": int(expire_time.timestamp()),
             "jti": uuid.uuid4().hex,
-            # Every call checks that this key is not revoked (services/common/runtime/admission.py).
-            "key": key.id,
+            **extra,
         }
         signing = self._keys.active
         token = jwt.encode(

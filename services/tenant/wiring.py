@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
 import grpc
 from hacs.tenant.v1 import tenant_service_pb2_grpc
 
 from services.kernel.modules import Kernel
+from services.kernel.tenancy.standing import tenant_ids
 from services.tenant.actors import ActorDirectory
 from services.tenant.api_keys import ApiKeys
 from services.tenant.bootstrap import OPERATOR_KEY_FILE, ensure_platform, ensure_service_actor
+from services.tenant.identity.admin import IdentityProviders
+from services.tenant.identity.oidc import OidcVerifier
+from services.tenant.identity.providers import ProviderStore
+from services.tenant.identity.service import Identity
+from services.tenant.identity.sign_in import SignIns
 from services.tenant.reports import TenantReports
 from services.tenant.servicer import TenantServicer
 from services.tenant.store import TenantStore
@@ -32,21 +42,43 @@ async def tenant_servicer(kernel: Kernel) -> TenantServicer:
         key_file=settings.data_path / OPERATOR_KEY_FILE,
     )
     await ensure_service_actor(store, service_key=settings.bootstrap_service_key)
+    issuer = TokenIssuer(
+        store,
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        default_ttl_seconds=settings.token_ttl_seconds,
+        max_ttl_seconds=settings.token_max_ttl_seconds,
+    )
+    providers = ProviderStore(platform.db)
+    identity = Identity(
+        SignIns(store, providers, issuer, platform.audit, on_change=platform.admission.announce),
+        providers,
+        OidcVerifier(),
+    )
+    sync = asyncio.create_task(
+        identity.sync_forever(lambda: tenant_ids(platform.db)), name="ldap-deprovisioning"
+    )
+    platform.on_close(_cancel(sync))
     return TenantServicer(
         tenants=TenantAdmin(store, on_change=platform.admission.announce),
         actors=ActorDirectory(store, on_change=platform.admission.announce),
         api_keys=ApiKeys(store, on_change=platform.admission.announce),
-        issuer=TokenIssuer(
-            store,
-            keys,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            default_ttl_seconds=settings.token_ttl_seconds,
-            max_ttl_seconds=settings.token_max_ttl_seconds,
-        ),
+        issuer=issuer,
         keys=keys,
         reports=TenantReports(platform.usage, platform.audit),
+        providers=IdentityProviders(providers),
+        identity=identity,
     )
+
+
+def _cancel(task: asyncio.Task[None]) -> Callable[[], Awaitable[None]]:
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return cancel
 
 
 async def register(kernel: Kernel, server: grpc.aio.Server) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,8 @@ def test_jwt_rules_leave_only_token_issue_health_and_reflection_open() -> None:
     open_matches = [r["match"] for r in jwt_authn["rules"] if "requires" not in r]
     assert {m.get("path") or m.get("prefix") for m in open_matches} == {
         "/hacs.tenant.v1.TenantService/IssueToken",
+        "/hacs.tenant.v1.TenantService/ExchangeToken",  # a provider's token in the request
+        "/hacs.tenant.v1.TenantService/SignInWithPassword",  # a directory password
         "/hacs.tenant.v1.TenantService/GetJwks",
         *SHARED_PREFIXES,
     }
@@ -257,8 +260,14 @@ def test_calls_without_a_token_are_limited_per_client_and_method() -> None:
             {"name": "x-hacs-tenant", "present_match": True}
         ]
         assert actions[1] == {"remote_address": {}}
-    # Disjoint: IssueToken in one entry, every other method (by :path) in the other.
-    assert token[2]["header_value_match"]["headers"][0]["string_match"] == {"exact": TOKEN_PATH}
+    # Disjoint: the methods taking a credential (IssueToken, ExchangeToken,
+    # SignInWithPassword) in one entry, every other method (by :path) in the other.
+    regex = token[2]["header_value_match"]["headers"][0]["string_match"]["safe_regex"]["regex"]
+    for method in ("IssueToken", "ExchangeToken", "SignInWithPassword"):
+        assert re.match(regex, f"/hacs.tenant.v1.TenantService/{method}")
+    assert re.match(regex, TOKEN_PATH)
+    assert not re.match(regex, "/hacs.tenant.v1.TenantService/GetJwks")
+    assert not re.match(regex, "/hacs.tenant.v1.TenantService/IssueTokenX")
     assert other[2]["header_value_match"]["expect_match"] is False
     assert other[3]["request_headers"] == {"header_name": ":path", "descriptor_key": "method"}
     per_client = {

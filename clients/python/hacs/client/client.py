@@ -18,7 +18,7 @@ from hacs.sync.v1 import sync_service_pb2_grpc
 from hacs.tenant.v1 import tenant_service_pb2, tenant_service_pb2_grpc
 
 REFRESH_BEFORE_EXPIRY_SECONDS = 60.0
-TOKENLESS_METHODS = ("/IssueToken", "/GetJwks")
+TOKENLESS_METHODS = ("/IssueToken", "/GetJwks", "/ExchangeToken", "/SignInWithPassword")
 
 # Retry UNAVAILABLE only: the server did not process the call. Anything else
 # (a conflict, a quota) is an answer, not a transport failure.

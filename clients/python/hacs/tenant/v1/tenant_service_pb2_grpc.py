@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from hacs.tenant.v1 import identity_pb2 as hacs_dot_tenant_dot_v1_dot_identity__pb2
 from hacs.tenant.v1 import tenant_service_pb2 as hacs_dot_tenant_dot_v1_dot_tenant__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -131,6 +132,41 @@ class TenantServiceStub:
                 '/hacs.tenant.v1.TenantService/ListAuditEvents',
                 request_serializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.CreateIdentityProvider = channel.unary_unary(
+                '/hacs.tenant.v1.TenantService/CreateIdentityProvider',
+                request_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.CreateIdentityProviderRequest.SerializeToString,
+                response_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.CreateIdentityProviderResponse.FromString,
+                _registered_method=True)
+        self.GetIdentityProvider = channel.unary_unary(
+                '/hacs.tenant.v1.TenantService/GetIdentityProvider',
+                request_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.GetIdentityProviderRequest.SerializeToString,
+                response_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.GetIdentityProviderResponse.FromString,
+                _registered_method=True)
+        self.ListIdentityProviders = channel.unary_unary(
+                '/hacs.tenant.v1.TenantService/ListIdentityProviders',
+                request_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.ListIdentityProvidersRequest.SerializeToString,
+                response_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.ListIdentityProvidersResponse.FromString,
+                _registered_method=True)
+        self.UpdateIdentityProvider = channel.unary_unary(
+                '/hacs.tenant.v1.TenantService/UpdateIdentityProvider',
+                request_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.UpdateIdentityProviderRequest.SerializeToString,
+                response_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.UpdateIdentityProviderResponse.FromString,
+                _registered_method=True)
+        self.DeleteIdentityProvider = channel.unary_unary(
+                '/hacs.tenant.v1.TenantService/DeleteIdentityProvider',
+                request_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.DeleteIdentityProviderRequest.SerializeToString,
+                response_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.DeleteIdentityProviderResponse.FromString,
+                _registered_method=True)
+        self.ExchangeToken = channel.unary_unary(
+                '/hacs.tenant.v1.TenantService/ExchangeToken',
+                request_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.ExchangeTokenRequest.SerializeToString,
+                response_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.ExchangeTokenResponse.FromString,
+                _registered_method=True)
+        self.SignInWithPassword = channel.unary_unary(
+                '/hacs.tenant.v1.TenantService/SignInWithPassword',
+                request_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.SignInWithPasswordRequest.SerializeToString,
+                response_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.SignInWithPasswordResponse.FromString,
                 _registered_method=True)
 
 
@@ -270,6 +306,59 @@ class TenantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateIdentityProvider(self, request, context):
+        """Registers a hospital identity provider (OIDC, LDAP, SAML) for the
+        tenant's people to sign in with (tenant administrators).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIdentityProvider(self, request, context):
+        """Gets an identity provider (tenant administrators).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIdentityProviders(self, request, context):
+        """Lists the tenant's identity providers (tenant administrators).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateIdentityProvider(self, request, context):
+        """Changes a provider's configuration or mappings (field mask + etag); the
+        next sign-in of each person applies the new mappings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteIdentityProvider(self, request, context):
+        """Disables a provider: its sign-ins and exchanges are refused from now on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeToken(self, request, context):
+        """RFC 8693: exchanges an ID token or JWT access token of a registered OIDC
+        provider for a HACS token. Needs no HACS token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignInWithPassword(self, request, context):
+        """Signs a person in with their LDAP / Active Directory password. Needs no
+        HACS token; send it over TLS only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TenantServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -357,6 +446,41 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'CreateIdentityProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIdentityProvider,
+                    request_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.CreateIdentityProviderRequest.FromString,
+                    response_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.CreateIdentityProviderResponse.SerializeToString,
+            ),
+            'GetIdentityProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIdentityProvider,
+                    request_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.GetIdentityProviderRequest.FromString,
+                    response_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.GetIdentityProviderResponse.SerializeToString,
+            ),
+            'ListIdentityProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIdentityProviders,
+                    request_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.ListIdentityProvidersRequest.FromString,
+                    response_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.ListIdentityProvidersResponse.SerializeToString,
+            ),
+            'UpdateIdentityProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateIdentityProvider,
+                    request_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.UpdateIdentityProviderRequest.FromString,
+                    response_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.UpdateIdentityProviderResponse.SerializeToString,
+            ),
+            'DeleteIdentityProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteIdentityProvider,
+                    request_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.DeleteIdentityProviderRequest.FromString,
+                    response_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.DeleteIdentityProviderResponse.SerializeToString,
+            ),
+            'ExchangeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeToken,
+                    request_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.ExchangeTokenRequest.FromString,
+                    response_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.ExchangeTokenResponse.SerializeToString,
+            ),
+            'SignInWithPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignInWithPassword,
+                    request_deserializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.SignInWithPasswordRequest.FromString,
+                    response_serializer=hacs_dot_tenant_dot_v1_dot_identity__pb2.SignInWithPasswordResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -831,6 +955,195 @@ class TenantService:
             '/hacs.tenant.v1.TenantService/ListAuditEvents',
             hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ListAuditEventsRequest.SerializeToString,
             hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateIdentityProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacs.tenant.v1.TenantService/CreateIdentityProvider',
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.CreateIdentityProviderRequest.SerializeToString,
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.CreateIdentityProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIdentityProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacs.tenant.v1.TenantService/GetIdentityProvider',
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.GetIdentityProviderRequest.SerializeToString,
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.GetIdentityProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIdentityProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacs.tenant.v1.TenantService/ListIdentityProviders',
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.ListIdentityProvidersRequest.SerializeToString,
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.ListIdentityProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateIdentityProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacs.tenant.v1.TenantService/UpdateIdentityProvider',
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.UpdateIdentityProviderRequest.SerializeToString,
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.UpdateIdentityProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteIdentityProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacs.tenant.v1.TenantService/DeleteIdentityProvider',
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.DeleteIdentityProviderRequest.SerializeToString,
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.DeleteIdentityProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacs.tenant.v1.TenantService/ExchangeToken',
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.ExchangeTokenRequest.SerializeToString,
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.ExchangeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignInWithPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacs.tenant.v1.TenantService/SignInWithPassword',
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.SignInWithPasswordRequest.SerializeToString,
+            hacs_dot_tenant_dot_v1_dot_identity__pb2.SignInWithPasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

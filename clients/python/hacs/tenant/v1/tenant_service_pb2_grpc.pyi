@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from hacs.tenant.v1 import identity_pb2 as _identity_pb2
 from hacs.tenant.v1 import tenant_service_pb2 as _tenant_service_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -82,6 +83,28 @@ class TenantServiceStub:
     """Returns metered usage of a tenant: calls per service and method per day."""
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.ListAuditEventsRequest, _tenant_service_pb2.ListAuditEventsResponse]
     """Lists the tenant's audit events (who did what, when, with what outcome)."""
+    CreateIdentityProvider: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CreateIdentityProviderRequest, _identity_pb2.CreateIdentityProviderResponse]
+    """Registers a hospital identity provider (OIDC, LDAP, SAML) for the
+    tenant's people to sign in with (tenant administrators).
+    """
+    GetIdentityProvider: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetIdentityProviderRequest, _identity_pb2.GetIdentityProviderResponse]
+    """Gets an identity provider (tenant administrators)."""
+    ListIdentityProviders: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListIdentityProvidersRequest, _identity_pb2.ListIdentityProvidersResponse]
+    """Lists the tenant's identity providers (tenant administrators)."""
+    UpdateIdentityProvider: _grpc.UnaryUnaryMultiCallable[_identity_pb2.UpdateIdentityProviderRequest, _identity_pb2.UpdateIdentityProviderResponse]
+    """Changes a provider's configuration or mappings (field mask + etag); the
+    next sign-in of each person applies the new mappings.
+    """
+    DeleteIdentityProvider: _grpc.UnaryUnaryMultiCallable[_identity_pb2.DeleteIdentityProviderRequest, _identity_pb2.DeleteIdentityProviderResponse]
+    """Disables a provider: its sign-ins and exchanges are refused from now on."""
+    ExchangeToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ExchangeTokenRequest, _identity_pb2.ExchangeTokenResponse]
+    """RFC 8693: exchanges an ID token or JWT access token of a registered OIDC
+    provider for a HACS token. Needs no HACS token.
+    """
+    SignInWithPassword: _grpc.UnaryUnaryMultiCallable[_identity_pb2.SignInWithPasswordRequest, _identity_pb2.SignInWithPasswordResponse]
+    """Signs a person in with their LDAP / Active Directory password. Needs no
+    HACS token; send it over TLS only.
+    """
 
 @_typing.type_check_only
 class TenantServiceAsyncStub(TenantServiceStub):
@@ -137,6 +160,28 @@ class TenantServiceAsyncStub(TenantServiceStub):
     """Returns metered usage of a tenant: calls per service and method per day."""
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.ListAuditEventsRequest, _tenant_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Lists the tenant's audit events (who did what, when, with what outcome)."""
+    CreateIdentityProvider: _aio.UnaryUnaryMultiCallable[_identity_pb2.CreateIdentityProviderRequest, _identity_pb2.CreateIdentityProviderResponse]  # type: ignore[assignment]
+    """Registers a hospital identity provider (OIDC, LDAP, SAML) for the
+    tenant's people to sign in with (tenant administrators).
+    """
+    GetIdentityProvider: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetIdentityProviderRequest, _identity_pb2.GetIdentityProviderResponse]  # type: ignore[assignment]
+    """Gets an identity provider (tenant administrators)."""
+    ListIdentityProviders: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListIdentityProvidersRequest, _identity_pb2.ListIdentityProvidersResponse]  # type: ignore[assignment]
+    """Lists the tenant's identity providers (tenant administrators)."""
+    UpdateIdentityProvider: _aio.UnaryUnaryMultiCallable[_identity_pb2.UpdateIdentityProviderRequest, _identity_pb2.UpdateIdentityProviderResponse]  # type: ignore[assignment]
+    """Changes a provider's configuration or mappings (field mask + etag); the
+    next sign-in of each person applies the new mappings.
+    """
+    DeleteIdentityProvider: _aio.UnaryUnaryMultiCallable[_identity_pb2.DeleteIdentityProviderRequest, _identity_pb2.DeleteIdentityProviderResponse]  # type: ignore[assignment]
+    """Disables a provider: its sign-ins and exchanges are refused from now on."""
+    ExchangeToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.ExchangeTokenRequest, _identity_pb2.ExchangeTokenResponse]  # type: ignore[assignment]
+    """RFC 8693: exchanges an ID token or JWT access token of a registered OIDC
+    provider for a HACS token. Needs no HACS token.
+    """
+    SignInWithPassword: _aio.UnaryUnaryMultiCallable[_identity_pb2.SignInWithPasswordRequest, _identity_pb2.SignInWithPasswordResponse]  # type: ignore[assignment]
+    """Signs a person in with their LDAP / Active Directory password. Needs no
+    HACS token; send it over TLS only.
+    """
 
 class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
     """TenantService owns organizations (tenants), their plans and limits, their
@@ -291,5 +336,69 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tenant_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_tenant_service_pb2.ListAuditEventsResponse]]:
         """Lists the tenant's audit events (who did what, when, with what outcome)."""
+
+    @_abc_1.abstractmethod
+    def CreateIdentityProvider(
+        self,
+        request: _identity_pb2.CreateIdentityProviderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.CreateIdentityProviderResponse, _abc.Awaitable[_identity_pb2.CreateIdentityProviderResponse]]:
+        """Registers a hospital identity provider (OIDC, LDAP, SAML) for the
+        tenant's people to sign in with (tenant administrators).
+        """
+
+    @_abc_1.abstractmethod
+    def GetIdentityProvider(
+        self,
+        request: _identity_pb2.GetIdentityProviderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.GetIdentityProviderResponse, _abc.Awaitable[_identity_pb2.GetIdentityProviderResponse]]:
+        """Gets an identity provider (tenant administrators)."""
+
+    @_abc_1.abstractmethod
+    def ListIdentityProviders(
+        self,
+        request: _identity_pb2.ListIdentityProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ListIdentityProvidersResponse, _abc.Awaitable[_identity_pb2.ListIdentityProvidersResponse]]:
+        """Lists the tenant's identity providers (tenant administrators)."""
+
+    @_abc_1.abstractmethod
+    def UpdateIdentityProvider(
+        self,
+        request: _identity_pb2.UpdateIdentityProviderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.UpdateIdentityProviderResponse, _abc.Awaitable[_identity_pb2.UpdateIdentityProviderResponse]]:
+        """Changes a provider's configuration or mappings (field mask + etag); the
+        next sign-in of each person applies the new mappings.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteIdentityProvider(
+        self,
+        request: _identity_pb2.DeleteIdentityProviderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.DeleteIdentityProviderResponse, _abc.Awaitable[_identity_pb2.DeleteIdentityProviderResponse]]:
+        """Disables a provider: its sign-ins and exchanges are refused from now on."""
+
+    @_abc_1.abstractmethod
+    def ExchangeToken(
+        self,
+        request: _identity_pb2.ExchangeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ExchangeTokenResponse, _abc.Awaitable[_identity_pb2.ExchangeTokenResponse]]:
+        """RFC 8693: exchanges an ID token or JWT access token of a registered OIDC
+        provider for a HACS token. Needs no HACS token.
+        """
+
+    @_abc_1.abstractmethod
+    def SignInWithPassword(
+        self,
+        request: _identity_pb2.SignInWithPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.SignInWithPasswordResponse, _abc.Awaitable[_identity_pb2.SignInWithPasswordResponse]]:
+        """Signs a person in with their LDAP / Active Directory password. Needs no
+        HACS token; send it over TLS only.
+        """
 
 def add_TenantServiceServicer_to_server(servicer: TenantServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
