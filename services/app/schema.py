@@ -41,4 +41,5 @@ TENANT_OWNED_TABLES = (
     "knowledge_chunks",
     "identity_providers",
     "external_identities",
+    "sign_in_nonces",
 )

@@ -15,6 +15,7 @@ from services.tenant.actors import ActorDirectory
 from services.tenant.api_keys import ApiKeys
 from services.tenant.bootstrap import OPERATOR_KEY_FILE, ensure_platform, ensure_service_actor
 from services.tenant.identity.admin import IdentityProviders
+from services.tenant.identity.browser import BrowserSignIn
 from services.tenant.identity.oidc import OidcVerifier
 from services.tenant.identity.providers import ProviderStore
 from services.tenant.identity.service import Identity
@@ -51,11 +52,10 @@ async def tenant_servicer(kernel: Kernel) -> TenantServicer:
         max_ttl_seconds=settings.token_max_ttl_seconds,
     )
     providers = ProviderStore(platform.db)
-    identity = Identity(
-        SignIns(store, providers, issuer, platform.audit, on_change=platform.admission.announce),
-        providers,
-        OidcVerifier(),
-    )
+    oidc = OidcVerifier()
+    sign_ins = SignIns(store, providers, issuer, platform.audit, platform.admission.announce)
+    identity = Identity(sign_ins, providers, oidc)
+    platform.http_routes.extend(BrowserSignIn(sign_ins, providers, oidc).routes())
     sync = asyncio.create_task(
         identity.sync_forever(lambda: tenant_ids(platform.db)), name="ldap-deprovisioning"
     )

@@ -17,14 +17,8 @@ from services.common.settings import Settings
 
 
 def make_settings(data_dir: Path, database_url: str, **overrides: str) -> Settings:
-    return Settings.from_env(
-        {},
-        data_dir=str(data_dir),
-        database_url=database_url,
-        grpc_listen="127.0.0.1:0",
-        http_listen="127.0.0.1:0",
-        **overrides,
-    )
+    values = {"grpc_listen": "127.0.0.1:0", "http_listen": "127.0.0.1:0", **overrides}
+    return Settings.from_env({}, data_dir=str(data_dir), database_url=database_url, **values)
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:

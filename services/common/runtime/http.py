@@ -1,4 +1,5 @@
-"""The ops HTTP endpoint: Prometheus metrics, liveness, readiness, and the JWKS.
+"""The ops HTTP endpoint: Prometheus metrics, liveness, readiness, and the JWKS
+(and the routes hosted services add: the tenant service's browser sign-in).
 
 Envoy's `jwt_authn` fetches `/.well-known/jwks.json` from here; Kubernetes
 probes `/healthz` (the process runs) and `/readyz` (it can serve: database
@@ -37,6 +38,8 @@ class OpsHttpServer:
         app.router.add_get("/readyz", self._readyz)
         if self._platform.signing_keys is not None:
             app.router.add_get("/.well-known/jwks.json", self._jwks)
+        for method, path, handler in self._platform.http_routes:
+            app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, _, port = listen.rpartition(":")

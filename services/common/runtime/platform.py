@@ -50,6 +50,9 @@ class Platform:
     # Built on first use by the services that need them (embedding, search, RAG, memory).
     _shared: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # (method, path, handler) a service serves on the ops HTTP port beside the runtime's own
+    # (the tenant service's browser sign-in: /auth/...); aiohttp handlers.
+    http_routes: list[tuple[str, str, Callable[..., Awaitable[Any]]]] = field(default_factory=list)
 
     async def shared(self, key: str, build: Callable[[], Awaitable[T]]) -> T:
         """One instance per process of an expensive part (model registry, vector index)."""

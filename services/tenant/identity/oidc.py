@@ -14,6 +14,7 @@ The issuer must be https, except on loopback (a provider the tests start).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import json
 import time
@@ -44,6 +45,9 @@ class OidcConfig:
     groups_claim: str = "groups"
     username_claim: str = "email"
     client_secret_ref: str = ""
+    redirect_uri: str = ""
+    return_urls: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> OidcConfig:
@@ -54,6 +58,9 @@ class OidcConfig:
             groups_claim=str(config.get("groups_claim") or "groups"),
             username_claim=str(config.get("username_claim") or "email"),
             client_secret_ref=str(config.get("client_secret_ref", "")),
+            redirect_uri=str(config.get("redirect_uri", "")),
+            return_urls=tuple(config.get("return_urls", ())),
+            scopes=tuple(config.get("scopes") or ("openid", "email", "profile")),
         )
 
 
@@ -81,6 +88,7 @@ def _loopback(host: str) -> bool:
 @dataclass
 class _Keys:
     jwks_uri: str
+    document: dict[str, Any]
     discovered_at: float
     by_kid: dict[str, Any]
     fetched_at: float
@@ -94,7 +102,52 @@ class OidcVerifier:
         self._issuers: dict[str, _Keys] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def verify(self, config: OidcConfig, token: str, token_type: str) -> Person:
+    async def endpoint(self, issuer: str, name: str) -> str:
+        """An endpoint of the provider's discovery document (authorization, token)."""
+        lock = self._locks.setdefault(issuer, asyncio.Lock())
+        async with lock:
+            keys = self._issuers.get(issuer)
+            if keys is None or time.monotonic() - keys.discovered_at > DISCOVERY_TTL_SECONDS:
+                keys = self._issuers[issuer] = await self._discover(issuer)
+        url = keys.document.get(name)
+        if not isinstance(url, str) or issuer_problem(_origin(url)):
+            raise Unavailable(f"the discovery document of {issuer} has no usable {name}")
+        return url
+
+    async def redeem(
+        self,
+        config: OidcConfig,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str,
+        client_secret: str,
+    ) -> str:
+        """The ID token for an authorization code (PKCE; the client secret if there is one)."""
+        url = await self.endpoint(config.issuer, "token_endpoint")
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier,
+            "client_id": config.client_id,
+        }
+        auth = aiohttp.BasicAuth(config.client_id, client_secret) if client_secret else None
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self._timeout) as http,
+                http.post(url, data=form, auth=auth, allow_redirects=False) as reply,
+            ):
+                body = json.loads(await reply.text() or "{}")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise Unavailable(f"cannot redeem the code at {url}: {exc}") from exc
+        if reply.status != 200 or not isinstance(body, dict) or "id_token" not in body:
+            error = body.get("error", reply.status) if isinstance(body, dict) else reply.status
+            raise Unauthenticated(f"the provider refused the sign-in code ({error})")
+        return str(body["id_token"])
+
+    async def verify(
+        self, config: OidcConfig, token: str, token_type: str, *, nonce: str | None = None
+    ) -> Person:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -128,6 +181,8 @@ class OidcVerifier:
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"the subject token was refused: {exc}") from None
+        if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
+            raise Unauthenticated("the ID token is not the one this sign-in asked for (nonce)")
         groups = claims.get(config.groups_claim, [])
         if isinstance(groups, str):
             groups = [groups]
@@ -167,7 +222,7 @@ class OidcVerifier:
         if not isinstance(jwks_uri, str) or issuer_problem(_origin(jwks_uri)):
             raise Unavailable(f"{url} has no usable jwks_uri")
         now = time.monotonic()
-        return _Keys(jwks_uri, now, await self._jwks(jwks_uri), now)
+        return _Keys(jwks_uri, document, now, await self._jwks(jwks_uri), now)
 
     async def _jwks(self, url: str) -> dict[str, Any]:
         document = await self._get_json(url)

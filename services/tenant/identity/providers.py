@@ -12,13 +12,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.db.base import utcnow
 from services.common.db.engine import Database
 from services.common.errors import Unavailable
 from services.common.etags import etag_for
-from services.tenant.identity.tables import ExternalIdentityRow, IdentityProviderRow
+from services.tenant.identity.tables import (
+    ExternalIdentityRow,
+    IdentityProviderRow,
+    SignInNonceRow,
+)
 
 KINDS = ("oidc", "ldap", "saml")
 ACTIVE, DISABLED = "active", "disabled"
@@ -222,6 +227,65 @@ class ProviderTx:
             )
             .values(state=state)
         )
+
+    # -- one-use values of browser sign-in ------------------------------------------
+
+    async def put_nonce(
+        self,
+        tenant_id: str,
+        kind: str,
+        value: str,
+        provider_id: str,
+        data: dict[str, Any],
+        expire_time: datetime,
+    ) -> bool:
+        """Keep `value` until `expire_time`; False when it is already kept (a replay)."""
+        await self._s.execute(
+            delete(SignInNonceRow).where(
+                SignInNonceRow.tenant_id == tenant_id,
+                SignInNonceRow.expire_time < utcnow(),
+            )
+        )
+        exists = await self._s.scalar(
+            select(SignInNonceRow.value).where(
+                SignInNonceRow.tenant_id == tenant_id,
+                SignInNonceRow.kind == kind,
+                SignInNonceRow.value == value,
+            )
+        )
+        if exists is not None:
+            return False
+        self._s.add(
+            SignInNonceRow(
+                tenant_id=tenant_id,
+                kind=kind,
+                value=value,
+                provider_id=provider_id,
+                data=data,
+                expire_time=expire_time,
+            )
+        )
+        await self._s.flush()
+        return True
+
+    async def take_nonce(
+        self, tenant_id: str, kind: str, value: str, provider_id: str
+    ) -> dict[str, Any] | None:
+        """The data kept with `value`, removed so it serves once; None when unknown,
+        expired, or kept for another provider."""
+        row = await self._s.scalar(
+            select(SignInNonceRow).where(
+                SignInNonceRow.tenant_id == tenant_id,
+                SignInNonceRow.kind == kind,
+                SignInNonceRow.value == value,
+            )
+        )
+        if row is None:
+            return None
+        await self._s.delete(row)
+        if row.provider_id != provider_id or row.expire_time <= utcnow():
+            return None
+        return dict(row.data or {})
 
 
 def _columns(provider: Provider) -> dict[str, Any]:

@@ -45,3 +45,17 @@ class ExternalIdentityRow(Base):
     state: Mapped[str] = mapped_column(String(20))  # active, deprovisioned
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     last_sign_in_time: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SignInNonceRow(Base):
+    """One-use values of browser sign-in: an OIDC login's state (with its nonce and PKCE
+    verifier), a SAML request's id, a SAML assertion's id once consumed (replay)."""
+
+    __tablename__ = "sign_in_nonces"
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    expire_time: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -19,6 +19,7 @@ from services.tenant.identity.providers import SECRET_REF
 
 NAME = "tenants/{tenant}/identityProviders/{identity_provider}"
 MAX_TTL = 24 * 3600
+SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,100}\Z")  # RFC 6749 scope-token
 ATTRIBUTE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}\Z")
 SECRET_RULE = "must be a reference, 'env:NAME' or 'file:/path', never the secret itself"
 
@@ -80,6 +81,31 @@ def _oidc(v: Violations, where: str, c: pb.OidcProvider) -> None:
             v.max_length(f"{where}.audiences[{i}]", audience, 400)
     v.max_length(f"{where}.groups_claim", c.groups_claim, 100)
     v.max_length(f"{where}.username_claim", c.username_claim, 100)
+    if c.redirect_uri:
+        _web_url(v, f"{where}.redirect_uri", c.redirect_uri)
+    _return_urls(v, f"{where}.return_urls", list(c.return_urls))
+    if c.scopes and "openid" not in c.scopes:
+        v.add(f"{where}.scopes", "must include openid")
+    for i, scope in enumerate(c.scopes):
+        if not SCOPE.match(scope):
+            v.add(f"{where}.scopes[{i}]", f"{scope!r} is not an OAuth scope")
+
+
+def _web_url(v: Violations, where: str, url: str) -> None:
+    """An https URL (http only on loopback) without a fragment."""
+    v.max_length(where, url, 1000)
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
+        v.add(where, f"{url!r} is not an https:// URL without a fragment")
+    elif parts.scheme == "http" and not is_loopback(parts.hostname):
+        v.add(where, f"{url!r} must be https (plain http only on this host)")
+
+
+def _return_urls(v: Violations, where: str, urls: list[str]) -> None:
+    if len(urls) > 20:
+        v.add(where, "at most 20 return URLs")
+    for i, url in enumerate(urls):
+        _web_url(v, f"{where}[{i}]", url)
 
 
 def _ldap(v: Violations, where: str, c: pb.LdapProvider) -> None:
@@ -130,6 +156,11 @@ def _saml(v: Violations, where: str, c: pb.SamlProvider) -> None:
                 v.add(f"{where}.idp_metadata_xml", "is not a SAML EntityDescriptor")
     v.max_length(f"{where}.groups_attribute", c.groups_attribute, 400)
     v.max_length(f"{where}.username_attribute", c.username_attribute, 400)
+    if v.required(f"{where}.sp_entity_id", c.sp_entity_id):
+        v.max_length(f"{where}.sp_entity_id", c.sp_entity_id, 1000)
+    if v.required(f"{where}.acs_url", c.acs_url):
+        _web_url(v, f"{where}.acs_url", c.acs_url)
+    _return_urls(v, f"{where}.return_urls", list(c.return_urls))
 
 
 def _parenthesised(text: str) -> bool:

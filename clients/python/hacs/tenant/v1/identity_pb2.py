@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhacs/tenant/v1/identity.proto\x12\x0ehacs.tenant.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x04\n\x10IdentityProvider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12,\n\x04oidc\x18\x03 \x01(\x0b\x32\x1c.hacs.tenant.v1.OidcProviderH\x00\x12,\n\x04ldap\x18\x04 \x01(\x0b\x32\x1c.hacs.tenant.v1.LdapProviderH\x00\x12,\n\x04saml\x18\x05 \x01(\x0b\x32\x1c.hacs.tenant.v1.SamlProviderH\x00\x12\x32\n\rrole_mappings\x18\x06 \x03(\x0b\x32\x1b.hacs.tenant.v1.RoleMapping\x12\x16\n\x0e\x61llowed_groups\x18\x07 \x03(\t\x12\x18\n\x10jit_provisioning\x18\x08 \x01(\x08\x12\x35\n\x05state\x18\t \x01(\x0e\x32&.hacs.tenant.v1.IdentityProvider.State\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\"D\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x12\n\x0eSTATE_DISABLED\x10\x02\x42\x08\n\x06\x63onfig\"?\n\x0bRoleMapping\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x13\n\x0bpermissions\x18\x03 \x03(\t\"\x8d\x01\n\x0cOidcProvider\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x19\n\x11\x63lient_secret_ref\x18\x03 \x01(\t\x12\x11\n\taudiences\x18\x04 \x03(\t\x12\x14\n\x0cgroups_claim\x18\x05 \x01(\t\x12\x16\n\x0eusername_claim\x18\x06 \x01(\t\"\x8b\x02\n\x0cLdapProvider\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x11\n\tstart_tls\x18\x02 \x01(\x08\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x03 \x01(\t\x12\x0f\n\x07\x62ind_dn\x18\x04 \x01(\t\x12\x19\n\x11\x62ind_password_ref\x18\x05 \x01(\t\x12\x14\n\x0cuser_base_dn\x18\x06 \x01(\t\x12\x13\n\x0buser_filter\x18\x07 \x01(\t\x12\x15\n\rgroup_base_dn\x18\x08 \x01(\t\x12\x14\n\x0cgroup_filter\x18\t \x01(\t\x12\x1c\n\x14group_name_attribute\x18\n \x01(\t\x12\x1d\n\x15sync_interval_seconds\x18\x0b \x01(\x05\"^\n\x0cSamlProvider\x12\x18\n\x10idp_metadata_xml\x18\x01 \x01(\t\x12\x18\n\x10groups_attribute\x18\x02 \x01(\t\x12\x1a\n\x12username_attribute\x18\x03 \x01(\t\"\x8a\x01\n\x1d\x43reateIdentityProviderRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x1c\n\x14identity_provider_id\x18\x02 \x01(\t\x12;\n\x11identity_provider\x18\x03 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\"]\n\x1e\x43reateIdentityProviderResponse\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\"*\n\x1aGetIdentityProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Z\n\x1bGetIdentityProviderResponse\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\"U\n\x1cListIdentityProvidersRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"v\n\x1dListIdentityProvidersResponse\x12<\n\x12identity_providers\x18\x01 \x03(\x0b\x32 .hacs.tenant.v1.IdentityProvider\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8d\x01\n\x1dUpdateIdentityProviderRequest\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"]\n\x1eUpdateIdentityProviderResponse\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\";\n\x1d\x44\x65leteIdentityProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"]\n\x1e\x44\x65leteIdentityProviderResponse\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\"\x89\x01\n\x14\x45xchangeTokenRequest\x12\x19\n\x11identity_provider\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12\x1a\n\x12subject_token_type\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x05\x12\x0e\n\x06scopes\x18\x05 \x03(\t\"\x7f\n\x19SignInWithPasswordRequest\x12\x19\n\x11identity_provider\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x05\x12\x0e\n\x06scopes\x18\x05 \x03(\t\"@\n\x15\x45xchangeTokenResponse\x12\'\n\x07sign_in\x18\x01 \x01(\x0b\x32\x16.hacs.tenant.v1.SignIn\"E\n\x1aSignInWithPasswordResponse\x12\'\n\x07sign_in\x18\x01 \x01(\x0b\x32\x16.hacs.tenant.v1.SignIn\"\xb7\x01\n\x06SignIn\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x19\n\x11issued_token_type\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x13\n\x0bpermissions\x18\x06 \x03(\t\x12\x13\n\x0bprovisioned\x18\x07 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhacs/tenant/v1/identity.proto\x12\x0ehacs.tenant.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x04\n\x10IdentityProvider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12,\n\x04oidc\x18\x03 \x01(\x0b\x32\x1c.hacs.tenant.v1.OidcProviderH\x00\x12,\n\x04ldap\x18\x04 \x01(\x0b\x32\x1c.hacs.tenant.v1.LdapProviderH\x00\x12,\n\x04saml\x18\x05 \x01(\x0b\x32\x1c.hacs.tenant.v1.SamlProviderH\x00\x12\x32\n\rrole_mappings\x18\x06 \x03(\x0b\x32\x1b.hacs.tenant.v1.RoleMapping\x12\x16\n\x0e\x61llowed_groups\x18\x07 \x03(\t\x12\x18\n\x10jit_provisioning\x18\x08 \x01(\x08\x12\x35\n\x05state\x18\t \x01(\x0e\x32&.hacs.tenant.v1.IdentityProvider.State\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\"D\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x12\n\x0eSTATE_DISABLED\x10\x02\x42\x08\n\x06\x63onfig\"?\n\x0bRoleMapping\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x13\n\x0bpermissions\x18\x03 \x03(\t\"\xc8\x01\n\x0cOidcProvider\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x19\n\x11\x63lient_secret_ref\x18\x03 \x01(\t\x12\x11\n\taudiences\x18\x04 \x03(\t\x12\x14\n\x0cgroups_claim\x18\x05 \x01(\t\x12\x16\n\x0eusername_claim\x18\x06 \x01(\t\x12\x14\n\x0credirect_uri\x18\x07 \x01(\t\x12\x13\n\x0breturn_urls\x18\x08 \x03(\t\x12\x0e\n\x06scopes\x18\t \x03(\t\"\x8b\x02\n\x0cLdapProvider\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x11\n\tstart_tls\x18\x02 \x01(\x08\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x03 \x01(\t\x12\x0f\n\x07\x62ind_dn\x18\x04 \x01(\t\x12\x19\n\x11\x62ind_password_ref\x18\x05 \x01(\t\x12\x14\n\x0cuser_base_dn\x18\x06 \x01(\t\x12\x13\n\x0buser_filter\x18\x07 \x01(\t\x12\x15\n\rgroup_base_dn\x18\x08 \x01(\t\x12\x14\n\x0cgroup_filter\x18\t \x01(\t\x12\x1c\n\x14group_name_attribute\x18\n \x01(\t\x12\x1d\n\x15sync_interval_seconds\x18\x0b \x01(\x05\"\x9a\x01\n\x0cSamlProvider\x12\x18\n\x10idp_metadata_xml\x18\x01 \x01(\t\x12\x18\n\x10groups_attribute\x18\x02 \x01(\t\x12\x1a\n\x12username_attribute\x18\x03 \x01(\t\x12\x14\n\x0csp_entity_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x63s_url\x18\x05 \x01(\t\x12\x13\n\x0breturn_urls\x18\x06 \x03(\t\"\x8a\x01\n\x1d\x43reateIdentityProviderRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x1c\n\x14identity_provider_id\x18\x02 \x01(\t\x12;\n\x11identity_provider\x18\x03 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\"]\n\x1e\x43reateIdentityProviderResponse\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\"*\n\x1aGetIdentityProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Z\n\x1bGetIdentityProviderResponse\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\"U\n\x1cListIdentityProvidersRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"v\n\x1dListIdentityProvidersResponse\x12<\n\x12identity_providers\x18\x01 \x03(\x0b\x32 .hacs.tenant.v1.IdentityProvider\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8d\x01\n\x1dUpdateIdentityProviderRequest\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"]\n\x1eUpdateIdentityProviderResponse\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\";\n\x1d\x44\x65leteIdentityProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"]\n\x1e\x44\x65leteIdentityProviderResponse\x12;\n\x11identity_provider\x18\x01 \x01(\x0b\x32 .hacs.tenant.v1.IdentityProvider\"\x89\x01\n\x14\x45xchangeTokenRequest\x12\x19\n\x11identity_provider\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12\x1a\n\x12subject_token_type\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x05\x12\x0e\n\x06scopes\x18\x05 \x03(\t\"\x7f\n\x19SignInWithPasswordRequest\x12\x19\n\x11identity_provider\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x05\x12\x0e\n\x06scopes\x18\x05 \x03(\t\"@\n\x15\x45xchangeTokenResponse\x12\'\n\x07sign_in\x18\x01 \x01(\x0b\x32\x16.hacs.tenant.v1.SignIn\"E\n\x1aSignInWithPasswordResponse\x12\'\n\x07sign_in\x18\x01 \x01(\x0b\x32\x16.hacs.tenant.v1.SignIn\"\xb7\x01\n\x06SignIn\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x19\n\x11issued_token_type\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x13\n\x0bpermissions\x18\x06 \x03(\t\x12\x13\n\x0bprovisioned\x18\x07 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,39 +40,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROLEMAPPING']._serialized_start=660
   _globals['_ROLEMAPPING']._serialized_end=723
   _globals['_OIDCPROVIDER']._serialized_start=726
-  _globals['_OIDCPROVIDER']._serialized_end=867
-  _globals['_LDAPPROVIDER']._serialized_start=870
-  _globals['_LDAPPROVIDER']._serialized_end=1137
-  _globals['_SAMLPROVIDER']._serialized_start=1139
-  _globals['_SAMLPROVIDER']._serialized_end=1233
-  _globals['_CREATEIDENTITYPROVIDERREQUEST']._serialized_start=1236
-  _globals['_CREATEIDENTITYPROVIDERREQUEST']._serialized_end=1374
-  _globals['_CREATEIDENTITYPROVIDERRESPONSE']._serialized_start=1376
-  _globals['_CREATEIDENTITYPROVIDERRESPONSE']._serialized_end=1469
-  _globals['_GETIDENTITYPROVIDERREQUEST']._serialized_start=1471
-  _globals['_GETIDENTITYPROVIDERREQUEST']._serialized_end=1513
-  _globals['_GETIDENTITYPROVIDERRESPONSE']._serialized_start=1515
-  _globals['_GETIDENTITYPROVIDERRESPONSE']._serialized_end=1605
-  _globals['_LISTIDENTITYPROVIDERSREQUEST']._serialized_start=1607
-  _globals['_LISTIDENTITYPROVIDERSREQUEST']._serialized_end=1692
-  _globals['_LISTIDENTITYPROVIDERSRESPONSE']._serialized_start=1694
-  _globals['_LISTIDENTITYPROVIDERSRESPONSE']._serialized_end=1812
-  _globals['_UPDATEIDENTITYPROVIDERREQUEST']._serialized_start=1815
-  _globals['_UPDATEIDENTITYPROVIDERREQUEST']._serialized_end=1956
-  _globals['_UPDATEIDENTITYPROVIDERRESPONSE']._serialized_start=1958
-  _globals['_UPDATEIDENTITYPROVIDERRESPONSE']._serialized_end=2051
-  _globals['_DELETEIDENTITYPROVIDERREQUEST']._serialized_start=2053
-  _globals['_DELETEIDENTITYPROVIDERREQUEST']._serialized_end=2112
-  _globals['_DELETEIDENTITYPROVIDERRESPONSE']._serialized_start=2114
-  _globals['_DELETEIDENTITYPROVIDERRESPONSE']._serialized_end=2207
-  _globals['_EXCHANGETOKENREQUEST']._serialized_start=2210
-  _globals['_EXCHANGETOKENREQUEST']._serialized_end=2347
-  _globals['_SIGNINWITHPASSWORDREQUEST']._serialized_start=2349
-  _globals['_SIGNINWITHPASSWORDREQUEST']._serialized_end=2476
-  _globals['_EXCHANGETOKENRESPONSE']._serialized_start=2478
-  _globals['_EXCHANGETOKENRESPONSE']._serialized_end=2542
-  _globals['_SIGNINWITHPASSWORDRESPONSE']._serialized_start=2544
-  _globals['_SIGNINWITHPASSWORDRESPONSE']._serialized_end=2613
-  _globals['_SIGNIN']._serialized_start=2616
-  _globals['_SIGNIN']._serialized_end=2799
+  _globals['_OIDCPROVIDER']._serialized_end=926
+  _globals['_LDAPPROVIDER']._serialized_start=929
+  _globals['_LDAPPROVIDER']._serialized_end=1196
+  _globals['_SAMLPROVIDER']._serialized_start=1199
+  _globals['_SAMLPROVIDER']._serialized_end=1353
+  _globals['_CREATEIDENTITYPROVIDERREQUEST']._serialized_start=1356
+  _globals['_CREATEIDENTITYPROVIDERREQUEST']._serialized_end=1494
+  _globals['_CREATEIDENTITYPROVIDERRESPONSE']._serialized_start=1496
+  _globals['_CREATEIDENTITYPROVIDERRESPONSE']._serialized_end=1589
+  _globals['_GETIDENTITYPROVIDERREQUEST']._serialized_start=1591
+  _globals['_GETIDENTITYPROVIDERREQUEST']._serialized_end=1633
+  _globals['_GETIDENTITYPROVIDERRESPONSE']._serialized_start=1635
+  _globals['_GETIDENTITYPROVIDERRESPONSE']._serialized_end=1725
+  _globals['_LISTIDENTITYPROVIDERSREQUEST']._serialized_start=1727
+  _globals['_LISTIDENTITYPROVIDERSREQUEST']._serialized_end=1812
+  _globals['_LISTIDENTITYPROVIDERSRESPONSE']._serialized_start=1814
+  _globals['_LISTIDENTITYPROVIDERSRESPONSE']._serialized_end=1932
+  _globals['_UPDATEIDENTITYPROVIDERREQUEST']._serialized_start=1935
+  _globals['_UPDATEIDENTITYPROVIDERREQUEST']._serialized_end=2076
+  _globals['_UPDATEIDENTITYPROVIDERRESPONSE']._serialized_start=2078
+  _globals['_UPDATEIDENTITYPROVIDERRESPONSE']._serialized_end=2171
+  _globals['_DELETEIDENTITYPROVIDERREQUEST']._serialized_start=2173
+  _globals['_DELETEIDENTITYPROVIDERREQUEST']._serialized_end=2232
+  _globals['_DELETEIDENTITYPROVIDERRESPONSE']._serialized_start=2234
+  _globals['_DELETEIDENTITYPROVIDERRESPONSE']._serialized_end=2327
+  _globals['_EXCHANGETOKENREQUEST']._serialized_start=2330
+  _globals['_EXCHANGETOKENREQUEST']._serialized_end=2467
+  _globals['_SIGNINWITHPASSWORDREQUEST']._serialized_start=2469
+  _globals['_SIGNINWITHPASSWORDREQUEST']._serialized_end=2596
+  _globals['_EXCHANGETOKENRESPONSE']._serialized_start=2598
+  _globals['_EXCHANGETOKENRESPONSE']._serialized_end=2662
+  _globals['_SIGNINWITHPASSWORDRESPONSE']._serialized_start=2664
+  _globals['_SIGNINWITHPASSWORDRESPONSE']._serialized_end=2733
+  _globals['_SIGNIN']._serialized_start=2736
+  _globals['_SIGNIN']._serialized_end=2919
 # @@protoc_insertion_point(module_scope)

@@ -169,6 +169,9 @@ class OidcProvider(_message.Message):
     AUDIENCES_FIELD_NUMBER: _builtins.int
     GROUPS_CLAIM_FIELD_NUMBER: _builtins.int
     USERNAME_CLAIM_FIELD_NUMBER: _builtins.int
+    REDIRECT_URI_FIELD_NUMBER: _builtins.int
+    RETURN_URLS_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
     issuer: _builtins.str
     """The issuer, exactly as its tokens carry it, e.g.
     "https://login.microsoftonline.com/{tenant}/v2.0". https, except on
@@ -185,9 +188,23 @@ class OidcProvider(_message.Message):
     """The claim that lists a person's groups (default "groups")."""
     username_claim: _builtins.str
     """The claim shown as the person's name in HACS (default "email")."""
+    redirect_uri: _builtins.str
+    """Browser sign-in: HACS's callback as registered at the provider, on the
+    public edge, e.g. "https://hacs.example.org/auth/oidc/{tenant}/{provider}/callback".
+    """
     @_builtins.property
     def audiences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Further audiences accepted (e.g. an API resource of JWT access tokens)."""
+
+    @_builtins.property
+    def return_urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Browser sign-in: where a signed-in person may be sent back to, with the
+        HACS token in the URL fragment (exact URLs, e.g. the console's).
+        """
+
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Browser sign-in: the scopes asked for (default "openid email profile")."""
 
     def __init__(
         self,
@@ -198,10 +215,13 @@ class OidcProvider(_message.Message):
         audiences: _abc.Iterable[_builtins.str] | None = ...,
         groups_claim: _builtins.str = ...,
         username_claim: _builtins.str = ...,
+        redirect_uri: _builtins.str = ...,
+        return_urls: _abc.Iterable[_builtins.str] | None = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audiences", b"audiences", "client_id", b"client_id", "client_secret_ref", b"client_secret_ref", "groups_claim", b"groups_claim", "issuer", b"issuer", "username_claim", b"username_claim"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audiences", b"audiences", "client_id", b"client_id", "client_secret_ref", b"client_secret_ref", "groups_claim", b"groups_claim", "issuer", b"issuer", "redirect_uri", b"redirect_uri", "return_urls", b"return_urls", "scopes", b"scopes", "username_claim", b"username_claim"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,22 +310,40 @@ class SamlProvider(_message.Message):
     IDP_METADATA_XML_FIELD_NUMBER: _builtins.int
     GROUPS_ATTRIBUTE_FIELD_NUMBER: _builtins.int
     USERNAME_ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    SP_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    ACS_URL_FIELD_NUMBER: _builtins.int
+    RETURN_URLS_FIELD_NUMBER: _builtins.int
     idp_metadata_xml: _builtins.str
     """The provider's metadata XML (entity id, signing certificate, SSO URL)."""
     groups_attribute: _builtins.str
     """The attribute that lists a person's groups."""
     username_attribute: _builtins.str
     """The attribute shown as the person's name (default: the NameID)."""
+    sp_entity_id: _builtins.str
+    """HACS's entity id as this provider knows it (the audience of its
+    assertions), e.g. "https://hacs.example.org/auth/saml/{tenant}/{provider}".
+    """
+    acs_url: _builtins.str
+    """HACS's Assertion Consumer Service on the public edge:
+    "https://hacs.example.org/auth/saml/{tenant}/{provider}/acs".
+    """
+    @_builtins.property
+    def return_urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Where a signed-in person may be sent back to (exact URLs)."""
+
     def __init__(
         self,
         *,
         idp_metadata_xml: _builtins.str = ...,
         groups_attribute: _builtins.str = ...,
         username_attribute: _builtins.str = ...,
+        sp_entity_id: _builtins.str = ...,
+        acs_url: _builtins.str = ...,
+        return_urls: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups_attribute", b"groups_attribute", "idp_metadata_xml", b"idp_metadata_xml", "username_attribute", b"username_attribute"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acs_url", b"acs_url", "groups_attribute", b"groups_attribute", "idp_metadata_xml", b"idp_metadata_xml", "return_urls", b"return_urls", "sp_entity_id", b"sp_entity_id", "username_attribute", b"username_attribute"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

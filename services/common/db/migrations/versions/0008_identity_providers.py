@@ -1,4 +1,5 @@
-"""Hospital sign-in: identity providers per tenant, and the people linked through them.
+"""Hospital sign-in: identity providers per tenant, the people linked through them, and
+the one-use values of browser sign-in (OIDC states, SAML request and assertion ids).
 
 Revision ID: 0008
 Revises: 0007
@@ -20,7 +21,7 @@ depends_on = None
 # New tables: code written before them never reads them.
 kind = "expand"
 
-TABLES = ("identity_providers", "external_identities")
+TABLES = ("identity_providers", "external_identities", "sign_in_nonces")
 
 
 def upgrade() -> None:
@@ -58,6 +59,16 @@ def upgrade() -> None:
     op.create_index(
         "ix_external_identities_actor", "external_identities", ["tenant_id", "actor_id"]
     )
+    op.create_table(
+        "sign_in_nonces",
+        sa.Column("tenant_id", sa.String(40), nullable=False),
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("value", sa.String(200), nullable=False),
+        sa.Column("provider_id", sa.String(40), nullable=False),
+        sa.Column("data", JsonDocument, nullable=False),
+        sa.Column("expire_time", UtcDateTime, nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "kind", "value", name=op.f("pk_sign_in_nonces")),
+    )
     for table in TABLES:
         enable_tenant_isolation(table)
 
@@ -65,6 +76,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in TABLES:
         disable_tenant_isolation(table)
+    op.drop_table("sign_in_nonces")
     op.drop_index("ix_external_identities_actor", table_name="external_identities")
     op.drop_table("external_identities")
     op.drop_table("identity_providers")
