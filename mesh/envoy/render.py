@@ -52,8 +52,12 @@ CREDENTIAL_METHODS: tuple[str, ...] = (
     "/hacs.tenant.v1.TenantService/ExchangeToken",
     "/hacs.tenant.v1.TenantService/SignInWithPassword",
 )
+# Browser sign-in routes (served by the tenant service's HTTP port): open, and limited with
+# the credential methods (a callback's URL is unique, so never a bucket of its own).
+AUTH_PREFIX = "/auth/"
 CREDENTIAL_PATHS = (
-    "^/hacs\\.tenant\\.v1\\.TenantService/(IssueToken|ExchangeToken|SignInWithPassword)$"
+    "^(/hacs\\.tenant\\.v1\\.TenantService/(IssueToken|ExchangeToken|SignInWithPassword)$"
+    "|/auth/)"
 )
 TOKEN_FREE_METHODS: tuple[str, ...] = (
     *CREDENTIAL_METHODS,
@@ -118,26 +122,36 @@ class EdgeTls:
     ca: str  # verifies the services (and client certificates, when asked for)
     # Ask clients for a certificate of `ca` at the edge: "off", "optional" or "require".
     client_certificates: str = "off"
+    # A certificate served to clients instead of `cert` (e.g. one a public CA signed for
+    # the name clients use); `cert` is then only presented to the services. Both or neither.
+    server_cert: str = ""
+    server_key: str = ""
 
     def __post_init__(self) -> None:
-        for label, path in (
-            ("sds_dir", self.sds_dir),
-            ("cert", self.cert),
-            ("key", self.key),
-            ("ca", self.ca),
-        ):
+        paths = [("sds_dir", self.sds_dir), ("cert", self.cert), ("key", self.key), ("ca", self.ca)]
+        if bool(self.server_cert) != bool(self.server_key):
+            raise ValueError("tls.server_cert and tls.server_key go together")
+        if self.server_cert:
+            paths += [("server_cert", self.server_cert), ("server_key", self.server_key)]
+        for label, path in paths:
             if not path.startswith("/"):
                 raise ValueError(f"tls.{label} must be an absolute path, got {path!r}")
         if self.client_certificates not in ("off", "optional", "require"):
             raise ValueError("tls.client_certificates must be off, optional or require")
 
+    @property
+    def served_secret(self) -> str:
+        """The secret the listener serves: the edge's own certificate, or `server_cert`'s."""
+        return EDGE_SERVER_CERTIFICATE if self.server_cert else EDGE_CERTIFICATE
+
     def sds_path(self, secret: str) -> str:
         return f"{self.sds_dir.rstrip('/')}/{secret}.yaml"
 
 
-# The two file-based secrets of the edge (see render_sds).
+# The file-based secrets of the edge (see render_sds); the third only with a server_cert.
 EDGE_CERTIFICATE = "hacs_edge_certificate"
 EDGE_CA = "hacs_ca"
+EDGE_SERVER_CERTIFICATE = "hacs_edge_server_certificate"
 
 
 @dataclass(frozen=True)
@@ -279,7 +293,7 @@ def _template_context(settings: EdgeSettings) -> dict[str, Any]:
         "routes": routes,
         "open_paths": list(TOKEN_FREE_METHODS),
         "credential_paths": CREDENTIAL_PATHS,
-        "open_prefixes": [f"/{s}/" for s in SHARED_SERVICES],
+        "open_prefixes": [*(f"/{s}/" for s in SHARED_SERVICES), AUTH_PREFIX],
         "jwks_host": jwks_endpoint.host,
         "jwks_port": jwks_endpoint.port,
         "jwks_type": "STATIC" if jwks_endpoint.is_ip else "STRICT_DNS",
@@ -321,15 +335,17 @@ def render_sds(settings: EdgeSettings) -> dict[str, str]:
     def watched(path: str) -> dict[str, str]:
         return {"path": str(Path(path).parent)}
 
-    certificate = {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-        "name": EDGE_CERTIFICATE,
-        "tls_certificate": {
-            "certificate_chain": {"filename": tls.cert},
-            "private_key": {"filename": tls.key},
-            "watched_directory": watched(tls.cert),
-        },
-    }
+    def certificate(name: str, cert: str, key: str) -> dict[str, Any]:
+        return {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+            "name": name,
+            "tls_certificate": {
+                "certificate_chain": {"filename": cert},
+                "private_key": {"filename": key},
+                "watched_directory": watched(cert),
+            },
+        }
+
     authority = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
         "name": EDGE_CA,
@@ -338,10 +354,18 @@ def render_sds(settings: EdgeSettings) -> dict[str, str]:
             "watched_directory": watched(tls.ca),
         },
     }
+    secrets = {
+        EDGE_CERTIFICATE: certificate(EDGE_CERTIFICATE, tls.cert, tls.key),
+        EDGE_CA: authority,
+    }
+    if tls.server_cert:
+        secrets[EDGE_SERVER_CERTIFICATE] = certificate(
+            EDGE_SERVER_CERTIFICATE, tls.server_cert, tls.server_key
+        )
     header = "# HACS edge secret, rendered by mesh/envoy/render.py (JSON is YAML).\n"
     return {
-        tls.sds_path(EDGE_CERTIFICATE): header + json.dumps({"resources": [certificate]}, indent=2),
-        tls.sds_path(EDGE_CA): header + json.dumps({"resources": [authority]}, indent=2),
+        tls.sds_path(name): header + json.dumps({"resources": [secret]}, indent=2)
+        for name, secret in secrets.items()
     }
 
 

@@ -272,3 +272,19 @@ async def test_envoy_serves_a_rotated_certificate_without_a_restart(mesh: dict[s
     else:
         raise AssertionError("Envoy still serves the old certificate after 10 s")
     assert not await refused(mesh["edge"], client(tls))
+
+
+def test_browser_sign_in_routes_reach_the_tenant_service_through_the_edge(
+    mesh: dict[str, str],
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    tls = Path(mesh["tls"])
+    context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+    context.load_cert_chain(tls / "client.pem", tls / "client-key.pem")
+    url = f"https://{mesh['edge']}/auth/oidc/{TENANT}/nobody/login?return_to=x"
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(url, timeout=10, context=context)
+    assert caught.value.code == 404  # HACS's own answer: no such provider
+    assert "Sign-in failed" in caught.value.read().decode()

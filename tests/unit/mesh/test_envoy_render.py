@@ -67,8 +67,13 @@ def service_clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def routes(config: dict[str, Any]) -> dict[str, str]:
+    """The gRPC routes (browser sign-in's /auth/ aside)."""
     [vhost] = hcm(config)["route_config"]["virtual_hosts"]
-    return {r["match"]["prefix"]: r["route"]["cluster"] for r in vhost["routes"]}
+    return {
+        r["match"]["prefix"]: r["route"]["cluster"]
+        for r in vhost["routes"]
+        if r["match"]["prefix"] != "/auth/"
+    }
 
 
 def search_replicas() -> EdgeSettings:
@@ -162,7 +167,8 @@ def test_upstream_clusters_speak_http2_with_keepalive() -> None:
 def test_routes_never_time_out_long_streams() -> None:
     config = yaml.safe_load(render(all_in_one()))
     [vhost] = hcm(config)["route_config"]["virtual_hosts"]
-    assert {r["route"]["timeout"] for r in vhost["routes"]} == {"0s"}
+    grpc_routes = [r for r in vhost["routes"] if r["match"]["prefix"] != "/auth/"]
+    assert {r["route"]["timeout"] for r in grpc_routes} == {"0s"}
     assert hcm(config)["stream_idle_timeout"] == "300s"
 
 
@@ -189,6 +195,7 @@ def test_jwt_rules_leave_only_token_issue_health_and_reflection_open() -> None:
         "/hacs.tenant.v1.TenantService/ExchangeToken",  # a provider's token in the request
         "/hacs.tenant.v1.TenantService/SignInWithPassword",  # a directory password
         "/hacs.tenant.v1.TenantService/GetJwks",
+        "/auth/",  # browser sign-in: the provider's redirect carries no HACS token
         *SHARED_PREFIXES,
     }
     assert jwt_authn["rules"][-1] == {
@@ -268,6 +275,7 @@ def test_calls_without_a_token_are_limited_per_client_and_method() -> None:
     assert re.match(regex, TOKEN_PATH)
     assert not re.match(regex, "/hacs.tenant.v1.TenantService/GetJwks")
     assert not re.match(regex, "/hacs.tenant.v1.TenantService/IssueTokenX")
+    assert re.match(regex, "/auth/oidc/ward/hospital/callback?code=x&state=y")
     assert other[2]["header_value_match"]["expect_match"] is False
     assert other[3]["request_headers"] == {"header_name": ":path", "descriptor_key": "method"}
     per_client = {
@@ -411,3 +419,11 @@ def test_tls_settings_are_checked(tmp_path: Path) -> None:
 def config_cluster(config: dict[str, Any], name: str) -> dict[str, Any]:
     [cluster] = [c for c in config["static_resources"]["clusters"] if c["name"] == name]
     return cluster
+
+
+def test_browser_sign_in_goes_to_the_tenant_services_http_port() -> None:
+    config = yaml.safe_load(render(mesh()))
+    [vhost] = hcm(config)["route_config"]["virtual_hosts"]
+    [auth] = [r for r in vhost["routes"] if r["match"].get("prefix") == "/auth/"]
+    assert auth["route"]["cluster"] == JWKS_CLUSTER
+    assert vhost["routes"].index(auth) == 0  # before any service prefix
