@@ -18,6 +18,7 @@ from services.tenant.identity.admin import IdentityProviders
 from services.tenant.identity.browser import BrowserSignIn
 from services.tenant.identity.oidc import OidcVerifier
 from services.tenant.identity.providers import ProviderStore
+from services.tenant.identity.saml import SamlSignIn
 from services.tenant.identity.service import Identity
 from services.tenant.identity.sign_in import SignIns
 from services.tenant.reports import TenantReports
@@ -56,6 +57,7 @@ async def tenant_servicer(kernel: Kernel) -> TenantServicer:
     sign_ins = SignIns(store, providers, issuer, platform.audit, platform.admission.announce)
     identity = Identity(sign_ins, providers, oidc)
     platform.http_routes.extend(BrowserSignIn(sign_ins, providers, oidc).routes())
+    platform.http_routes.extend(SamlSignIn(sign_ins, providers).routes())
     sync = asyncio.create_task(
         identity.sync_forever(lambda: tenant_ids(platform.db)), name="ldap-deprovisioning"
     )

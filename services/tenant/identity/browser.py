@@ -65,10 +65,10 @@ class BrowserSignIn:
             config = OidcConfig.of(provider.config)
             return_to = request.query.get("return_to", "")
             if not config.redirect_uri or return_to not in config.return_urls:
-                return _page(400, "return_to is not one of this provider's return URLs")
+                return page(400, "return_to is not one of this provider's return URLs")
             authorize = await self._oidc.endpoint(config.issuer, "authorization_endpoint")
         except HacsError as exc:
-            return _page(STATUS.get(exc.reason, 500), str(exc))
+            return page(STATUS.get(exc.reason, 500), str(exc))
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
         async with self._store.transaction(tenant_id) as tx:
@@ -97,14 +97,14 @@ class BrowserSignIn:
         tenant_id, provider_id = request.match_info["tenant"], request.match_info["provider"]
         state = request.query.get("state", "")
         if not state or len(state) > 200:
-            return _page(400, "the sign-in has no state; start again")
+            return page(400, "the sign-in has no state; start again")
         async with self._store.transaction(tenant_id) as tx:
             kept = await tx.take_nonce(tenant_id, STATE, state, provider_id)
         if kept is None:
-            return _page(400, "this sign-in is unknown, used already or too old; start again")
+            return page(400, "this sign-in is unknown, used already or too old; start again")
         if "error" in request.query:
             reason = request.query.get("error_description") or request.query["error"]
-            return _page(401, f"the identity provider did not sign you in: {reason}")
+            return page(401, f"the identity provider did not sign you in: {reason}")
         try:
             provider = await self._sign_ins.provider(tenant_id, provider_id, "oidc")
             config = OidcConfig.of(provider.config)
@@ -115,7 +115,7 @@ class BrowserSignIn:
             person = await self._oidc.verify(config, id_token, ID_TOKEN, nonce=kept["nonce"])
             signed = await self._sign_ins.complete(provider, person, METHOD, 0, [])
         except HacsError as exc:
-            return _page(STATUS.get(exc.reason, 500), str(exc))
+            return page(STATUS.get(exc.reason, 500), str(exc))
         expires_in = int((signed.token.expire_time - utcnow()).total_seconds())
         fragment = urlencode(
             {
@@ -128,7 +128,7 @@ class BrowserSignIn:
         raise web.HTTPFound(f"{kept['return_to']}#{fragment}")
 
 
-def _page(status: int, message: str) -> web.Response:
+def page(status: int, message: str) -> web.Response:
     """A small page a person can read; never cached."""
     body = (
         "<!doctype html><meta charset=utf-8><title>HACS sign-in</title>"
