@@ -641,3 +641,17 @@ def test_envoy_accepts_the_charts_tls_edge_with_real_certificates(
     (moved[envoy_chart.TLS_DIR] / "ca.crt").unlink()
     with pytest.raises(AssertionError, match=r"ca\.crt"):
         validate(static)
+
+
+def test_identity_provider_secrets_reach_the_tenant_pods_only() -> None:
+    objects = helm_render(ISTIO, "identity.existingSecret=hacs-identity")
+    deployments = of_kind(objects, "Deployment")
+    for name, deployment in deployments.items():
+        if name == "hacs-tenant":
+            assert _volumes(deployment)["identity"]["secret"]["secretName"] == "hacs-identity"
+            assert _mounts(deployment)["identity"]["mountPath"] == "/var/run/hacs/identity"
+            assert _mounts(deployment)["identity"]["readOnly"] is True
+        else:
+            assert "identity" not in _volumes(deployment), name
+    without = of_kind(helm_render(ISTIO), "Deployment")["hacs-tenant"]
+    assert "identity" not in _volumes(without)
