@@ -372,9 +372,13 @@ def decode_key(text: str) -> Key | None:
     try:
         tenant_id, hour, metric, dimension = json.loads(text)
         moment = datetime.fromisoformat(hour)
-    except (ValueError, TypeError):
+        if moment.tzinfo is None:
+            return None
+        moment = moment.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError):
         return None
-    if moment.tzinfo is None or not all(isinstance(s, str) for s in (tenant_id, metric, dimension)):
+    # Printable text only: a NUL or a lone surrogate would reach the database's driver.
+    if not all(isinstance(s, str) and s.isprintable() for s in (tenant_id, metric, dimension)):
         return None
     return (tenant_id, moment, metric, dimension)
 

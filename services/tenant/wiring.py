@@ -6,6 +6,7 @@ import grpc
 from hacs.tenant.v1 import tenant_service_pb2_grpc
 
 from services.kernel.modules import Kernel
+from services.kernel.tenancy.standing import tenant_ids
 from services.tenant.actors import ActorDirectory
 from services.tenant.api_keys import ApiKeys
 from services.tenant.bootstrap import OPERATOR_KEY_FILE, ensure_platform, ensure_service_actor
@@ -45,7 +46,9 @@ async def tenant_servicer(kernel: Kernel) -> TenantServicer:
             max_ttl_seconds=settings.token_max_ttl_seconds,
         ),
         keys=keys,
-        reports=TenantReports(platform.usage, platform.audit),
+        reports=TenantReports(
+            platform.usage, platform.audit, platform.metering, lambda: tenant_ids(platform.db)
+        ),
     )
 
 
