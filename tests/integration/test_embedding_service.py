@@ -133,3 +133,75 @@ async def test_rerank_without_a_reranker_says_what_to_do(platform: Harness) -> N
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "register" in (caught.value.details() or "").lower()
+
+
+async def test_embedding_tokens_are_metered_and_the_monthly_quota_refuses_with_retry_info(
+    platform: Harness,
+) -> None:
+    """The tokens of a known batch, counted with the model's own tokenizer, are the tenant's
+    usage; a quota of exactly that many lets the call through and refuses the next."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from hacs.tenant.v1 import tenant_pb2
+    from hacs.tenant.v1 import tenant_service_pb2 as tpb
+    from transformers import AutoTokenizer
+
+    from services.common.db.base import utcnow
+    from services.common.runtime.quotas import period_of
+    from services.kernel.embedding.model_config import read_model_config
+
+    model = "models/all-minilm-l6-v2"
+    texts = [
+        "blood pressure 150/95",
+        "Metformin is contraindicated when the eGFR is below 30 mL/min/1.73 m2.",
+        "word " * 400,  # cut to the model's maximum: only what was encoded counts
+    ]
+    config = read_model_config(model, shipped_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(str(shipped_model_path()), local_files_only=True)
+    counted = [
+        len(ids) for ids in tokenizer([config.document_prefix + t for t in texts])["input_ids"]
+    ]
+    expected = sum(min(n, config.max_length) for n in counted)
+    assert counted == [7, 26, 402] and expected == 7 + 26 + 256
+
+    tenant = await platform.new_tenant(
+        limits=tenant_pb2.TenantLimits(embedding_tokens_per_month=expected)  # type: ignore[arg-type]
+    )
+    _, agent = await platform.new_actor(tenant, "scribe", "agent")
+    reply = await stub(platform).Embed(
+        pb.EmbedRequest(model=model, texts=texts), metadata=bearer(agent)
+    )
+    assert sum(e.token_count for e in reply.embeddings) == expected
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # at the quota: the next call waits
+        await stub(platform).Embed(pb.EmbedRequest(model=model, texts=["asthma"]),
+                                   metadata=bearer(agent))  # fmt: skip
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = error_details(refused.value)
+    month_end = period_of("month", utcnow())[1]
+    delay = details["RetryInfo"].retry_delay.seconds
+    assert 0 < (month_end - utcnow()).total_seconds() - delay < 60
+    assert details["QuotaFailure"].violations[0].subject == tenant.name
+    assert f"used {expected:,} of its {expected:,} embedding tokens" in (
+        refused.value.details() or ""
+    )
+    other = await platform.new_tenant()  # another tenant's quota is its own
+    await stub(platform).Embed(pb.EmbedRequest(model=model, texts=["asthma"]),
+                               metadata=bearer(other.admin_token))  # fmt: skip
+
+    now = utcnow()
+    usage = await platform.tenant.ExportUsage(
+        tpb.ExportUsageRequest(
+            parent=tenant.name,
+            start_time=Timestamp(seconds=int(now.timestamp()) - 3600),
+            end_time=Timestamp(seconds=int(now.timestamp()) + 1),
+            metrics=["embedding_tokens", "errors"],
+        ),
+        metadata=bearer(tenant.admin_token),
+    )
+    found: dict[tuple[str, str], int] = {}
+    for row in usage.rows:  # summed over hours: the calls may straddle one
+        found[(row.metric, row.dimension)] = found.get((row.metric, row.dimension), 0) + row.value
+    assert found == {
+        ("embedding_tokens", model): expected,
+        ("errors", "/hacs.embedding.v1.EmbeddingService/Embed"): 1,
+    }
