@@ -205,3 +205,53 @@ async def test_embedding_tokens_are_metered_and_the_monthly_quota_refuses_with_r
         ("embedding_tokens", model): expected,
         ("errors", "/hacs.embedding.v1.EmbeddingService/Embed"): 1,
     }
+
+
+async def test_a_platform_service_embedding_for_a_tenant_is_counted_for_that_tenant(
+    platform: Harness,
+) -> None:
+    """The header naming the tenant is believed from platform callers (the services' own
+    actor, as search and RAG pods call the embedding pods) and ignored from anyone else."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from hacs.tenant.v1 import tenant_service_pb2 as tpb
+
+    from services.common.db.base import utcnow
+    from services.common.usage_attribution import USAGE_TENANT_HEADER
+    from services.tenant.api_keys import new_secret
+    from services.tenant.bootstrap import ensure_service_actor
+    from services.tenant.store import TenantStore
+
+    assert platform.server.platform is not None
+    service_key = new_secret("platform")[1]  # HACS_BOOTSTRAP_SERVICE_KEY, installed as at start
+    await ensure_service_actor(TenantStore(platform.server.platform.db), service_key=service_key)
+    model = "models/all-minilm-l6-v2"
+    served = await platform.new_tenant()
+    meddler = await platform.new_tenant()
+    operator = await platform.operator_token()
+    on_behalf = (
+        *bearer(await platform.token(service_key)),
+        (USAGE_TENANT_HEADER, served.tenant_id),
+    )
+    first = await stub(platform).Embed(
+        pb.EmbedRequest(model=model, texts=["chest pain on exertion"]), metadata=on_behalf
+    )
+    spoofed = (*bearer(meddler.admin_token), (USAGE_TENANT_HEADER, served.tenant_id))
+    second = await stub(platform).Embed(
+        pb.EmbedRequest(model=model, texts=["shortness of breath at night"]), metadata=spoofed
+    )
+    now = int(utcnow().timestamp())
+
+    async def tokens(tenant_name: str) -> int:
+        usage = await platform.tenant.ExportUsage(
+            tpb.ExportUsageRequest(
+                parent=tenant_name,
+                start_time=Timestamp(seconds=now - 3600),
+                end_time=Timestamp(seconds=now + 1),
+                metrics=["embedding_tokens"],
+            ),
+            metadata=bearer(operator),
+        )
+        return sum(r.value for r in usage.rows)
+
+    assert await tokens(served.name) == first.embeddings[0].token_count
+    assert await tokens(meddler.name) == second.embeddings[0].token_count
