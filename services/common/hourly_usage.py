@@ -15,7 +15,8 @@ Counters are counted in memory on the request path and flushed every few
 seconds (and at shutdown) as upserts that *add*, so any number of processes
 writing the same bucket sum correctly. Each tenant's rows go in one
 transaction, in key order: two flushes on PostgreSQL lock shared rows in the
-same order and never deadlock. A failed flush keeps its counts for the next.
+same order and never deadlock. A tenant's rows that cannot be written are kept
+for the next flush, and do not hold back the other tenants'.
 
 Active actors are counted exactly however many processes see them: each
 (tenant, hour, actor) goes to `usage_active_actors` with ON CONFLICT DO
@@ -66,6 +67,7 @@ COUNTERS = (CALLS, ERRORS, EMBEDDING_TOKENS, LLM_INPUT_TOKENS, LLM_OUTPUT_TOKENS
 GAUGES = (RECORDS_STORED, VECTORS_STORED)
 METRICS = (*COUNTERS, ACTIVE_ACTORS, *GAUGES)
 
+DIMENSION_CHARS = 200
 ROWS_PER_STATEMENT = 500  # 5 bound values a row: far below SQLite's and asyncpg's limits
 
 
@@ -75,7 +77,7 @@ class UsageHourRow(Base):
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
     metric: Mapped[str] = mapped_column(String(40), primary_key=True)
-    dimension: Mapped[str] = mapped_column(String(200), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(DIMENSION_CHARS), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
@@ -144,6 +146,7 @@ class HourlyMeter:
     def add(self, tenant_id: str, metric: str, dimension: str, amount: int) -> None:
         if amount > 0:
             hour = hour_of(self.clock())
+            dimension = dimension[:DIMENSION_CHARS]  # the column's width, on every backend
             self._counters[(tenant_id, hour, metric, dimension)] += amount
             self._totals.setdefault(tenant_id, Counter())[(metric, hour)] += amount
 
@@ -219,35 +222,45 @@ class HourlyMeter:
     ) -> None:
         now = hour_of(self.clock())
         self._forget_before(now)
-        tenants = sorted({k[0] for k in counters} | {a[0] for a in actors})
-        for position, tenant_id in enumerate(tenants):
+        by_tenant: dict[str, dict[Key, int]] = {}
+        for key, n in counters.items():
+            by_tenant.setdefault(key[0], {})[key] = n
+        seen_by_tenant: dict[str, list[tuple[str, datetime, str]]] = {}
+        for seen_actor in actors:
+            seen_by_tenant.setdefault(seen_actor[0], []).append(seen_actor)
+        failure: Exception | None = None
+        for tenant_id in sorted(by_tenant.keys() | seen_by_tenant.keys()):
+            mine = by_tenant.get(tenant_id, {})
+            seen = sorted(seen_by_tenant.get(tenant_id, []))
             try:
                 gauges = await self._sample(tenant_id, now)
-                mine = {k: n for k, n in counters.items() if k[0] == tenant_id}
-                seen = sorted(a for a in actors if a[0] == tenant_id)
-                await self._write(tenant_id, mine, seen, gauges)
-            except Exception:
-                # Put back what was not written, so the next flush carries it.
-                rest = set(tenants[position:])
-                self._counters.update({k: n for k, n in counters.items() if k[0] in rest})
-                self._actors |= {a for a in actors if a[0] in rest}
-                for tenant in rest & totals.keys():
-                    self._totals.setdefault(tenant, Counter()).update(totals[tenant])
-                raise
+                await self._write(tenant_id, mine, seen, gauges or {})
+            except Exception as exc:
+                # Put back what was not written, so the next flush carries it; the other
+                # tenants' rows are still written (one tenant's failure must not hold them).
+                log.exception("hourly usage of %s not written; kept for the next flush", tenant_id)
+                self._counters.update(mine)
+                self._actors.update(seen)
+                if tenant_id in totals:
+                    self._totals.setdefault(tenant_id, Counter()).update(totals.pop(tenant_id))
+                failure = failure or exc
+                continue
             self._actors_written.update(seen)
-            if gauges:
+            if gauges is not None:
                 self._sampled.add((tenant_id, now))
+        if failure is not None:
+            raise failure
 
     def _forget_before(self, hour: datetime) -> None:
         self._actors_written = {a for a in self._actors_written if a[1] >= hour}
         self._sampled = {s for s in self._sampled if s[1] >= hour}
 
-    async def _sample(self, tenant_id: str, hour: datetime) -> dict[Key, int]:
-        """This hour's gauges of the tenant, unless this process sampled them already.
-        Read before the write's transaction opens: on SQLite a second one would wait
-        for the first."""
+    async def _sample(self, tenant_id: str, hour: datetime) -> dict[Key, int] | None:
+        """This hour's gauges of the tenant (None: this process sampled them already, or
+        samples none). Read before the write's transaction opens: on SQLite a second one
+        would wait for the first."""
         if not self._gauges or (tenant_id, hour) in self._sampled:
-            return {}
+            return None
         sampled: dict[Key, int] = {}
         for metric, source in self._gauges.items():
             try:
@@ -299,8 +312,12 @@ class HourlyMeter:
     # -- reading -----------------------------------------------------------------
 
     async def read(self, query: UsageQuery) -> list[UsageHour]:
-        """`read_usage`, after writing what this process counted so far."""
-        await self.flush()
+        """`read_usage`, after writing what this process counted so far (a tenant whose
+        rows cannot be written now does not stop the others' from being read)."""
+        try:
+            await self.flush()
+        except Exception:  # logged by the flush; its counts are kept for the next
+            log.warning("reading hourly usage without this process's last counts")
         return await read_usage(self._db, query)
 
     async def stored_total(self, tenant_id: str, metrics: Sequence[str], since: datetime) -> int:

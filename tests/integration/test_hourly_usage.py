@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -95,15 +96,20 @@ async def test_hours_pages_gauges_and_a_failed_flush(db: Database) -> None:
     now = NOON
     meter = HourlyMeter(db, clock=lambda: now)
     samples = iter([{"patients": 3, "observations": 5}, {"patients": 4, "observations": 0}])
+    sampled: list[str] = []
 
     async def records(tenant_id: str) -> dict[str, int]:
-        return next(samples)
+        sampled.append(tenant_id)
+        return next(samples) if tenant_id == "north" else {}
 
     meter.sample_with(RECORDS_STORED, records)
     meter.record_call("north", "nurse", GET, ok=True)
+    meter.record_call("south", "doc", GET, ok=True)
     await meter.flush()
     meter.record_call("north", "nurse", GET, ok=True)
-    await meter.flush()  # the same hour: not sampled again
+    meter.record_call("south", "doc", GET, ok=True)
+    await meter.flush()  # the same hour: neither is sampled again, an empty store neither
+    assert sampled == ["north", "south"]
     now = ONE
     meter.record_call("north", "nurse", GET, ok=False)
     await meter.flush()  # a new hour: sampled again, "nurse" is active again
@@ -129,17 +135,23 @@ async def test_hours_pages_gauges_and_a_failed_flush(db: Database) -> None:
     only = await read_usage(db, UsageQuery(["north"], ONE, ONE + timedelta(hours=1), [ERRORS]))
     assert [(r.metric, r.value) for r in only] == [(ERRORS, 1)]
 
-    # A flush that fails keeps its counts for the next one.
+    # A tenant whose rows cannot be written keeps them for the next flush, and does not
+    # hold back another tenant's.
     meter.add("north", EMBEDDING_TOKENS, "m", 7)
+    meter.add("south", EMBEDDING_TOKENS, "m", 5)
     write = meter._write
 
-    async def unreachable(*args: object) -> None:
-        raise ConnectionError("the database went away")
+    async def north_unreachable(tenant_id: str, *args: Any) -> None:
+        if tenant_id == "north":
+            raise ConnectionError("the database went away")
+        await write(tenant_id, *args)
 
-    meter._write = unreachable  # type: ignore[method-assign]
+    meter._write = north_unreachable  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         await meter.flush()
     assert meter.pending("north", [EMBEDDING_TOKENS], ONE) == 7
+    assert meter.pending("south", [EMBEDDING_TOKENS], ONE) == 0
+    assert await meter.stored_total("south", [EMBEDDING_TOKENS], ONE) == 5
     meter._write = write  # type: ignore[method-assign]
     await meter.flush()
     assert await meter.stored_total("north", [EMBEDDING_TOKENS], ONE) == 7
