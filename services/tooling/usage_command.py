@@ -8,7 +8,8 @@ services' database is reachable; no server needs to be up). The rows are those
 of ExportUsage (docs/usage.md): tenant, hour (UTC, ISO 8601), metric,
 dimension, value, in that order; CSV with a header line, or one JSON array of
 objects. What the serving processes counted in their last few seconds is not
-in the database yet (they flush every 5 s). Progress goes to standard error.
+in the database yet (they flush every 5 s). Progress goes to standard error; exit
+status 2 for a bad argument or an unknown tenant, 1 for a database it cannot read.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.common.db.engine import Database
 from services.common.hourly_usage import METRICS, UsageHour, UsageQuery, read_usage
@@ -85,24 +88,34 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     db = Database(settings.resolved_database_url, pool_size=2)
     try:
-        registered = await tenant_ids(db)
-        if args.all_tenants:
-            tenants = registered
-        elif args.tenant in registered:
-            tenants = [args.tenant]
-        else:
-            print(f"hacs usage export: no tenant {args.tenant!r}", file=sys.stderr)
-            return 2
-        if args.out == "-":
-            written = await _export(db, tenants, start, end, metrics, args.format, sys.stdout)
-        else:
-            out = await asyncio.to_thread(Path(args.out).open, "w", encoding="utf-8", newline="")
-            try:
-                written = await _export(db, tenants, start, end, metrics, args.format, out)
-            finally:
-                await asyncio.to_thread(out.close)
+        return await _run(db, args, start, end, metrics)
+    except SQLAlchemyError as exc:  # unreachable, or not migrated: say so, no traceback
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"hacs usage export: cannot read the database: {reason}", file=sys.stderr)
+        return 1
     finally:
         await db.close()
+
+
+async def _run(
+    db: Database, args: argparse.Namespace, start: datetime, end: datetime, metrics: list[str]
+) -> int:
+    registered = await tenant_ids(db)
+    if args.all_tenants:
+        tenants = registered
+    elif args.tenant in registered:
+        tenants = [args.tenant]
+    else:
+        print(f"hacs usage export: no tenant {args.tenant!r}", file=sys.stderr)
+        return 2
+    if args.out == "-":
+        written = await _export(db, tenants, start, end, metrics, args.format, sys.stdout)
+    else:
+        out = await asyncio.to_thread(Path(args.out).open, "w", encoding="utf-8", newline="")
+        try:
+            written = await _export(db, tenants, start, end, metrics, args.format, out)
+        finally:
+            await asyncio.to_thread(out.close)
     print(
         f"exported {written:,} rows of {len(tenants):,} tenant(s), "
         f"{start.isoformat()} to {end.isoformat()}",
