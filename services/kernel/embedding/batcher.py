@@ -8,10 +8,11 @@ bounded: when it is full callers are told to back off instead of piling up
 memory.
 
 Every text the model encodes passes here, so embedding tokens are metered
-here: per caller, the tokens its texts used (prefix and special tokens
+here: per request, the tokens its texts used (prefix and special tokens
 included, after truncation to the model's maximum: what the forward pass
-computed), counted for the tenant `usage_attribution` names, under the model's
-name. The tenant's monthly embedding quota is checked before its texts queue.
+computed, whether or not the caller still waits), counted for the tenant
+`usage_attribution` named when it queued, under the model's name. The tenant's
+monthly embedding quota is checked before its texts queue.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class _Pending:
     max_length: int
     normalize: bool
     future: asyncio.Future[Encoded]
+    payer: str  # the tenant its tokens are counted for
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -65,17 +67,6 @@ class MicroBatcher:
         payer = attribution()
         if self._quotas is not None and payer.own_call:
             await self._quotas.check(payer.tenant_id, EMBEDDING_TOKENS_PER_MONTH)
-        encoded = await self._queued(texts, max_length=max_length, normalize=normalize)
-        if self._meter is not None:
-            self._meter.add(
-                payer.tenant_id,
-                EMBEDDING_TOKENS,
-                self.encoder.config.name,
-                sum(encoded.token_counts),
-            )
-        return encoded
-
-    async def _queued(self, texts: list[str], *, max_length: int, normalize: bool) -> Encoded:
         if self._queued_texts + len(texts) > self._max_queued:
             raise Unavailable(
                 f"the embedding queue is full ({self._queued_texts} texts waiting); retry shortly"
@@ -86,7 +77,7 @@ class MicroBatcher:
             )
         future: asyncio.Future[Encoded] = asyncio.get_running_loop().create_future()
         self._queued_texts += len(texts)
-        await self._queue.put(_Pending(texts, max_length, normalize, future))
+        await self._queue.put(_Pending(texts, max_length, normalize, future, payer.tenant_id))
         return await future
 
     async def close(self) -> None:
@@ -140,6 +131,9 @@ class MicroBatcher:
         start = 0
         for pending in group:
             end = start + len(pending.texts)
+            if self._meter is not None:  # computed, so counted, even for a caller gone since
+                tokens = sum(result.token_counts[start:end])
+                self._meter.add(pending.payer, EMBEDDING_TOKENS, self.encoder.config.name, tokens)
             if not pending.future.done():
                 pending.future.set_result(
                     Encoded(
