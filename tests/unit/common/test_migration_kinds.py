@@ -28,7 +28,7 @@ VERSIONS = sorted((migrate.MIGRATIONS_DIR / "versions").glob("*.py"))
 # backfill that old writers' rows get again on the next upgrade (0005), a new table (0006),
 # nullable chain columns and a unique index old writers cannot violate (their rows have no
 # sequence, and NULLs never collide) (0007), new usage tables and tenant columns with a server
-# default (0008).
+# default (0009).
 EXPECTED = {
     "0001": EXPAND,
     "0002": EXPAND,
@@ -37,7 +37,7 @@ EXPECTED = {
     "0005": EXPAND,
     "0006": EXPAND,
     "0007": EXPAND,
-    "0008": EXPAND,
+    "0009": EXPAND,
 }
 # Alembic operations that remove, rename or tighten what older code may use.
 CONTRACTING_OPS = {

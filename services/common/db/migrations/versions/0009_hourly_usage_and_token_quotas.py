@@ -5,8 +5,8 @@
 both are tenant-owned and row-level secured. `tenants` gains the overrides of the plans'
 token quotas, `embedding_tokens_per_month` and `llm_tokens_per_day` (0: the plan's).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-21
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 from services.common.db.base import UtcDateTime
 from services.common.db.rls import disable_tenant_isolation, enable_tenant_isolation
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 # New tables, and columns with a server default: code written before it neither reads them
