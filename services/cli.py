@@ -11,6 +11,8 @@ hacs index backfill ...          rebuild Milvus and the lexical index from the d
 hacs fuzz [--requests N]         attack every RPC with generated and corrupted requests
 hacs certs [--rotate]            a development CA and TLS certificates (HACS_TLS=on)
 hacs audit checkpoint|verify|export  the hash-chained audit log: sign, check, hand over
+hacs usage export (--tenant T | --all-tenants) --from ISO --to ISO [--format csv|json]
+                                 usage per tenant and hour, for billing (docs/usage.md)
 hacs admin new-operator-key      print a fresh platform operator key for a Secret
 hacs admin new-service-key       print a fresh key for the services' calls to one another
 """
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from services.tooling import certs as certs_command
 
     audit_command.add_arguments(commands.add_parser("audit", help=audit_command.HELP))
+    from services.tooling import usage_command
+
+    usage_command.add_arguments(commands.add_parser("usage", help=usage_command.HELP))
 
     certs_command.add_arguments(commands.add_parser("certs", help=certs_command.HELP))
     admin = commands.add_parser("admin", help="operator utilities")
@@ -123,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "audit":
         return asyncio.run(audit_command.run(args, settings))
+    if args.command == "usage":
+        return asyncio.run(usage_command.run(args, settings))
     if args.command == "certs":
         return certs_command.run(args, settings.data_path)
     if args.command == "migrate":

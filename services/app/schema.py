@@ -7,7 +7,7 @@ place that imports them all.
 
 from __future__ import annotations
 
-from services.common import audit, usage  # noqa: F401  (registers tables)
+from services.common import audit, hourly_usage, usage  # noqa: F401  (registers tables)
 from services.common.db import compatibility  # noqa: F401  (registers hacs_schema_compat)
 from services.common.db.base import Base
 from services.kernel.embedding import registry as embedding_registry  # noqa: F401
@@ -27,6 +27,8 @@ TENANT_OWNED_TABLES = (
     "api_keys",
     "audit_events",
     "usage_counters",
+    "usage_hourly",
+    "usage_active_actors",
     "records",
     "record_versions",
     "record_codes",

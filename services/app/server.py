@@ -87,7 +87,7 @@ class HacsServer:
         open_methods = [m for spec in specs for m in spec.open_methods]
         chain = InterceptorChain(
             [
-                MetricsInterceptor(platform.usage),
+                MetricsInterceptor(platform.usage, platform.metering),
                 ErrorMappingInterceptor(),
                 AuthInterceptor(platform.verifier, open_methods),
                 AuditInterceptor(platform.audit),

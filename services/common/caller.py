@@ -75,6 +75,8 @@ class CallState:
     permission: str = ""
     resource: str = ""
     details: dict[str, str] = field(default_factory=dict)
+    # The tenant a platform service says it works for (usage_attribution.py); "" if none.
+    usage_tenant: str = ""
 
 
 _current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar(

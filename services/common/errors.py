@@ -106,13 +106,21 @@ class QuotaViolation:
 
 
 class QuotaExceeded(HacsError):
-    """A plan limit was reached (RESOURCE_EXHAUSTED with a QuotaFailure)."""
+    """A plan limit was reached (RESOURCE_EXHAUSTED with a QuotaFailure, and a RetryInfo
+    when waiting helps: `retry_after_seconds`)."""
 
     reason = "QUOTA_EXCEEDED"
 
-    def __init__(self, message: str, violations: list[QuotaViolation] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        violations: list[QuotaViolation] | None = None,
+        *,
+        retry_after_seconds: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.violations = violations or []
+        self.retry_after_seconds = retry_after_seconds
 
 
 class RateLimited(QuotaExceeded):
@@ -123,8 +131,8 @@ class RateLimited(QuotaExceeded):
             f"tenant {tenant_id!r} exceeded its limit of {calls_per_minute} calls per minute; "
             f"retry in {retry_after_seconds:.1f}s",
             [QuotaViolation(f"tenants/{tenant_id}", f"{calls_per_minute} calls per minute")],
+            retry_after_seconds=retry_after_seconds,
         )
-        self.retry_after_seconds = retry_after_seconds
 
 
 class SlowConsumer(QuotaExceeded):

@@ -72,6 +72,21 @@ class Kernel:
         self.platform = platform
         self.modules = resolve(modules)
         self._locks: dict[str, asyncio.Lock] = {}
+        if "records" in self.modules:
+            self._sample_records()
+
+    def _sample_records(self) -> None:
+        """The `records_stored` usage gauge: live records per collection (hourly_usage.py)."""
+        from services.common.hourly_usage import RECORDS_STORED
+        from services.kernel.records.store import RecordStore
+
+        store = RecordStore(self.platform.db)
+
+        async def sample(tenant_id: str) -> dict[str, int]:
+            async with store.transaction(tenant_id) as tx:
+                return await tx.live_records_by_collection()
+
+        self.platform.metering.sample_with(RECORDS_STORED, sample)
 
     def _require(self, name: str) -> None:
         if name not in self.modules:
@@ -122,6 +137,8 @@ class Kernel:
                 worker=settings.embedding_worker,
                 max_batch=settings.embedding_max_batch,
                 max_wait_ms=settings.embedding_max_wait_ms,
+                meter=self.platform.metering,
+                quotas=self.platform.quotas,
             )
             await registry.start()
             self.platform.on_close(registry.close)
@@ -152,6 +169,7 @@ class Kernel:
                     settings.service_api_key,
                     token_target=settings.tenant_url or None,
                     credentials=credentials,
+                    quotas=self.platform.quotas,
                 )
                 self.platform.on_close(remote.close)
                 return remote
@@ -177,7 +195,8 @@ class Kernel:
         self._require("vector_index")
 
         async def build() -> VectorIndex:
-            from services.kernel.retrieval.vector_index import VectorIndex
+            from services.common.hourly_usage import VECTORS_STORED
+            from services.kernel.retrieval.vector_index import KNOWLEDGE, RECORDS, VectorIndex
 
             registry = await self.models()
             settings = self.platform.settings
@@ -190,6 +209,12 @@ class Kernel:
             )
             await index.connect()
             self.platform.on_close(index.close)
+
+            async def sample(tenant_id: str) -> dict[str, int]:
+                """The `vectors_stored` usage gauge: the tenant's vectors per index kind."""
+                return {kind: await index.count(kind, tenant_id) for kind in (RECORDS, KNOWLEDGE)}
+
+            self.platform.metering.sample_with(VECTORS_STORED, sample)
             return index
 
         return await self._once("vector_index", build)

@@ -40,6 +40,7 @@ import numpy as np
 from hacs.records.v1 import record_pb2
 
 from services.common.db.engine import Database
+from services.common.usage_attribution import metered_as
 from services.kernel.embedding.embedder import Embedder
 from services.kernel.records.names import record_name
 from services.kernel.records.store import RecordStore
@@ -220,7 +221,8 @@ class MemoryIndex:
         """Vectors for new content: the whole memory (canonical) and each passage."""
         wholes = await asyncio.to_thread(_embedding_texts, [r for r, _ in fresh])
         parts = [passages(r.memory_block) for r, _ in fresh]
-        vectors = await self.embed([*wholes, *(p for ps in parts for p in ps)], query=False)
+        with metered_as(tenant_id):  # index upkeep: counted for the tenant, never refused
+            vectors = await self.embed([*wholes, *(p for ps in parts for p in ps)], query=False)
         at = len(wholes)
         for i, ((record, since), texts) in enumerate(zip(fresh, parts, strict=True)):
             pk = vector_id(tenant_id, memory_id(record.name))

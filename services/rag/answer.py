@@ -9,6 +9,13 @@ and saying so) unless the caller disallowed that: then FAILED_PRECONDITION
 when none is configured, UNAVAILABLE when all failed. When no chunk meets
 `min_relevance`, no provider is called and the answer says the knowledge
 base has no sufficient evidence.
+
+LLM tokens are metered here, for the caller's tenant, per attempt (failed
+ones too: providers bill what they processed), as `llm_input_tokens` and
+`llm_output_tokens` under "provider/model", from the usage each provider
+reports; the extractive path uses none. A tenant at its daily LLM token quota
+is refused (RESOURCE_EXHAUSTED) before anything is retrieved, when a provider
+would be asked.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from dataclasses import dataclass, field
 
 from services.common.caller import Caller
 from services.common.errors import Conflict, FieldViolation, Invalid, Unavailable
+from services.common.hourly_usage import LLM_INPUT_TOKENS, LLM_OUTPUT_TOKENS, HourlyMeter
+from services.common.runtime.quotas import LLM_TOKENS_PER_DAY, UsageQuotas
 from services.rag.citations import CitedSource, Validation, validate
 from services.rag.context import PatientContext
 from services.rag.extractive import Passage, extractive_answer
@@ -69,10 +78,18 @@ class AnswerResult:
 
 class Answerer:
     def __init__(
-        self, retriever: Retriever, store: KnowledgeStore, providers: Sequence[Provider]
+        self,
+        retriever: Retriever,
+        store: KnowledgeStore,
+        providers: Sequence[Provider],
+        *,
+        meter: HourlyMeter | None = None,
+        quotas: UsageQuotas | None = None,
     ) -> None:
         self._retriever = retriever
         self._store = store
+        self._meter = meter
+        self._quotas = quotas
         self._providers = {p.name: p for p in providers}
         self._order = [p.name for p in providers]
 
@@ -95,6 +112,8 @@ class Answerer:
     ) -> AsyncIterator[ContextReady | Delta | Reset | AnswerResult]:
         providers = self._chosen(q.providers)
         template = get_template(q.template, q.template_version)
+        if providers and self._quotas is not None:
+            await self._quotas.check(caller.tenant_id, LLM_TOKENS_PER_DAY)
         outcome = await self._retriever.retrieve(caller, q.retrieval)
         yield ContextReady(outcome)
         results = outcome.results
@@ -121,6 +140,7 @@ class Answerer:
             async for event in generate(providers, request):
                 if isinstance(event, Attempt):
                     result.attempts.append(event)
+                    self._meter_tokens(caller.tenant_id, event)
                 elif isinstance(event, Completed):
                     result.text, result.provider, result.model = (
                         event.text,
@@ -157,6 +177,13 @@ class Answerer:
             result.fallback_reason = fallback_reason
         result.validation = validate(result.text, await self._sources(results))
         yield result
+
+    def _meter_tokens(self, tenant_id: str, attempt: Attempt) -> None:
+        if self._meter is None:
+            return
+        dimension = f"{attempt.provider}/{attempt.model}"
+        self._meter.add(tenant_id, LLM_INPUT_TOKENS, dimension, attempt.prompt_tokens)
+        self._meter.add(tenant_id, LLM_OUTPUT_TOKENS, dimension, attempt.completion_tokens)
 
     async def _sources(self, results: list[Retrieved]) -> list[CitedSource]:
         """The retrieved chunks by marker, each checked to still exist now."""

@@ -70,7 +70,13 @@ def rag_servicer(kernel: Kernel, provider_configs: list[ProviderConfig]) -> RagS
             documents=Documents(store, index, lexical),
             ingest=Ingest(store, indexer, platform.settings.rag_max_document_bytes),
             retriever=retriever,
-            answerer=Answerer(retriever, store, providers.build(provider_configs, session)),
+            answerer=Answerer(
+                retriever,
+                store,
+                providers.build(provider_configs, session),
+                meter=platform.metering,
+                quotas=platform.quotas,
+            ),
         )
 
     lock = asyncio.Lock()  # two first calls at once must not build two of everything

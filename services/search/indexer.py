@@ -27,6 +27,7 @@ from hacs.records.v1 import record_pb2
 
 from services.common.change_bus import ChangeBus
 from services.common.db.engine import Database
+from services.common.usage_attribution import metered_as
 from services.kernel.embedding.embedder import Embedder
 from services.kernel.records import derive
 from services.kernel.records.derive import parse_fhir_date
@@ -188,7 +189,8 @@ class RecordIndexer:
     async def _write(self, tenant_id: str, docs: list[IndexDoc]) -> None:
         for start in range(0, len(docs), EMBED_BATCH):
             batch = docs[start : start + EMBED_BATCH]
-            vectors = await self._embedder.embed([d.text for d in batch], query=False)
+            with metered_as(tenant_id):  # the tenant's tokens; never refused (usage_attribution)
+                vectors = await self._embedder.embed([d.text for d in batch], query=False)
             for doc, vector in zip(batch, vectors, strict=True):
                 doc.vector = vector
             # The caller waits until readable once per round, not per batch.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from hacs.tenant.v1 import tenant_service_pb2 as pb
 from hacs.tenant.v1 import tenant_service_pb2_grpc as pb_grpc
 
@@ -27,7 +29,7 @@ from services.tenant.identity import validation as identity_validation  # noqa: 
 from services.tenant.identity.admin import IdentityProviders
 from services.tenant.identity.rpcs import IdentityRpcs
 from services.tenant.identity.service import Identity
-from services.tenant.reports import TenantReports
+from services.tenant.reports import ALL_TENANTS, TenantReports, UsageExport
 from services.tenant.tenants import FIRST_ADMIN_ID, TenantAdmin
 from services.tenant.token_issuer import TokenIssuer
 
@@ -234,6 +236,35 @@ class TenantServicer(IdentityRpcs, pb_grpc.TenantServiceServicer):
                 for r in records
             ],
             total_calls=sum(r.calls for r in records),
+        )
+
+    async def ExportUsage(
+        self, request: pb.ExportUsageRequest, context: ServicerContext
+    ) -> pb.ExportUsageResponse:
+        everyone = request.parent == ALL_TENANTS
+        rows, token = await self._reports.export_usage(
+            current_caller(),
+            UsageExport(
+                tenant_id=None if everyone else names.tenant_of(request.parent),
+                start=request.start_time.ToDatetime(tzinfo=UTC),
+                end=request.end_time.ToDatetime(tzinfo=UTC),
+                metrics=list(request.metrics),
+                page_size=page_size(request.page_size, default=1_000, maximum=10_000),
+                page_token=request.page_token,
+            ),
+        )
+        return pb.ExportUsageResponse(
+            rows=[
+                pb.HourlyUsage(
+                    tenant=f"tenants/{r.tenant_id}",
+                    hour=timestamp(r.hour),
+                    metric=r.metric,
+                    dimension=r.dimension,
+                    value=r.value,
+                )
+                for r in rows
+            ],
+            next_page_token=token,
         )
 
     async def ListAuditEvents(

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db.engine import Database
-from services.kernel.tenancy.plans import Limits
+from services.kernel.tenancy.standing import limit_overrides
 from services.kernel.tenancy.tables import ActorRow, ApiKeyRow, TenantRow
 from services.tenant.models import Actor, ApiKey, Tenant
 
@@ -201,6 +201,8 @@ def _tenant_columns(tenant: Tenant) -> dict[str, Any]:
         "max_users": tenant.limit_overrides.max_users,
         "max_patients": tenant.limit_overrides.max_patients,
         "calls_per_minute": tenant.limit_overrides.calls_per_minute,
+        "embedding_tokens_per_month": tenant.limit_overrides.embedding_tokens_per_month,
+        "llm_tokens_per_day": tenant.limit_overrides.llm_tokens_per_day,
         "state": tenant.state,
         "labels": dict(tenant.labels),
         "update_time": tenant.update_time,
@@ -228,7 +230,7 @@ def _tenant(row: TenantRow) -> Tenant:
         id=row.id,
         display_name=row.display_name,
         plan=row.plan,
-        limit_overrides=Limits(row.max_users, row.max_patients, row.calls_per_minute),
+        limit_overrides=limit_overrides(row),
         state=row.state,
         labels=dict(row.labels or {}),
         create_time=row.create_time,

@@ -26,6 +26,8 @@ UPDATABLE_FIELDS = (
     "limits.max_users",
     "limits.max_patients",
     "limits.calls_per_minute",
+    "limits.embedding_tokens_per_month",
+    "limits.llm_tokens_per_day",
     "labels",
 )
 

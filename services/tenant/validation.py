@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from hacs.tenant.v1 import tenant_pb2
 from hacs.tenant.v1 import tenant_service_pb2 as pb
 
 from services.common import names
+from services.common.hourly_usage import METRICS
 from services.common.permissions import ROLES, SECURITY_LEVELS, is_valid_permission
 from services.common.validation import Violations, validates
 from services.tenant.actors import UPDATABLE_FIELDS as ACTOR_FIELDS
+from services.tenant.reports import ALL_TENANTS, MAX_EXPORT_DAYS
 from services.tenant.tenants import UPDATABLE_FIELDS as TENANT_FIELDS
 
 MAX_TTL_FIELD = 24 * 3600
@@ -34,7 +38,13 @@ def _actor_fields(
 
 
 def _limits(v: Violations, prefix: str, limits: tenant_pb2.TenantLimits) -> None:
-    for field in ("max_users", "max_patients", "calls_per_minute"):
+    for field in (
+        "max_users",
+        "max_patients",
+        "calls_per_minute",
+        "embedding_tokens_per_month",
+        "llm_tokens_per_day",
+    ):
         if getattr(limits, field) < 0:
             v.add(f"{prefix}.{field}", "must not be negative (0 means the plan's default)")
 
@@ -157,6 +167,35 @@ def _get_usage(r: pb.GetUsageRequest, v: Violations) -> None:
     both = r.HasField("start_time") and r.HasField("end_time")
     if both and r.end_time.ToDatetime() <= r.start_time.ToDatetime():
         v.add("end_time", "must be after start_time")
+
+
+@validates(pb.ExportUsageRequest)
+def _export_usage(r: pb.ExportUsageRequest, v: Violations) -> None:
+    named = r.parent == ALL_TENANTS or names.TENANT.match(r.parent)
+    if v.required("parent", r.parent) and not named:
+        v.add(
+            "parent",
+            f"{r.parent!r} is neither a tenant ('tenants/{{tenant}}') nor every tenant "
+            f"({ALL_TENANTS!r})",
+        )
+    for field in ("start_time", "end_time"):
+        if not r.HasField(field):
+            v.add(field, "is required (a UTC time; rows are per hour)")
+    if r.HasField("start_time") and r.HasField("end_time"):
+        span = r.end_time.ToDatetime() - r.start_time.ToDatetime()
+        if span <= timedelta(0):
+            v.add("end_time", "must be after start_time")
+        elif span > timedelta(days=MAX_EXPORT_DAYS):
+            v.add(
+                "end_time",
+                f"is more than {MAX_EXPORT_DAYS} days after start_time; export in parts",
+            )
+    for i, metric in enumerate(r.metrics):
+        if metric not in METRICS:
+            v.add(f"metrics[{i}]", f"{metric!r} is not one of: {', '.join(METRICS)}")
+        elif metric in r.metrics[:i]:
+            v.add(f"metrics[{i}]", f"{metric!r} is listed twice")
+    v.page(r.page_size)
 
 
 @validates(pb.ListAuditEventsRequest)

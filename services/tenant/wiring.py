@@ -68,7 +68,9 @@ async def tenant_servicer(kernel: Kernel) -> TenantServicer:
         api_keys=ApiKeys(store, on_change=platform.admission.announce),
         issuer=issuer,
         keys=keys,
-        reports=TenantReports(platform.usage, platform.audit),
+        reports=TenantReports(
+            platform.usage, platform.audit, platform.metering, lambda: tenant_ids(platform.db)
+        ),
         providers=IdentityProviders(providers),
         identity=identity,
     )

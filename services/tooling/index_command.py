@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from services.common.settings import Settings
+from services.common.usage_attribution import metered_as
 
 if TYPE_CHECKING:
     from services.kernel.modules import Kernel
@@ -88,7 +89,10 @@ async def run(args: Any) -> int:
         for tenant_id in tenants:
             for name in INDEXES:
                 if name in indexes:
-                    rebuilt = await _rebuild(kernel, name, tenant_id, args.batch_size, args.json)
+                    with metered_as(tenant_id):  # its embedding tokens (docs/usage.md)
+                        rebuilt = await _rebuild(
+                            kernel, name, tenant_id, args.batch_size, args.json
+                        )
                     done.append(rebuilt)
                     if not args.json:
                         print(

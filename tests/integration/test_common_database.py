@@ -157,18 +157,18 @@ async def test_existing_memories_get_their_owner_when_the_schema_moves_to_0005(
         now = utcnow()
         body = {"memory_block": {"agent": "tenants/north/actors/agent-b", "content": "x"}}
         async with db.transaction("north") as s:
-            s.add(
-                TenantRow(
+            # Core inserts of the columns 0004 has (the models know later ones).
+            await s.execute(
+                insert(TenantRow).values(
                     id="north", display_name="north", plan="free", max_users=0,
                     max_patients=0, calls_per_minute=0, state="active", labels={},
                     create_time=now, update_time=now, version=1,
                 )
             )  # fmt: skip
-            await s.flush()
             for sequence, (collection, record_id, document) in enumerate(
                 (("memoryBlocks", "m-1", body), ("patients", "p-1", {"patient": {}})), start=1
             ):
-                # Core inserts of the columns 0004 has (the models already know `owner`).
+                # The records too (the models already know `owner`).
                 await s.execute(
                     insert(RecordRow).values(
                         tenant_id="north", collection=collection, id=record_id, version=1,

@@ -133,3 +133,125 @@ async def test_rerank_without_a_reranker_says_what_to_do(platform: Harness) -> N
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "register" in (caught.value.details() or "").lower()
+
+
+async def test_embedding_tokens_are_metered_and_the_monthly_quota_refuses_with_retry_info(
+    platform: Harness,
+) -> None:
+    """The tokens of a known batch, counted with the model's own tokenizer, are the tenant's
+    usage; a quota of exactly that many lets the call through and refuses the next."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from hacs.tenant.v1 import tenant_pb2
+    from hacs.tenant.v1 import tenant_service_pb2 as tpb
+    from transformers import AutoTokenizer
+
+    from services.common.db.base import utcnow
+    from services.common.runtime.quotas import period_of
+    from services.kernel.embedding.model_config import read_model_config
+
+    model = "models/all-minilm-l6-v2"
+    texts = [
+        "blood pressure 150/95",
+        "Metformin is contraindicated when the eGFR is below 30 mL/min/1.73 m2.",
+        "word " * 400,  # cut to the model's maximum: only what was encoded counts
+    ]
+    config = read_model_config(model, shipped_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(str(shipped_model_path()), local_files_only=True)
+    counted = [
+        len(ids) for ids in tokenizer([config.document_prefix + t for t in texts])["input_ids"]
+    ]
+    expected = sum(min(n, config.max_length) for n in counted)
+    assert counted == [7, 26, 402] and expected == 7 + 26 + 256
+
+    tenant = await platform.new_tenant(
+        limits=tenant_pb2.TenantLimits(embedding_tokens_per_month=expected)  # type: ignore[arg-type]
+    )
+    _, agent = await platform.new_actor(tenant, "scribe", "agent")
+    reply = await stub(platform).Embed(
+        pb.EmbedRequest(model=model, texts=texts), metadata=bearer(agent)
+    )
+    assert sum(e.token_count for e in reply.embeddings) == expected
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # at the quota: the next call waits
+        await stub(platform).Embed(pb.EmbedRequest(model=model, texts=["asthma"]),
+                                   metadata=bearer(agent))  # fmt: skip
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = error_details(refused.value)
+    month_end = period_of("month", utcnow())[1]
+    delay = details["RetryInfo"].retry_delay.seconds
+    assert 0 < (month_end - utcnow()).total_seconds() - delay < 60
+    assert details["QuotaFailure"].violations[0].subject == tenant.name
+    assert f"used {expected:,} of its {expected:,} embedding tokens" in (
+        refused.value.details() or ""
+    )
+    other = await platform.new_tenant()  # another tenant's quota is its own
+    await stub(platform).Embed(pb.EmbedRequest(model=model, texts=["asthma"]),
+                               metadata=bearer(other.admin_token))  # fmt: skip
+
+    now = utcnow()
+    usage = await platform.tenant.ExportUsage(
+        tpb.ExportUsageRequest(
+            parent=tenant.name,
+            start_time=Timestamp(seconds=int(now.timestamp()) - 3600),
+            end_time=Timestamp(seconds=int(now.timestamp()) + 1),
+            metrics=["embedding_tokens", "errors"],
+        ),
+        metadata=bearer(tenant.admin_token),
+    )
+    found: dict[tuple[str, str], int] = {}
+    for row in usage.rows:  # summed over hours: the calls may straddle one
+        found[(row.metric, row.dimension)] = found.get((row.metric, row.dimension), 0) + row.value
+    assert found == {
+        ("embedding_tokens", model): expected,
+        ("errors", "/hacs.embedding.v1.EmbeddingService/Embed"): 1,
+    }
+
+
+async def test_a_platform_service_embedding_for_a_tenant_is_counted_for_that_tenant(
+    platform: Harness,
+) -> None:
+    """The header naming the tenant is believed from platform callers (the services' own
+    actor, as search and RAG pods call the embedding pods) and ignored from anyone else."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from hacs.tenant.v1 import tenant_service_pb2 as tpb
+
+    from services.common.db.base import utcnow
+    from services.common.usage_attribution import USAGE_TENANT_HEADER
+    from services.tenant.api_keys import new_secret
+    from services.tenant.bootstrap import ensure_service_actor
+    from services.tenant.store import TenantStore
+
+    assert platform.server.platform is not None
+    service_key = new_secret("platform")[1]  # HACS_BOOTSTRAP_SERVICE_KEY, installed as at start
+    await ensure_service_actor(TenantStore(platform.server.platform.db), service_key=service_key)
+    model = "models/all-minilm-l6-v2"
+    served = await platform.new_tenant()
+    meddler = await platform.new_tenant()
+    operator = await platform.operator_token()
+    on_behalf = (
+        *bearer(await platform.token(service_key)),
+        (USAGE_TENANT_HEADER, served.tenant_id),
+    )
+    first = await stub(platform).Embed(
+        pb.EmbedRequest(model=model, texts=["chest pain on exertion"]), metadata=on_behalf
+    )
+    spoofed = (*bearer(meddler.admin_token), (USAGE_TENANT_HEADER, served.tenant_id))
+    second = await stub(platform).Embed(
+        pb.EmbedRequest(model=model, texts=["shortness of breath at night"]), metadata=spoofed
+    )
+    now = int(utcnow().timestamp())
+
+    async def tokens(tenant_name: str) -> int:
+        usage = await platform.tenant.ExportUsage(
+            tpb.ExportUsageRequest(
+                parent=tenant_name,
+                start_time=Timestamp(seconds=now - 3600),
+                end_time=Timestamp(seconds=now + 1),
+                metrics=["embedding_tokens"],
+            ),
+            metadata=bearer(operator),
+        )
+        return sum(r.value for r in usage.rows)
+
+    assert await tokens(served.name) == first.embeddings[0].token_count
+    assert await tokens(meddler.name) == second.embeddings[0].token_count

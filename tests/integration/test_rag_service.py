@@ -685,3 +685,65 @@ async def test_rebuild_recreates_the_knowledge_index_from_the_chunk_rows(
         assert [r.chunk.name for r in new.results] == [r.chunk.name for r in old.results]
         for a, b in zip(old.results, new.results, strict=True):
             assert b.relevance == pytest.approx(a.relevance, abs=1e-3)
+
+
+async def test_llm_tokens_are_metered_per_provider_and_the_daily_quota_refuses(
+    platform: Harness,
+) -> None:
+    """What the provider reported (the double: 250 in, 9 out) is the tenant's usage; with a
+    daily quota of exactly that, the next answer that would ask a provider is refused."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from hacs.client import error_details
+    from hacs.tenant.v1 import tenant_pb2
+    from hacs.tenant.v1 import tenant_service_pb2 as tpb
+
+    from services.common.db.base import utcnow
+
+    clinic = await loaded_clinic(platform, "metered")
+    answer = _final(await clinic.answer("metformin in CKD", providers=["anthropic"]))
+    assert (answer.provider, answer.prompt_tokens, answer.completion_tokens) == (
+        "anthropic",
+        250,
+        9,
+    )
+    operator = bearer(await platform.operator_token())
+    current = await platform.tenant.GetTenant(
+        tpb.GetTenantRequest(name=clinic.tenant.name), metadata=operator
+    )
+    tenant = current.tenant
+    updated = await platform.tenant.UpdateTenant(
+        tpb.UpdateTenantRequest(
+            tenant=tenant_pb2.Tenant(
+                name=tenant.name, etag=tenant.etag,
+                limits=tenant_pb2.TenantLimits(llm_tokens_per_day=259),
+            ),
+            update_mask=FieldMask(paths=["limits.llm_tokens_per_day"]),
+        ),
+        metadata=operator,
+    )  # fmt: skip
+    assert updated.tenant.limits.llm_tokens_per_day == 259
+    assert updated.tenant.limits.embedding_tokens_per_month == 10_000_000  # the free plan's
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await clinic.answer("metformin in CKD", providers=["openai"])
+    assert refused.value.code() == CODE.RESOURCE_EXHAUSTED
+    details = error_details(refused.value)
+    assert 0 < details["RetryInfo"].retry_delay.seconds <= 86_400
+    assert "used 259 of its 259 LLM tokens" in (refused.value.details() or "")
+
+    now = int(utcnow().timestamp())
+    usage = await platform.tenant.ExportUsage(
+        tpb.ExportUsageRequest(
+            parent=clinic.tenant.name,
+            start_time=Timestamp(seconds=now - 3600),
+            end_time=Timestamp(seconds=now + 1),
+        ),
+        metadata=clinic.md,
+    )
+    found: dict[tuple[str, str], int] = {}
+    for row in usage.rows:  # summed over hours: the calls may straddle one
+        found[(row.metric, row.dimension)] = found.get((row.metric, row.dimension), 0) + row.value
+    assert found[("llm_input_tokens", "anthropic/claude-test")] == 250
+    assert found[("llm_output_tokens", "anthropic/claude-test")] == 9
+    assert not any(metric.startswith("llm") and "openai" in dim for metric, dim in found)
+    assert found[("embedding_tokens", "models/all-minilm-l6-v2")] > 0  # the ingest, the queries

@@ -14,6 +14,7 @@ import grpc
 import jwt
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
 from hacs.client import error_details
 from hacs.tenant.v1 import tenant_pb2
 from hacs.tenant.v1 import tenant_service_pb2 as pb
@@ -175,6 +176,14 @@ async def test_cross_tenant_access_is_refused_on_every_rpc(hacs: Harness) -> Non
             pb.RevokeApiKeyRequest(name=f"{b_actor}/apiKeys/{key_id}"), metadata=as_a
         ),
         "GetUsage": hacs.tenant.GetUsage(pb.GetUsageRequest(name=b.name), metadata=as_a),
+        "ExportUsage": hacs.tenant.ExportUsage(
+            pb.ExportUsageRequest(
+                parent=b.name,
+                start_time=Timestamp(seconds=1_700_000_000),
+                end_time=Timestamp(seconds=1_700_003_600),
+            ),
+            metadata=as_a,
+        ),
         "ListAuditEvents": hacs.tenant.ListAuditEvents(
             pb.ListAuditEventsRequest(parent=b.name), metadata=as_a
         ),

@@ -43,6 +43,9 @@ class TenantStanding:
     active: bool
     calls_per_minute: int
     max_patients: int = 0
+    # Token quotas of the plan or the tenant's overrides (0: none); runtime/quotas.py.
+    embedding_tokens_per_month: int = 0
+    llm_tokens_per_day: int = 0
 
 
 @dataclass(frozen=True)

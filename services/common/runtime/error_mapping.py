@@ -3,8 +3,9 @@
 Every error carries an ErrorInfo (domain "hacs.health", a reason from
 hacs.common.v1.ErrorReason) plus the detail that says what to fix: BadRequest
 field violations, a PreconditionFailure naming the stale etag, a QuotaFailure
-naming the limit, RetryInfo for rate limits, ResourceInfo for NOT_FOUND, the
-resume cursor (ErrorInfo metadata "cursor") for a stream's slow consumer.
+naming the limit, RetryInfo for rate limits and plan quotas (when waiting helps),
+ResourceInfo for NOT_FOUND, the resume cursor (ErrorInfo metadata "cursor") for a
+stream's slow consumer.
 Unexpected exceptions become INTERNAL with an incident id that is also logged
 with the stack trace; the caller never sees the trace.
 
@@ -121,7 +122,7 @@ def to_status(exc: errors.HacsError) -> tuple[grpc.StatusCode, str, status_pb2.S
                 ]
             )
         )
-    if isinstance(exc, errors.RateLimited):
+    if isinstance(exc, errors.QuotaExceeded) and exc.retry_after_seconds is not None:
         seconds = max(exc.retry_after_seconds, 0.0)
         details.append(
             error_details_pb2.RetryInfo(

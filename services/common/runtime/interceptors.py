@@ -31,6 +31,7 @@ from google.protobuf.message import DecodeError, Message
 from services.common.audit import AuditLog
 from services.common.caller import CallState, begin_call, end_call
 from services.common.errors import FieldViolation, HacsError, Invalid
+from services.common.hourly_usage import HourlyMeter
 from services.common.runtime import metrics
 from services.common.runtime.admission import Admission, still_admitted
 from services.common.runtime.error_mapping import (
@@ -42,6 +43,7 @@ from services.common.runtime.error_mapping import (
 from services.common.runtime.rate_limit import TenantRateLimiter
 from services.common.tokens import TokenVerifier, bearer_token
 from services.common.usage import UsageMeter
+from services.common.usage_attribution import USAGE_TENANT_HEADER, usage_tenant_header
 from services.common.validation import validate
 
 log = logging.getLogger(__name__)
@@ -223,13 +225,17 @@ def _code_of(call: Call, exc: BaseException | None) -> grpc.StatusCode:
 
 
 class MetricsInterceptor:
-    """RED metrics per method and tenant, and usage metering per tenant."""
+    """RED metrics per method and tenant, and usage metering per tenant (per day, and per
+    hour with the calling actor); notes the tenant a platform service says it calls for."""
 
-    def __init__(self, usage: UsageMeter | None) -> None:
+    def __init__(self, usage: UsageMeter | None, hourly: HourlyMeter | None = None) -> None:
         self._usage = usage
+        self._hourly = hourly
 
     @asynccontextmanager
     async def scope(self, call: Call) -> AsyncIterator[None]:
+        if on_behalf := call.metadata.get(USAGE_TENANT_HEADER):
+            call.state.usage_tenant = usage_tenant_header(on_behalf)
         service, method = metrics.split_method(call.method)
         in_flight = metrics.IN_FLIGHT.labels(service, method)
         in_flight.inc()
@@ -247,8 +253,12 @@ class MetricsInterceptor:
             tenant = caller.tenant_id if caller else ""
             metrics.REQUESTS.labels(service, method, code.name, tenant).inc()
             metrics.LATENCY.labels(service, method).observe(time.perf_counter() - started)
-            if self._usage is not None and caller is not None:
-                self._usage.record(tenant, call.method, code == grpc.StatusCode.OK)
+            if caller is not None:
+                ok = code == grpc.StatusCode.OK
+                if self._usage is not None:
+                    self._usage.record(tenant, call.method, ok)
+                if self._hourly is not None:
+                    self._hourly.record_call(tenant, caller.actor_id, call.method, ok)
 
 
 class ErrorMappingInterceptor:

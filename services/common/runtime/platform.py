@@ -21,8 +21,10 @@ from services.common.change_bus import ChangeBus, LocalChangeBus, RedisChangeBus
 from services.common.db import migrate
 from services.common.db.compatibility import Fit
 from services.common.db.engine import Database
+from services.common.hourly_usage import HourlyMeter
 from services.common.runtime.admission import Admission, Announcements, InProcess, Registry
 from services.common.runtime.announcements import RedisAnnouncements
+from services.common.runtime.quotas import UsageQuotas
 from services.common.runtime.rate_limit import TenantRateLimiter
 from services.common.settings import Settings
 from services.common.signing_keys import SigningKeys
@@ -39,6 +41,9 @@ class Platform:
     db: Database
     audit: AuditLog
     usage: UsageMeter
+    # Usage per tenant and hour (billing export) and the plan quotas read from it.
+    metering: HourlyMeter
+    quotas: UsageQuotas
     verifier: TokenVerifier
     # Do the token's tenant, actor and key still stand? (HACS_REVOCATION_SECONDS)
     admission: Admission
@@ -70,6 +75,7 @@ class Platform:
             except Exception:  # keep closing the rest
                 log.exception("error while closing")
         await self.usage.stop()
+        await self.metering.stop()
         await self.db.close()
 
 
@@ -132,11 +138,15 @@ async def open_platform(settings: Settings, registry: Callable[[Database], Regis
     )
     usage = UsageMeter(db)
     usage.start()
+    metering = HourlyMeter(db)
+    metering.start()
     platform = Platform(
         settings=settings,
         db=db,
         audit=AuditLog(db),
         usage=usage,
+        metering=metering,
+        quotas=UsageQuotas(metering, admission.standing),
         verifier=TokenVerifier(source, issuer=settings.jwt_issuer, audience=settings.jwt_audience),
         admission=admission,
         limiter=TenantRateLimiter(enforce_rate=settings.rate_limit_enabled),

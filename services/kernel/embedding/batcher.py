@@ -6,6 +6,13 @@ request, waits up to `max_wait` for more (up to `max_batch` texts), runs them
 as one batch in a thread, and hands each caller its rows. The queue is
 bounded: when it is full callers are told to back off instead of piling up
 memory.
+
+Every text the model encodes passes here, so embedding tokens are metered
+here: per request, the tokens its texts used (prefix and special tokens
+included, after truncation to the model's maximum: what the forward pass
+computed, whether or not the caller still waits), counted for the tenant
+`usage_attribution` named when it queued, under the model's name. The tenant's
+monthly embedding quota is checked before its texts queue.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.common.errors import Unavailable
+from services.common.hourly_usage import EMBEDDING_TOKENS, HourlyMeter
+from services.common.runtime.quotas import EMBEDDING_TOKENS_PER_MONTH, UsageQuotas
+from services.common.usage_attribution import attribution
 from services.kernel.embedding.encoder import Encoded, TextEncoder
 
 
@@ -27,6 +37,7 @@ class _Pending:
     max_length: int
     normalize: bool
     future: asyncio.Future[Encoded]
+    payer: str  # the tenant its tokens are counted for
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -38,8 +49,12 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait_seconds: float = 0.004,
         max_queued_texts: int = 20_000,
+        meter: HourlyMeter | None = None,
+        quotas: UsageQuotas | None = None,
     ) -> None:
         self.encoder = encoder
+        self._meter = meter
+        self._quotas = quotas
         self._max_batch = max_batch
         self._max_wait = max_wait_seconds
         self._max_queued = max_queued_texts
@@ -49,6 +64,9 @@ class MicroBatcher:
         self.batches_run = 0
 
     async def embed(self, texts: list[str], *, max_length: int, normalize: bool) -> Encoded:
+        payer = attribution()
+        if self._quotas is not None and payer.own_call:
+            await self._quotas.check(payer.tenant_id, EMBEDDING_TOKENS_PER_MONTH)
         if self._queued_texts + len(texts) > self._max_queued:
             raise Unavailable(
                 f"the embedding queue is full ({self._queued_texts} texts waiting); retry shortly"
@@ -59,7 +77,7 @@ class MicroBatcher:
             )
         future: asyncio.Future[Encoded] = asyncio.get_running_loop().create_future()
         self._queued_texts += len(texts)
-        await self._queue.put(_Pending(texts, max_length, normalize, future))
+        await self._queue.put(_Pending(texts, max_length, normalize, future, payer.tenant_id))
         return await future
 
     async def close(self) -> None:
@@ -113,6 +131,9 @@ class MicroBatcher:
         start = 0
         for pending in group:
             end = start + len(pending.texts)
+            if self._meter is not None:  # computed, so counted, even for a caller gone since
+                tokens = sum(result.token_counts[start:end])
+                self._meter.add(pending.payer, EMBEDDING_TOKENS, self.encoder.config.name, tokens)
             if not pending.future.done():
                 pending.future.set_result(
                     Encoded(

@@ -2,7 +2,10 @@
 
 In all-in-one mode search and RAG call the registry in this process (same
 batcher, same model); in the mesh they call the embedding pods'
-EmbeddingService (HACS_EMBEDDING_URL), so GPU nodes serve everyone.
+EmbeddingService (HACS_EMBEDDING_URL), so GPU nodes serve everyone. Over
+gRPC the tenant the tokens are for travels in a header the embedding pods
+believe from platform callers only (usage_attribution.py); the tenant's quota
+is checked here, before the call, since those pods do not check on-behalf calls.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from hacs.client import HacsClient
 from hacs.embedding.v1 import embedding_service_pb2 as pb
 
 from services.common.errors import Unavailable
+from services.common.runtime.quotas import EMBEDDING_TOKENS_PER_MONTH, UsageQuotas
+from services.common.usage_attribution import attribution, outgoing_metadata
 from services.kernel.embedding.registry import ModelRegistry
 
 
@@ -52,7 +57,9 @@ class RemoteEmbedder:
         *,
         token_target: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        quotas: UsageQuotas | None = None,
     ) -> None:
+        self._quotas = quotas
         # The token comes from the tenant pods (HACS_TENANT_URL); the embedding pods host
         # no TenantService. With HACS_TLS=on, `credentials` verify the embedding pods and
         # present this process's certificate (mTLS).
@@ -61,6 +68,9 @@ class RemoteEmbedder:
         )
 
     async def embed(self, texts: list[str], *, query: bool, model: str = "") -> np.ndarray:
+        payer = attribution()
+        if self._quotas is not None and payer.own_call:
+            await self._quotas.check(payer.tenant_id, EMBEDDING_TOKENS_PER_MONTH)
         request = pb.EmbedRequest(
             model=model,
             texts=texts,
@@ -69,7 +79,9 @@ class RemoteEmbedder:
             ),
         )
         try:
-            reply = await self._client.embedding.Embed(request, timeout=30)
+            reply = await self._client.embedding.Embed(
+                request, timeout=30, metadata=outgoing_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(f"embedding service: {exc.code().name} {exc.details()}") from exc
         return np.array([list(e.values) for e in reply.embeddings], dtype=np.float32)

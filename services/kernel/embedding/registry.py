@@ -28,6 +28,8 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.hourly_usage import HourlyMeter
+from services.common.runtime.quotas import UsageQuotas
 from services.common.settings import EMBEDDING_WORKERS
 from services.kernel.embedding.batcher import MicroBatcher
 from services.kernel.embedding.encoder import Encoder
@@ -86,8 +88,13 @@ class ModelRegistry:
         worker: str = "process",
         max_batch: int = 64,
         max_wait_ms: float = 4.0,
+        meter: HourlyMeter | None = None,
+        quotas: UsageQuotas | None = None,
     ) -> None:
         self._db = db
+        # Embedding tokens are metered, and quotas checked, in each model's batcher.
+        self._meter = meter
+        self._quotas = quotas
         self._device = device
         self._precision = precision
         if worker not in EMBEDDING_WORKERS:
@@ -172,9 +179,7 @@ class ModelRegistry:
                     entry.state, entry.error = "failed", str(exc)
                     raise Unavailable(f"{entry.config.name} cannot be loaded: {exc}") from exc
                 entry.device, entry.dtype, entry.state = encoder.device, encoder.dtype, "ready"
-                entry.batcher = MicroBatcher(
-                    encoder, max_batch=self._max_batch, max_wait_seconds=self._max_wait
-                )
+                entry.batcher = self._batcher(encoder)
                 log.info("loaded %s on %s (%s)", entry.config.name, encoder.device, encoder.dtype)
         assert entry.batcher is not None
         return entry, entry.batcher
@@ -225,9 +230,7 @@ class ModelRegistry:
         if validate_only:
             encoder.close()
             return entry
-        entry.batcher = MicroBatcher(
-            encoder, max_batch=self._max_batch, max_wait_seconds=self._max_wait
-        )
+        entry.batcher = self._batcher(encoder)
         try:
             async with self._db.transaction(None) as session:
                 if set_default:
@@ -273,6 +276,15 @@ class ModelRegistry:
         if entry.batcher is not None:
             await entry.batcher.close()
         return entry
+
+    def _batcher(self, encoder: Encoder | EncoderProcess) -> MicroBatcher:
+        return MicroBatcher(
+            encoder,
+            max_batch=self._max_batch,
+            max_wait_seconds=self._max_wait,
+            meter=self._meter,
+            quotas=self._quotas,
+        )
 
     def _load(self, config: ModelConfig) -> Encoder | EncoderProcess:
         """The model on this registry's device and precision, in a process of its own

@@ -30,12 +30,13 @@ class TenancyRegistry:
             row = await session.scalar(select(TenantRow).where(TenantRow.id == tenant_id))
         if row is None:
             return None
-        overrides = Limits(row.max_users, row.max_patients, row.calls_per_minute)
-        limits = overrides.over(PLANS[row.plan])
+        limits = limit_overrides(row).over(PLANS[row.plan])
         return TenantStanding(
             active=row.state == ACTIVE,
             calls_per_minute=limits.calls_per_minute,
             max_patients=limits.max_patients,
+            embedding_tokens_per_month=limits.embedding_tokens_per_month,
+            llm_tokens_per_day=limits.llm_tokens_per_day,
         )
 
     async def credentials(self, tenant_id: str, actor_id: str, key_id: str) -> Credentials | None:
@@ -63,6 +64,17 @@ class TenancyRegistry:
             permissions=frozenset(permissions or ()),
             key_revoked=bool(key_id) and (found_key is None or revoke_time is not None),
         )
+
+
+def limit_overrides(row: TenantRow) -> Limits:
+    """The limits a tenant's row sets (0 where the plan's apply)."""
+    return Limits(
+        max_users=row.max_users,
+        max_patients=row.max_patients,
+        calls_per_minute=row.calls_per_minute,
+        embedding_tokens_per_month=row.embedding_tokens_per_month,
+        llm_tokens_per_day=row.llm_tokens_per_day,
+    )
 
 
 PatientLimit = Callable[[str], Awaitable[int]]

@@ -30,6 +30,10 @@ class TenantRow(Base):
     max_users: Mapped[int] = mapped_column(Integer, default=0)
     max_patients: Mapped[int] = mapped_column(BigInteger, default=0)
     calls_per_minute: Mapped[int] = mapped_column(Integer, default=0)
+    # Token quota overrides (migration 0009). A server default only: rows that code
+    # written before them inserts, and tests at older schemas, leave them out.
+    embedding_tokens_per_month: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    llm_tokens_per_day: Mapped[int] = mapped_column(BigInteger, server_default="0")
     state: Mapped[str] = mapped_column(String(20))
     labels: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)

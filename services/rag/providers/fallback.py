@@ -6,7 +6,8 @@ arrived, with exponential backoff; a timeout is not retried on the same
 provider (it would double the wait) but falls back to the next one at once.
 A failure after text was streamed emits a Reset (the caller discards the
 partial text) and the next provider starts over. Every call is recorded as
-an Attempt.
+an Attempt, with the tokens the provider reported for it (a failed call may
+have consumed, and be billed for, some: the answerer meters them all).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class Attempt:
     outcome: str
     error: str
     seconds: float
+    # What the provider reported it used (0 when it reported nothing).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,15 @@ async def generate(
             except ProviderError as exc:
                 elapsed = time.monotonic() - started
                 log.warning("provider %s failed (%s): %s", provider.name, exc.outcome, exc.message)
-                yield Attempt(provider.name, provider.model, exc.outcome, exc.message, elapsed)
+                yield Attempt(
+                    provider.name,
+                    provider.model,
+                    exc.outcome,
+                    exc.message,
+                    elapsed,
+                    prompt_tokens,
+                    completion_tokens,
+                )
                 if parts:
                     yield Reset(f"provider {provider.name} failed mid-answer: {exc.message}")
                     break
@@ -78,7 +90,15 @@ async def generate(
                     break
                 await asyncio.sleep(BACKOFF_SECONDS * 2**attempt)
                 continue
-            yield Attempt(provider.name, provider.model, "ok", "", time.monotonic() - started)
+            yield Attempt(
+                provider.name,
+                provider.model,
+                "ok",
+                "",
+                time.monotonic() - started,
+                prompt_tokens,
+                completion_tokens,
+            )
             yield Completed(
                 provider.name, provider.model, "".join(parts), prompt_tokens, completion_tokens
             )

@@ -27,7 +27,8 @@ VERSIONS = sorted((migrate.MIGRATIONS_DIR / "versions").glob("*.py"))
 # Each read by hand: new tables and indexes (0001-0004), nullable `owner` columns with a
 # backfill that old writers' rows get again on the next upgrade (0005), a new table (0006),
 # nullable chain columns and a unique index old writers cannot violate (their rows have no
-# sequence, and NULLs never collide) (0007), new tables (0008).
+# sequence, and NULLs never collide) (0007), new tables (0008), new usage tables and tenant
+# columns with a server default (0009).
 EXPECTED = {
     "0001": EXPAND,
     "0002": EXPAND,
@@ -37,6 +38,7 @@ EXPECTED = {
     "0006": EXPAND,
     "0007": EXPAND,
     "0008": EXPAND,
+    "0009": EXPAND,
 }
 # Alembic operations that remove, rename or tighten what older code may use.
 CONTRACTING_OPS = {

@@ -43,7 +43,7 @@ def test_a_request_is_a_function_of_the_seed_and_its_number() -> None:
 
 def test_every_rpc_of_every_service_is_found_from_the_descriptors() -> None:
     found = {m.short for m in methods()}
-    assert len(found) == 71  # 64, and the seven identity RPCs of TenantService
+    assert len(found) == 72  # 64, the seven identity RPCs and ExportUsage of TenantService
     assert {"RecordService/CreateRecord", "SyncService/Collaborate", "RagService/Answer"} <= found
     collaborate = next(m for m in methods() if m.short == "SyncService/Collaborate")
     assert collaborate.client_streaming and collaborate.server_streaming

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhacs/tenant/v1/tenant.proto\x12\x0ehacs.tenant.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x02\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\"\n\x04plan\x18\x03 \x01(\x0e\x32\x14.hacs.tenant.v1.Plan\x12,\n\x06limits\x18\x04 \x01(\x0b\x32\x1c.hacs.tenant.v1.TenantLimits\x12*\n\x05state\x18\x05 \x01(\x0e\x32\x1b.hacs.tenant.v1.TenantState\x12\x32\n\x06labels\x18\x06 \x03(\x0b\x32\".hacs.tenant.v1.Tenant.LabelsEntry\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\t \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x0cTenantLimits\x12\x11\n\tmax_users\x18\x01 \x01(\x05\x12\x14\n\x0cmax_patients\x18\x02 \x01(\x03\x12\x18\n\x10\x63\x61lls_per_minute\x18\x03 \x01(\x05\"\xf5\x02\n\x05\x41\x63tor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\x12\x14\n\x0corganization\x18\x05 \x01(\t\x12\x12\n\ndepartment\x18\x06 \x01(\t\x12\x11\n\tis_active\x18\x07 \x01(\x08\x12\x16\n\x0esecurity_level\x18\x08 \x01(\t\x12\x31\n\x06labels\x18\t \x03(\x0b\x32!.hacs.tenant.v1.Actor.LabelsEntry\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x02\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\x12\x15\n\rsecret_prefix\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*S\n\x04Plan\x12\x14\n\x10PLAN_UNSPECIFIED\x10\x00\x12\r\n\tPLAN_FREE\x10\x01\x12\x11\n\rPLAN_STANDARD\x10\x02\x12\x13\n\x0fPLAN_ENTERPRISE\x10\x03*`\n\x0bTenantState\x12\x1c\n\x18TENANT_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TENANT_STATE_ACTIVE\x10\x01\x12\x1a\n\x16TENANT_STATE_SUSPENDED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhacs/tenant/v1/tenant.proto\x12\x0ehacs.tenant.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x02\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\"\n\x04plan\x18\x03 \x01(\x0e\x32\x14.hacs.tenant.v1.Plan\x12,\n\x06limits\x18\x04 \x01(\x0b\x32\x1c.hacs.tenant.v1.TenantLimits\x12*\n\x05state\x18\x05 \x01(\x0e\x32\x1b.hacs.tenant.v1.TenantState\x12\x32\n\x06labels\x18\x06 \x03(\x0b\x32\".hacs.tenant.v1.Tenant.LabelsEntry\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\t \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x91\x01\n\x0cTenantLimits\x12\x11\n\tmax_users\x18\x01 \x01(\x05\x12\x14\n\x0cmax_patients\x18\x02 \x01(\x03\x12\x18\n\x10\x63\x61lls_per_minute\x18\x03 \x01(\x05\x12\"\n\x1a\x65mbedding_tokens_per_month\x18\x04 \x01(\x03\x12\x1a\n\x12llm_tokens_per_day\x18\x05 \x01(\x03\"\xf5\x02\n\x05\x41\x63tor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\x12\x14\n\x0corganization\x18\x05 \x01(\t\x12\x12\n\ndepartment\x18\x06 \x01(\t\x12\x11\n\tis_active\x18\x07 \x01(\x08\x12\x16\n\x0esecurity_level\x18\x08 \x01(\t\x12\x31\n\x06labels\x18\t \x03(\x0b\x32!.hacs.tenant.v1.Actor.LabelsEntry\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x02\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06secret\x18\x03 \x01(\t\x12\x15\n\rsecret_prefix\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*S\n\x04Plan\x12\x14\n\x10PLAN_UNSPECIFIED\x10\x00\x12\r\n\tPLAN_FREE\x10\x01\x12\x11\n\rPLAN_STANDARD\x10\x02\x12\x13\n\x0fPLAN_ENTERPRISE\x10\x03*`\n\x0bTenantState\x12\x1c\n\x18TENANT_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TENANT_STATE_ACTIVE\x10\x01\x12\x1a\n\x16TENANT_STATE_SUSPENDED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,20 +36,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANT_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_ACTOR_LABELSENTRY']._loaded_options = None
   _globals['_ACTOR_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_PLAN']._serialized_start=1207
-  _globals['_PLAN']._serialized_end=1290
-  _globals['_TENANTSTATE']._serialized_start=1292
-  _globals['_TENANTSTATE']._serialized_end=1388
+  _globals['_PLAN']._serialized_start=1272
+  _globals['_PLAN']._serialized_end=1355
+  _globals['_TENANTSTATE']._serialized_start=1357
+  _globals['_TENANTSTATE']._serialized_end=1453
   _globals['_TENANT']._serialized_start=81
   _globals['_TENANT']._serialized_end=462
   _globals['_TENANT_LABELSENTRY']._serialized_start=417
   _globals['_TENANT_LABELSENTRY']._serialized_end=462
-  _globals['_TENANTLIMITS']._serialized_start=464
-  _globals['_TENANTLIMITS']._serialized_end=545
-  _globals['_ACTOR']._serialized_start=548
-  _globals['_ACTOR']._serialized_end=921
+  _globals['_TENANTLIMITS']._serialized_start=465
+  _globals['_TENANTLIMITS']._serialized_end=610
+  _globals['_ACTOR']._serialized_start=613
+  _globals['_ACTOR']._serialized_end=986
   _globals['_ACTOR_LABELSENTRY']._serialized_start=417
   _globals['_ACTOR_LABELSENTRY']._serialized_end=462
-  _globals['_APIKEY']._serialized_start=924
-  _globals['_APIKEY']._serialized_end=1205
+  _globals['_APIKEY']._serialized_start=989
+  _globals['_APIKEY']._serialized_end=1270
 # @@protoc_insertion_point(module_scope)

@@ -28,22 +28,34 @@ class _PlanEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Plan.ValueType],
     DESCRIPTOR: _descriptor.EnumDescriptor
     PLAN_UNSPECIFIED: _Plan.ValueType  # 0
     PLAN_FREE: _Plan.ValueType  # 1
-    """5 users, 1,000 patients, 600 calls/minute."""
+    """5 users, 1,000 patients, 600 calls/minute; 10 million embedding tokens a
+    month, 1 million LLM tokens a day.
+    """
     PLAN_STANDARD: _Plan.ValueType  # 2
-    """100 users, 100,000 patients, 6,000 calls/minute."""
+    """100 users, 100,000 patients, 6,000 calls/minute; 1 billion embedding tokens
+    a month, 20 million LLM tokens a day.
+    """
     PLAN_ENTERPRISE: _Plan.ValueType  # 3
-    """10,000 users, 10,000,000 patients, 60,000 calls/minute."""
+    """10,000 users, 10,000,000 patients, 60,000 calls/minute; no token quotas
+    unless the tenant's limits set them.
+    """
 
 class Plan(_Plan, metaclass=_PlanEnumTypeWrapper):
     """Plans, each with default limits."""
 
 PLAN_UNSPECIFIED: Plan.ValueType  # 0
 PLAN_FREE: Plan.ValueType  # 1
-"""5 users, 1,000 patients, 600 calls/minute."""
+"""5 users, 1,000 patients, 600 calls/minute; 10 million embedding tokens a
+month, 1 million LLM tokens a day.
+"""
 PLAN_STANDARD: Plan.ValueType  # 2
-"""100 users, 100,000 patients, 6,000 calls/minute."""
+"""100 users, 100,000 patients, 6,000 calls/minute; 1 billion embedding tokens
+a month, 20 million LLM tokens a day.
+"""
 PLAN_ENTERPRISE: Plan.ValueType  # 3
-"""10,000 users, 10,000,000 patients, 60,000 calls/minute."""
+"""10,000 users, 10,000,000 patients, 60,000 calls/minute; no token quotas
+unless the tenant's limits set them.
+"""
 Global___Plan: _TypeAlias = Plan  # noqa: Y015
 
 class _TenantState:
@@ -158,19 +170,27 @@ class TenantLimits(_message.Message):
     MAX_USERS_FIELD_NUMBER: _builtins.int
     MAX_PATIENTS_FIELD_NUMBER: _builtins.int
     CALLS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    EMBEDDING_TOKENS_PER_MONTH_FIELD_NUMBER: _builtins.int
+    LLM_TOKENS_PER_DAY_FIELD_NUMBER: _builtins.int
     max_users: _builtins.int
     max_patients: _builtins.int
     calls_per_minute: _builtins.int
+    embedding_tokens_per_month: _builtins.int
+    """Embedding tokens per UTC calendar month (docs/usage.md: what counts)."""
+    llm_tokens_per_day: _builtins.int
+    """LLM tokens, input and output together, per UTC day."""
     def __init__(
         self,
         *,
         max_users: _builtins.int = ...,
         max_patients: _builtins.int = ...,
         calls_per_minute: _builtins.int = ...,
+        embedding_tokens_per_month: _builtins.int = ...,
+        llm_tokens_per_day: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls_per_minute", b"calls_per_minute", "max_patients", b"max_patients", "max_users", b"max_users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls_per_minute", b"calls_per_minute", "embedding_tokens_per_month", b"embedding_tokens_per_month", "llm_tokens_per_day", b"llm_tokens_per_day", "max_patients", b"max_patients", "max_users", b"max_users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

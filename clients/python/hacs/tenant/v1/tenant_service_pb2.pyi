@@ -195,7 +195,8 @@ class UpdateTenantRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to change: "display_name", "plan", "limits", "limits.max_users",
-        "limits.max_patients", "limits.calls_per_minute", "labels".
+        "limits.max_patients", "limits.calls_per_minute",
+        "limits.embedding_tokens_per_month", "limits.llm_tokens_per_day", "labels".
         """
 
     def __init__(
@@ -827,6 +828,83 @@ class GetUsageResponse(_message.Message):
 Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
 
 @_typing.final
+class ExportUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """"tenants/{tenant}", or "tenants/-" for every tenant (platform operators)."""
+    page_size: _builtins.int
+    """At most this many rows (default 1,000, max 10,000)."""
+    page_token: _builtins.str
+    """From a previous ExportUsageResponse.next_page_token."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Required. Rows of the hour this time falls in and later (UTC)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Required. Rows of hours starting before this time; at most 366 days after
+        start_time.
+        """
+
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these metrics: "calls", "errors", "embedding_tokens",
+        "llm_input_tokens", "llm_output_tokens", "active_actors", "records_stored",
+        "vectors_stored". Empty: all of them.
+        """
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        metrics: _abc.Iterable[_builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "metrics", b"metrics", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUsageRequest: _TypeAlias = ExportUsageRequest  # noqa: Y015
+
+@_typing.final
+class ExportUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when there are no more pages."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___HourlyUsage]:
+        """In order of tenant, hour, metric and dimension."""
+
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___HourlyUsage] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUsageResponse: _TypeAlias = ExportUsageResponse  # noqa: Y015
+
+@_typing.final
 class ListAuditEventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -923,6 +1001,52 @@ class UsageRecord(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageRecord: _TypeAlias = UsageRecord  # noqa: Y015
+
+@_typing.final
+class HourlyUsage(_message.Message):
+    """One metered value of one tenant in one hour."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    HOUR_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """"tenants/{tenant}"."""
+    metric: _builtins.str
+    """What was measured, e.g. "calls" (see ExportUsageRequest.metrics)."""
+    dimension: _builtins.str
+    """What it was measured per: the full gRPC method for calls and errors, the
+    embedding model, "provider/model" for LLM tokens, the record collection
+    for records_stored, the index kind for vectors_stored; "" for
+    active_actors.
+    """
+    value: _builtins.int
+    """A count for counters (calls, errors, tokens, active actors); the value
+    sampled in the hour for gauges (records and vectors stored).
+    """
+    @_builtins.property
+    def hour(self) -> _timestamp_pb2.Timestamp:
+        """The hour's start (UTC)."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        hour: _timestamp_pb2.Timestamp | None = ...,
+        metric: _builtins.str = ...,
+        dimension: _builtins.str = ...,
+        value: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hour", b"hour"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "hour", b"hour", "metric", b"metric", "tenant", b"tenant", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HourlyUsage: _TypeAlias = HourlyUsage  # noqa: Y015
 
 @_typing.final
 class AuditEvent(_message.Message):

@@ -128,6 +128,11 @@ class TenantServiceStub:
                 request_serializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ExportUsage = channel.unary_unary(
+                '/hacs.tenant.v1.TenantService/ExportUsage',
+                request_serializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ExportUsageRequest.SerializeToString,
+                response_deserializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ExportUsageResponse.FromString,
+                _registered_method=True)
         self.ListAuditEvents = channel.unary_unary(
                 '/hacs.tenant.v1.TenantService/ListAuditEvents',
                 request_serializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ListAuditEventsRequest.SerializeToString,
@@ -299,6 +304,17 @@ class TenantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportUsage(self, request, context):
+        """Exports usage per tenant and UTC hour: calls and errors per method,
+        embedding and LLM tokens, active actors, records and vectors stored
+        (docs/usage.md). A tenant's administrators and auditors ("audit:tenant")
+        export their own tenant; platform operators any tenant, or every tenant
+        with parent "tenants/-".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuditEvents(self, request, context):
         """Lists the tenant's audit events (who did what, when, with what outcome).
         """
@@ -441,6 +457,11 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.GetUsageRequest.FromString,
                     response_serializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ExportUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportUsage,
+                    request_deserializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ExportUsageRequest.FromString,
+                    response_serializer=hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ExportUsageResponse.SerializeToString,
             ),
             'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEvents,
@@ -928,6 +949,33 @@ class TenantService:
             '/hacs.tenant.v1.TenantService/GetUsage',
             hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.GetUsageRequest.SerializeToString,
             hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hacs.tenant.v1.TenantService/ExportUsage',
+            hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ExportUsageRequest.SerializeToString,
+            hacs_dot_tenant_dot_v1_dot_tenant__service__pb2.ExportUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

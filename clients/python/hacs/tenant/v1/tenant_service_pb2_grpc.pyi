@@ -81,6 +81,13 @@ class TenantServiceStub:
     """Returns the public keys tokens are signed with (RFC 7517 JWK Set)."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.GetUsageRequest, _tenant_service_pb2.GetUsageResponse]
     """Returns metered usage of a tenant: calls per service and method per day."""
+    ExportUsage: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.ExportUsageRequest, _tenant_service_pb2.ExportUsageResponse]
+    """Exports usage per tenant and UTC hour: calls and errors per method,
+    embedding and LLM tokens, active actors, records and vectors stored
+    (docs/usage.md). A tenant's administrators and auditors ("audit:tenant")
+    export their own tenant; platform operators any tenant, or every tenant
+    with parent "tenants/-".
+    """
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.ListAuditEventsRequest, _tenant_service_pb2.ListAuditEventsResponse]
     """Lists the tenant's audit events (who did what, when, with what outcome)."""
     CreateIdentityProvider: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CreateIdentityProviderRequest, _identity_pb2.CreateIdentityProviderResponse]
@@ -158,6 +165,13 @@ class TenantServiceAsyncStub(TenantServiceStub):
     """Returns the public keys tokens are signed with (RFC 7517 JWK Set)."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.GetUsageRequest, _tenant_service_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Returns metered usage of a tenant: calls per service and method per day."""
+    ExportUsage: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.ExportUsageRequest, _tenant_service_pb2.ExportUsageResponse]  # type: ignore[assignment]
+    """Exports usage per tenant and UTC hour: calls and errors per method,
+    embedding and LLM tokens, active actors, records and vectors stored
+    (docs/usage.md). A tenant's administrators and auditors ("audit:tenant")
+    export their own tenant; platform operators any tenant, or every tenant
+    with parent "tenants/-".
+    """
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.ListAuditEventsRequest, _tenant_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Lists the tenant's audit events (who did what, when, with what outcome)."""
     CreateIdentityProvider: _aio.UnaryUnaryMultiCallable[_identity_pb2.CreateIdentityProviderRequest, _identity_pb2.CreateIdentityProviderResponse]  # type: ignore[assignment]
@@ -328,6 +342,19 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tenant_service_pb2.GetUsageResponse, _abc.Awaitable[_tenant_service_pb2.GetUsageResponse]]:
         """Returns metered usage of a tenant: calls per service and method per day."""
+
+    @_abc_1.abstractmethod
+    def ExportUsage(
+        self,
+        request: _tenant_service_pb2.ExportUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_service_pb2.ExportUsageResponse, _abc.Awaitable[_tenant_service_pb2.ExportUsageResponse]]:
+        """Exports usage per tenant and UTC hour: calls and errors per method,
+        embedding and LLM tokens, active actors, records and vectors stored
+        (docs/usage.md). A tenant's administrators and auditors ("audit:tenant")
+        export their own tenant; platform operators any tenant, or every tenant
+        with parent "tenants/-".
+        """
 
     @_abc_1.abstractmethod
     def ListAuditEvents(
