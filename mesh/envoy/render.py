@@ -200,7 +200,8 @@ class EdgeSettings:
     # When the rate-limit service does not answer: "open" lets the call through,
     # "closed" refuses it (503, gRPC UNAVAILABLE).
     ratelimit_failure_mode: str = "open"
-    ratelimit_timeout_ms: int = 250
+    # How long Envoy waits for its answer (the service gives up on Redis before this).
+    ratelimit_timeout_ms: int = 500
 
     @property
     def stats_host(self) -> str:

@@ -438,6 +438,10 @@ class Settings:
                         "HACS_TLS=on (certificates; `hacs certs`) or HACS_TLS=external "
                         "(a sidecar such as Istio terminates mTLS; docs/security.md)"
                     )
+        if self.ratelimit_url:
+            host, _, port = self.ratelimit_url.rpartition(":")
+            if not host or not port.isdigit():
+                problems.append(f"HACS_RATELIMIT_URL={self.ratelimit_url!r} is not host:port")
         if self.ratelimit_failure_mode not in RATELIMIT_FAILURE_MODES:
             problems.append(
                 f"HACS_RATELIMIT_FAILURE_MODE={self.ratelimit_failure_mode!r} "
