@@ -351,12 +351,17 @@ def mesh_tls(tmp_path: Path, client_certificates: str = "optional") -> EdgeSetti
     )
 
 
-def test_envoy_accepts_the_tls_config_and_its_secrets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("global_limit", [False, True], ids=["local-buckets", "global-limit"])
+def test_envoy_accepts_the_tls_config_and_its_secrets(global_limit: bool, tmp_path: Path) -> None:
+    import dataclasses
+
     from mesh.envoy.render import render_sds
     from services.common.runtime.certificates import ensure_certificates
 
     ensure_certificates(tmp_path / "certs", ("edge",))
     settings = mesh_tls(tmp_path, "require")
+    if global_limit:  # the rate-limit service over mTLS too
+        settings = dataclasses.replace(settings, ratelimit=Upstream("hacs-ratelimit", 50051))
     for path, text in render_sds(settings).items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
