@@ -1,6 +1,7 @@
 """`hacs`: one binary, many roles.
 
 hacs serve [--only search,rag]   host services (all by default) on one gRPC port
+                                 (`--only ratelimit`: the edge's global rate-limit service)
 hacs targets                     each service and the kernel modules a process hosting it builds
 hacs up                          the whole platform on this machine: serve + Envoy
 hacs migrate                     bring the database schema to this build's version
