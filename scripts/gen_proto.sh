@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The only writer of generated code: proto/ -> clients/python/hacs/<domain>/v1.
+# The only writer of generated code: proto/ -> clients/python/hacs/<domain>/v1, and the
+# vendored third-party contracts (proto/hacs/third_party) -> clients/python/hacs/third_party.
 # Python modules (grpcio-tools) with typed stubs (mypy-protobuf .pyi files).
 set -euo pipefail
 cd "$(dirname "$0")/.."

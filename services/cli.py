@@ -1,6 +1,7 @@
 """`hacs`: one binary, many roles.
 
 hacs serve [--only search,rag]   host services (all by default) on one gRPC port
+                                 (`--only ratelimit`: the edge's global rate-limit service)
 hacs targets                     each service and the kernel modules a process hosting it builds
 hacs up                          the whole platform on this machine: serve + Envoy
 hacs migrate                     bring the database schema to this build's version
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--only",
         default=None,
-        help=f"comma-separated services to host (default: all of {', '.join(ALL_SERVICES)})",
+        help=f"comma-separated services to host (default: all of {', '.join(ALL_SERVICES)}; "
+        "`ratelimit`, the edge's global rate-limit service, only when named)",
     )
     commands.add_parser(
         "targets", help="list the services and the kernel modules each one makes a process build"
@@ -149,9 +151,9 @@ def _targets() -> int:
 
     for spec in SERVICES:
         modules = ", ".join(kernel_modules((spec.key,))) or "(none)"
-        print(f"{spec.key:<10} {spec.full_name:<36} kernel modules: {modules}")
-    every = ", ".join(kernel_modules(tuple(spec.key for spec in SERVICES)))
-    print(f"{'all':<10} {'(hacs serve)':<36} kernel modules: {every}")
+        print(f"{spec.key:<10} {spec.full_name:<44} kernel modules: {modules}")
+    every = ", ".join(kernel_modules(ALL_SERVICES))
+    print(f"{'all':<10} {'(hacs serve)':<44} kernel modules: {every}")
     return 0
 
 

@@ -159,6 +159,10 @@ def edge_settings(settings: Settings, access_log: Path) -> EdgeSettings:
         open_calls_per_minute=settings.edge_open_calls_per_minute,
         trusted_proxy_hops=settings.edge_trusted_proxy_hops,
         access_log_path=str(access_log),
+        # HACS_RATELIMIT_URL: a global rate-limit service someone runs (`hacs serve --only
+        # ratelimit` with Redis) instead of this Envoy's own buckets; empty by default.
+        ratelimit=Upstream.parse(settings.ratelimit_url) if settings.ratelimit_url else None,
+        ratelimit_failure_mode=settings.ratelimit_failure_mode,
     )
 
 

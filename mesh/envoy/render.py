@@ -1,8 +1,9 @@
 """Render the Envoy edge config for HACS from one Jinja2 template.
 
 The edge is the only door into the mesh: it verifies the caller's JWT, copies the
-token's tenant claim into ``x-hacs-tenant``, rate-limits per tenant and routes each
-gRPC service to its cluster. Everything that differs between a laptop (all-in-one)
+token's tenant claim into ``x-hacs-tenant``, rate-limits per tenant (globally through
+the rate-limit service when one is set, else with this Envoy's own buckets) and routes
+each gRPC service to its cluster. Everything that differs between a laptop (all-in-one)
 and a cluster (mesh) is a value of :class:`EdgeSettings`; the template holds the rest.
 
     python -m mesh.envoy.render --out /tmp/envoy.yaml --grpc-upstream 127.0.0.1:50051
@@ -192,6 +193,15 @@ class EdgeSettings:
     max_message_bytes: int = 16 * 1024 * 1024
     # None: plaintext (loopback, or Istio's sidecars carry mTLS); else TLS and mTLS.
     tls: EdgeTls | None = None
+    # The global rate-limit service (`hacs serve --only ratelimit`): Envoy's ratelimit
+    # filter asks it before each call, and this Envoy's own buckets (the limits above)
+    # are not rendered. None: the local buckets, as before.
+    ratelimit: Upstream | None = None
+    # When the rate-limit service does not answer: "open" lets the call through,
+    # "closed" refuses it (503, gRPC UNAVAILABLE).
+    ratelimit_failure_mode: str = "open"
+    # How long Envoy waits for its answer (the service gives up on Redis before this).
+    ratelimit_timeout_ms: int = 500
 
     @property
     def stats_host(self) -> str:
@@ -227,6 +237,12 @@ class EdgeSettings:
                 f"jwks_uri must be an {scheme}:// URL (TLS {'on' if self.tls else 'off'}), "
                 f"got {self.jwks_uri!r}"
             )
+        if self.ratelimit_failure_mode not in ("open", "closed"):
+            raise ValueError("ratelimit_failure_mode must be open or closed")
+        if not 1 <= self.ratelimit_timeout_ms <= 10_000:
+            raise ValueError("ratelimit_timeout_ms must be between 1 and 10000")
+        if self.ratelimit is not None and not 0 < self.ratelimit.port < 65536:
+            raise ValueError(f"port out of range: {self.ratelimit.port}")
         if self.tenant_header != self.tenant_header.lower():
             raise ValueError("tenant_header must be lower case (HTTP/2 header names are)")
 
@@ -298,8 +314,20 @@ def _template_context(settings: EdgeSettings) -> dict[str, Any]:
         "jwks_type": "STATIC" if jwks_endpoint.is_ip else "STRICT_DNS",
         "jwks_san": _san(jwks_endpoint.host),
         "tls": settings.tls,
+        "ratelimit": _ratelimit_cluster(settings.ratelimit),
         "edge_certificate": EDGE_CERTIFICATE,
         "edge_ca": EDGE_CA,
+    }
+
+
+def _ratelimit_cluster(upstream: Upstream | None) -> dict[str, Any] | None:
+    if upstream is None:
+        return None
+    return {
+        "host": upstream.host,
+        "port": upstream.port,
+        "type": "STATIC" if upstream.is_ip else "STRICT_DNS",
+        "san": _san(upstream.host),
     }
 
 
@@ -413,6 +441,12 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Edge
         help="per-tenant override of the default limit",
     )
     parser.add_argument("--cors-origin", action="append", default=[], help="gRPC-Web origin")
+    parser.add_argument(
+        "--ratelimit-upstream",
+        metavar="HOST:PORT",
+        help="the global rate-limit service (replaces this Envoy's own buckets)",
+    )
+    parser.add_argument("--ratelimit-failure-mode", choices=("open", "closed"))
     parser.add_argument("--access-log-path")
     args = parser.parse_args(argv)
 
@@ -443,6 +477,13 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Edge
             int,
         ),
         ("access_log_path", args.access_log_path, "HACS_EDGE_ACCESS_LOG_PATH", str),
+        ("ratelimit", args.ratelimit_upstream, "HACS_RATELIMIT_URL", Upstream.parse),
+        (
+            "ratelimit_failure_mode",
+            args.ratelimit_failure_mode,
+            "HACS_RATELIMIT_FAILURE_MODE",
+            str,
+        ),
     ):
         value = pick(flag, env_name)
         if value is not None:

@@ -1,6 +1,10 @@
 """Which services exist, and how to build each one into a running server.
 
-`hacs serve` hosts every entry; `hacs serve --only search,rag` hosts some.
+`hacs serve` hosts every HACS service; `hacs serve --only search,rag` hosts some, and
+`hacs serve --only ratelimit` the edge's global rate-limit service, which is not part of
+the HACS API: it serves Envoy's contract (`envoy.service.ratelimit.v3`, vendored under
+proto/hacs/third_party), takes no caller token (only Envoy calls it), and `all` leaves it
+out (it needs Redis).
 A service is built by its `services/<key>/wiring.py`: `KERNEL_MODULES` names
 the kernel modules it uses (`services/kernel/modules.py` resolves what those
 need in turn) and `register(kernel, server)` adds its servicer. A service
@@ -31,6 +35,8 @@ class ServiceSpec:
     proto_module: str
     # Methods callable without a token (full gRPC paths).
     open_methods: tuple[str, ...] = ()
+    # False: no method takes a caller's token, so the process needs no JWKS to verify one.
+    takes_tokens: bool = True
 
     @property
     def descriptor(self) -> ServiceDescriptor:
@@ -87,6 +93,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("rag", "hacs.rag.v1.RagService", "hacs.rag.v1.rag_service_pb2"),
     ServiceSpec("memory", "hacs.memory.v1.MemoryService", "hacs.memory.v1.memory_service_pb2"),
     ServiceSpec("sync", "hacs.sync.v1.SyncService", "hacs.sync.v1.sync_service_pb2"),
+    ServiceSpec(
+        key="ratelimit",
+        full_name="envoy.service.ratelimit.v3.RateLimitService",
+        proto_module="hacs.third_party.envoy.service.ratelimit.v3.rls_pb2",
+        open_methods=("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",),
+        takes_tokens=False,
+    ),
 )
 
 BY_KEY = {spec.key: spec for spec in SERVICES}

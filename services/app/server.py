@@ -81,7 +81,9 @@ class HacsServer:
         specs = [BY_KEY[key] for key in self.hosted]
         if settings.tls == "on":  # before anything opens: a missing file stops the start
             tls_files(settings).check()
-        self.platform = platform = await open_platform(settings, TenancyRegistry)
+        self.platform = platform = await open_platform(
+            settings, TenancyRegistry, verifies_tokens=any(spec.takes_tokens for spec in specs)
+        )
         self.kernel = kernel = Kernel(platform, kernel_modules(self.hosted))
 
         open_methods = [m for spec in specs for m in spec.open_methods]

@@ -20,6 +20,16 @@ EMBEDDING_PRECISIONS = ("auto", "float32", "bfloat16")
 EMBEDDING_WORKERS = ("process", "thread")
 
 ALL_SERVICES = ("tenant", "records", "embedding", "search", "rag", "memory", "sync")
+# Hosted only when named (`hacs serve --only ratelimit`), never by `all`: the edge's global
+# rate-limit service, which only the mesh (Redis) needs.
+OPTIONAL_SERVICES = ("ratelimit",)
+
+RATELIMIT_FAILURE_MODES = ("open", "closed")
+# What a call costs the tenant's global limit, by method (HACS_RATELIMIT_WEIGHTS); any
+# method not listed costs 1 (writes and reads alike).
+DEFAULT_METHOD_WEIGHTS = (
+    "RagService/Answer=10,RagService/Retrieve=2,SearchService/Search=2,MemoryService/Recall=2"
+)
 
 
 TLS_MODES = ("off", "on", "external")
@@ -172,7 +182,35 @@ class Settings:
     rate_limit_enabled: bool = _env(
         "HACS_RATE_LIMIT_ENABLED",
         "true",
-        "Enforce each tenant's plan `calls_per_minute` in the service.",
+        "Enforce each tenant's plan `calls_per_minute` in the service too (a bucket per "
+        "process: the ceiling of one replica; the edge's limit is global).",
+    )
+    ratelimit_url: str = _env(
+        "HACS_RATELIMIT_URL",
+        "",
+        "The global rate-limit service (`hacs serve --only ratelimit`, e.g. "
+        "`hacs-ratelimit:50051`) Envoy asks before every call (`hacs up`, "
+        "`python -m mesh.envoy.render`). Empty: each Envoy limits on its own buckets.",
+    )
+    ratelimit_failure_mode: str = _env(
+        "HACS_RATELIMIT_FAILURE_MODE",
+        "open",
+        "When the global rate limit cannot be counted (Redis or the service down): `open` "
+        "lets calls through (the services' own buckets still apply), `closed` refuses them "
+        "with UNAVAILABLE. Read by Envoy's renderer and by the rate-limit service.",
+    )
+    ratelimit_burst_percent: int = _env(
+        "HACS_RATELIMIT_BURST_PERCENT",
+        "100",
+        "Size of every rate-limit bucket, as a percentage of its calls per minute: what an "
+        "idle tenant (or client) may spend at once; in any minute it gets at most its limit "
+        "plus this. Applies to the global limit and to the services' own buckets.",
+    )
+    ratelimit_weights: str = _env(
+        "HACS_RATELIMIT_WEIGHTS",
+        DEFAULT_METHOD_WEIGHTS,
+        "What one call of a method costs the tenant's global limit: `Service/Method=N` (or "
+        "`Service/*=N`), comma-separated; unlisted methods cost 1.",
     )
     embedding_device: str = _env(
         "HACS_EMBEDDING_DEVICE",
@@ -307,13 +345,15 @@ class Settings:
     edge_token_calls_per_minute: int = _env(
         "HACS_EDGE_TOKEN_CALLS_PER_MINUTE",
         "120",
-        "`hacs up`: `IssueToken` calls per minute per client address.",
+        "`hacs up` and the rate-limit service: calls per minute per client address to the "
+        "methods that take a credential (`IssueToken`, `ExchangeToken`, "
+        "`SignInWithPassword`, `/auth/`), one bucket for all of them.",
     )
     edge_open_calls_per_minute: int = _env(
         "HACS_EDGE_OPEN_CALLS_PER_MINUTE",
         "600",
-        "`hacs up`: calls per minute per client address to each other method open without a "
-        "token (`GetJwks`, health, reflection).",
+        "`hacs up` and the rate-limit service: calls per minute per client address to each "
+        "other method open without a token (`GetJwks`, health, reflection).",
     )
     edge_client_certificates: str = _env(
         "HACS_EDGE_CLIENT_CERTIFICATES",
@@ -398,6 +438,21 @@ class Settings:
                         "HACS_TLS=on (certificates; `hacs certs`) or HACS_TLS=external "
                         "(a sidecar such as Istio terminates mTLS; docs/security.md)"
                     )
+        if self.ratelimit_url:
+            host, _, port = self.ratelimit_url.rpartition(":")
+            if not host or not port.isdigit():
+                problems.append(f"HACS_RATELIMIT_URL={self.ratelimit_url!r} is not host:port")
+        if self.ratelimit_failure_mode not in RATELIMIT_FAILURE_MODES:
+            problems.append(
+                f"HACS_RATELIMIT_FAILURE_MODE={self.ratelimit_failure_mode!r} "
+                "must be open or closed"
+            )
+        if self.ratelimit_burst_percent < 1:
+            problems.append("HACS_RATELIMIT_BURST_PERCENT must be at least 1")
+        try:
+            parse_method_weights(self.ratelimit_weights)
+        except ValueError as exc:
+            problems.append(f"HACS_RATELIMIT_WEIGHTS: {exc}")
         if self.edge_client_certificates not in ("off", "optional", "require"):
             problems.append(
                 f"HACS_EDGE_CLIENT_CERTIFICATES={self.edge_client_certificates!r} "
@@ -496,12 +551,32 @@ def parse_services(spec: str) -> tuple[str, ...]:
     if spec in ("", "all"):
         return ALL_SERVICES
     names = tuple(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip()))
-    unknown = [n for n in names if n not in ALL_SERVICES]
+    known = (*ALL_SERVICES, *OPTIONAL_SERVICES)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(
-            f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(ALL_SERVICES)}"
-        )
+        raise ValueError(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     return names
+
+
+def parse_method_weights(spec: str) -> dict[str, int]:
+    """`RagService/Answer=10,SearchService/*=2` -> {"RagService/Answer": 10, ...}.
+
+    A key is `Service/Method` or `Service/*`, the service by its short name (`RagService`)
+    or its full one (`hacs.rag.v1.RagService`); a weight is a whole number from 1 to 1000.
+    """
+    weights: dict[str, int] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("/")
+        service, slash, method = key.partition("/")
+        if not sep or not slash or not service or not method or "/" in method:
+            raise ValueError(f"expected Service/Method=N or Service/*=N, got {item!r}")
+        if not value.strip().isdigit() or not 1 <= int(value) <= 1000:
+            raise ValueError(f"{key}: the weight must be a whole number from 1 to 1000")
+        weights[key] = int(value)
+    return weights
 
 
 def settings_markdown() -> str:

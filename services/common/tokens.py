@@ -56,6 +56,13 @@ class LocalKeys:
             raise Unauthenticated("token signed by an unknown key") from None
 
 
+class NoKeys:
+    """A process whose services take no caller tokens (the rate-limit service): none verify."""
+
+    async def public_key(self, kid: str) -> Any:
+        raise Unauthenticated("this process verifies no tokens: it serves no method that takes one")
+
+
 class RemoteJwks:
     """The tenant service's JWKS over HTTP, cached, refetched on an unknown kid.
 

@@ -40,6 +40,7 @@ DEFAULT_NAMES = (
     "rag",
     "memory",
     "sync",
+    "ratelimit",
     "serve",
     "client",
 )

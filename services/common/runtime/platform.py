@@ -28,7 +28,7 @@ from services.common.runtime.quotas import UsageQuotas
 from services.common.runtime.rate_limit import TenantRateLimiter
 from services.common.settings import Settings
 from services.common.signing_keys import SigningKeys
-from services.common.tokens import KeySource, LocalKeys, RemoteJwks, TokenVerifier
+from services.common.tokens import KeySource, LocalKeys, NoKeys, RemoteJwks, TokenVerifier
 from services.common.usage import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,16 @@ async def _check_schema(db: Database, *, auto_migrate: bool) -> None:
         await migrate.upgrade(db)  # also at head: its reconcile steps repair what older code wrote
 
 
-async def open_platform(settings: Settings, registry: Callable[[Database], Registry]) -> Platform:
+async def open_platform(
+    settings: Settings,
+    registry: Callable[[Database], Registry],
+    *,
+    verifies_tokens: bool = True,
+) -> Platform:
     """Database (migrated), keys, meters, admission and the change bus; `registry` reads the
-    tenants, actors and API keys that admission checks."""
+    tenants, actors and API keys that admission checks. `verifies_tokens=False`: no hosted
+    service takes a caller's token (the rate-limit service, which only Envoy calls), so no
+    JWKS is needed and any token is refused."""
     private_directory(settings.data_path)
     db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
     await db.ping()
@@ -124,6 +131,8 @@ async def open_platform(settings: Settings, registry: Callable[[Database], Regis
 
             context = ssl.create_default_context(cafile=str(tls_files(settings).ca))
         source = RemoteJwks(settings.jwks_url, ssl_context=context)
+    elif not verifies_tokens:
+        source = NoKeys()
     else:
         raise RuntimeError(
             "this process does not host the tenant service, "
@@ -149,7 +158,10 @@ async def open_platform(settings: Settings, registry: Callable[[Database], Regis
         quotas=UsageQuotas(metering, admission.standing),
         verifier=TokenVerifier(source, issuer=settings.jwt_issuer, audience=settings.jwt_audience),
         admission=admission,
-        limiter=TenantRateLimiter(enforce_rate=settings.rate_limit_enabled),
+        limiter=TenantRateLimiter(
+            enforce_rate=settings.rate_limit_enabled,
+            burst_percent=settings.ratelimit_burst_percent,
+        ),
         signing_keys=signing_keys,
     )
     platform.on_close(admission.close)

@@ -351,12 +351,17 @@ def mesh_tls(tmp_path: Path, client_certificates: str = "optional") -> EdgeSetti
     )
 
 
-def test_envoy_accepts_the_tls_config_and_its_secrets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("global_limit", [False, True], ids=["local-buckets", "global-limit"])
+def test_envoy_accepts_the_tls_config_and_its_secrets(global_limit: bool, tmp_path: Path) -> None:
+    import dataclasses
+
     from mesh.envoy.render import render_sds
     from services.common.runtime.certificates import ensure_certificates
 
     ensure_certificates(tmp_path / "certs", ("edge",))
     settings = mesh_tls(tmp_path, "require")
+    if global_limit:  # the rate-limit service over mTLS too
+        settings = dataclasses.replace(settings, ratelimit=Upstream("hacs-ratelimit", 50051))
     for path, text in render_sds(settings).items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
@@ -494,3 +499,128 @@ def test_a_server_certificate_needs_its_key() -> None:
             server_cert="p.pem",
             server_key="/pk.pem",
         )
+
+
+def with_ratelimit(settings: EdgeSettings, failure_mode: str = "open") -> EdgeSettings:
+    import dataclasses
+
+    return dataclasses.replace(
+        settings,
+        ratelimit=Upstream("ratelimit.hacs.svc", 50051),
+        ratelimit_failure_mode=failure_mode,
+    )
+
+
+@pytest.mark.parametrize("failure_mode", ["open", "closed"])
+def test_envoy_accepts_the_global_rate_limit(failure_mode: str, tmp_path: Path) -> None:
+    config_file = tmp_path / "envoy.yaml"
+    config_file.write_text(render(with_ratelimit(mesh(), failure_mode)))
+    result = subprocess.run(
+        [str(ENVOY), "--mode", "validate", "--disable-hot-restart", "-c", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Deprecated field" not in output, output
+
+
+def test_the_global_rate_limit_replaces_the_local_buckets() -> None:
+    config = yaml.safe_load(render(with_ratelimit(all_in_one(), "closed")))
+    names = [f["name"] for f in hcm(config)["http_filters"]]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.grpc_web",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.ratelimit",  # after jwt_authn: the tenant header is set
+        "envoy.filters.http.router",
+    ]
+    limit = http_filter(config, "envoy.filters.http.ratelimit")
+    assert limit["domain"] == "hacs"
+    assert limit["rate_limited_as_resource_exhausted"] is True
+    assert limit["failure_mode_deny"] is True
+    assert limit["status_on_error"] == {"code": "ServiceUnavailable"}  # gRPC UNAVAILABLE
+    service = limit["rate_limit_service"]
+    assert service["grpc_service"]["envoy_grpc"]["cluster_name"] == "hacs_ratelimit"
+    assert service["transport_api_version"] == "V3"
+    cluster = config_cluster(config, "hacs_ratelimit")
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {
+        "address": "ratelimit.hacs.svc",
+        "port_value": 50051,
+    }
+    assert cluster["type"] == "STRICT_DNS"
+    opened = http_filter(
+        yaml.safe_load(render(with_ratelimit(all_in_one()))), "envoy.filters.http.ratelimit"
+    )
+    assert opened["failure_mode_deny"] is False
+
+
+def test_the_global_rate_limits_descriptors_are_one_per_call() -> None:
+    config = yaml.safe_load(render(with_ratelimit(all_in_one())))
+    [vhost] = hcm(config)["route_config"]["virtual_hosts"]
+    tenant, token, other = (entry["actions"] for entry in vhost["rate_limits"])
+    assert tenant == [
+        {"request_headers": {"header_name": "x-hacs-tenant", "descriptor_key": "tenant"}},
+        {"request_headers": {"header_name": ":path", "descriptor_key": "method"}},
+    ]
+    for actions in (token, other):  # only without a tenant, keyed by client address
+        assert actions[0]["header_value_match"]["expect_match"] is False
+        assert actions[1] == {"remote_address": {}}
+    regex = token[2]["header_value_match"]["headers"][0]["string_match"]["safe_regex"]["regex"]
+    assert re.match(regex, TOKEN_PATH) and re.match(regex, "/auth/saml/t/p/acs")
+    assert other[2]["header_value_match"]["expect_match"] is False
+    assert other[3] == {"request_headers": {"header_name": ":path", "descriptor_key": "method"}}
+    # No route has limits of its own: the virtual host's apply to every route, /auth/ too.
+    assert all("rate_limits" not in r.get("route", {}) for r in vhost["routes"])
+
+
+def test_without_a_rate_limit_service_the_edge_keeps_its_own_buckets() -> None:
+    text = render(all_in_one())
+    config = yaml.safe_load(text)
+    assert "envoy.filters.http.ratelimit" not in text and "hacs_ratelimit" not in text
+    http_filter(config, "envoy.filters.http.local_ratelimit")
+    [vhost] = hcm(config)["route_config"]["virtual_hosts"]
+    assert "rate_limits" not in vhost
+
+
+def test_the_rate_limit_service_comes_from_the_environment_or_a_flag(tmp_path: Path) -> None:
+    out = str(tmp_path / "envoy.yaml")
+    environ = {
+        "HACS_RATELIMIT_URL": "hacs-ratelimit:50051",
+        "HACS_RATELIMIT_FAILURE_MODE": "closed",
+    }
+    settings, _ = settings_from(["--out", out], environ)
+    assert settings.ratelimit == Upstream("hacs-ratelimit", 50051)
+    assert settings.ratelimit_failure_mode == "closed"
+    settings, _ = settings_from(
+        [
+            "--out",
+            out,
+            "--ratelimit-upstream",
+            "127.0.0.1:7000",
+            "--ratelimit-failure-mode",
+            "open",
+        ],
+        environ,
+    )
+    assert settings.ratelimit == Upstream("127.0.0.1", 7000)
+    assert settings.ratelimit_failure_mode == "open"
+    assert settings_from(["--out", out], {})[0].ratelimit is None
+    with pytest.raises(ValueError, match="ratelimit_failure_mode"):
+        EdgeSettings(ratelimit_failure_mode="maybe")
+
+
+def test_the_rate_limit_service_is_reached_over_mtls_with_tls(tmp_path: Path) -> None:
+    import dataclasses
+
+    settings = dataclasses.replace(mesh_tls(tmp_path), ratelimit=Upstream("hacs-ratelimit", 50051))
+    cluster = config_cluster(yaml.safe_load(render(settings)), "hacs_ratelimit")
+    context = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+    assert context["alpn_protocols"] == ["h2"]
+    [san] = context["combined_validation_context"]["default_validation_context"][
+        "match_typed_subject_alt_names"
+    ]
+    assert san == {"san_type": "DNS", "matcher": {"exact": "hacs-ratelimit"}}
