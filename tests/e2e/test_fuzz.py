@@ -45,8 +45,8 @@ def test_every_rpc_survives_the_fuzzer_and_no_canary_crosses_tenants(
     print(f"fuzz seed {SEED}, {REQUESTS} requests", file=sys.stderr)
     report = asyncio.run(fuzz(running, SEED, list(range(REQUESTS)), concurrency=8))
     print_report(report)  # counts per status code, in the test's output
-    assert len(report.by_method) == len(methods()) == 64  # every RPC was hit
-    # Past the validators: 8 of the 64 are for platform operators only, whom no one here is.
+    assert len(report.by_method) == len(methods()) == 72  # every RPC was hit
+    # Past the validators: 8 of the 72 are for platform operators only, whom no one here is.
     reached = [m for m, codes in report.by_method.items() if answered(codes)]
     assert len(reached) >= 36, f"only {len(reached)} RPCs answered OK: the fuzzer stays shallow"
     assert not report.findings, [f.as_dict(with_requests=False) for f in report.findings[:5]]

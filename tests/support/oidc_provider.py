@@ -157,7 +157,7 @@ class OidcProvider:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # node on a loaded machine starts slowly
         while READY not in log_path.read_text(errors="replace"):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 output = log_path.read_text(errors="replace")[-2000:]
