@@ -184,7 +184,11 @@ def test_filter_order_strips_the_tenant_header_before_anything_reads_it() -> Non
         "envoy.filters.http.router",
     ]
     strip = http_filter(config, "envoy.filters.http.header_mutation")
-    assert strip["mutations"]["request_mutations"] == [{"remove": "x-hacs-tenant"}]
+    # Neither whose tenant a call is nor whose usage it is may come from a client.
+    assert strip["mutations"]["request_mutations"] == [
+        {"remove": "x-hacs-tenant"},
+        {"remove": "x-hacs-usage-tenant"},
+    ]
 
 
 def test_jwt_rules_leave_only_token_issue_health_and_reflection_open() -> None:
