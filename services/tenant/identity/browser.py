@@ -31,7 +31,7 @@ from services.common.db.base import utcnow
 from services.common.errors import HacsError
 from services.tenant.identity.oidc import ID_TOKEN, OidcConfig, OidcVerifier
 from services.tenant.identity.providers import ProviderStore, resolve_secret
-from services.tenant.identity.sign_in import SignIns
+from services.tenant.identity.sign_in import SignedIn, SignIns
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE = "oidc-state"
@@ -116,16 +116,22 @@ class BrowserSignIn:
             signed = await self._sign_ins.complete(provider, person, METHOD, 0, [])
         except HacsError as exc:
             return page(STATUS.get(exc.reason, 500), str(exc))
-        expires_in = int((signed.token.expire_time - utcnow()).total_seconds())
-        fragment = urlencode(
-            {
-                "access_token": signed.token.token,
-                "token_type": "Bearer",
-                "expires_in": str(max(expires_in, 0)),
-                "actor": signed.token.actor_name,
-            }
-        )
-        raise web.HTTPFound(f"{kept['return_to']}#{fragment}")
+        raise landing(kept["return_to"], signed)
+
+
+def landing(return_to: str, signed: SignedIn) -> web.HTTPFound:
+    """The redirect back to the app, the HACS token in the fragment (never sent to a
+    server by the browser)."""
+    expires_in = int((signed.token.expire_time - utcnow()).total_seconds())
+    fragment = urlencode(
+        {
+            "access_token": signed.token.token,
+            "token_type": "Bearer",
+            "expires_in": str(max(expires_in, 0)),
+            "actor": signed.token.actor_name,
+        }
+    )
+    return web.HTTPFound(f"{return_to}#{fragment}", headers={"Cache-Control": "no-store"})
 
 
 def page(status: int, message: str) -> web.Response:

@@ -34,7 +34,7 @@ from saml2.metadata import create_metadata_string
 
 from services.common.db.base import utcnow
 from services.common.errors import HacsError, Unauthenticated, Unavailable
-from services.tenant.identity.browser import STATUS, page
+from services.tenant.identity.browser import STATUS, landing, page
 from services.tenant.identity.providers import Person, Provider, ProviderStore
 from services.tenant.identity.sign_in import SignIns
 
@@ -163,16 +163,7 @@ class SamlSignIn:
             signed = await self._sign_ins.complete(provider, person, METHOD, 0, [])
         except HacsError as exc:
             return page(STATUS.get(exc.reason, 500), str(exc))
-        expires_in = int((signed.token.expire_time - utcnow()).total_seconds())
-        fragment = urlencode(
-            {
-                "access_token": signed.token.token,
-                "token_type": "Bearer",
-                "expires_in": str(max(expires_in, 0)),
-                "actor": signed.token.actor_name,
-            }
-        )
-        raise web.HTTPFound(f"{kept['return_to']}#{fragment}")
+        raise landing(kept["return_to"], signed)
 
 
 def _read(provider: Provider, encoded: str, request_id: str) -> tuple[Person, str, datetime]:
