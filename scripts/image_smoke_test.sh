@@ -8,7 +8,8 @@
 # certificates `hacs serve` refuses to start and names the file; with `hacs certs`' it
 # serves TLS only, its HEALTHCHECK passes over TLS, a plaintext client is refused),
 # `envoy --version` and `envoy --mode validate` of the chart's edge configs, plaintext
-# (Istio) and TLS with real certificates (when helm is installed), and a graceful stop on
+# (Istio) and TLS with real certificates, with Envoy's buckets and with the global rate
+# limit (when helm is installed), and a graceful stop on
 # SIGTERM. The plaintext checks run with HACS_TLS=off on loopback addresses: the only
 # place the settings allow plaintext.
 #
@@ -263,6 +264,7 @@ for name, text in json.load(open(sys.argv[1])).items():
 if [ -x "$helm" ] && [ -f charts/hacs/Chart.yaml ]; then
   validate_edge "behind Istio" charts/hacs/ci/mesh-istio-values.yaml
   validate_edge "TLS" charts/hacs/ci/tls-cert-manager-values.yaml
+  validate_edge "TLS, global rate limit" charts/hacs/ci/ratelimit-values.yaml
 else
   echo "    (no $helm: the chart's Envoy configs were not validated; scripts/install_deploy_tools.sh installs helm)"
 fi

@@ -3,13 +3,19 @@
 Helm cannot run Jinja2, so the chart ships files rendered here by `mesh.envoy.render` for
 the chart's topology: one headless Service per HACS service (`hacs-<service>:50051`,
 resolved by DNS in the release namespace), the JWKS from the tenant pods, the admin socket
-under the pod's `/tmp`. Two variants, one per transport mode of the chart:
+under the pod's `/tmp`. One variant per transport mode of the chart, each with this Envoy's
+own token buckets or with the global rate-limit service (rateLimit.enabled):
 
     charts/hacs/files/envoy.yaml        plaintext (istio.enabled: Istio's sidecars carry
                                         mTLS); JWKS over http
     charts/hacs/files/envoy-tls.yaml    TLS at the edge and mTLS to every service
                                         (HACS_TLS=on, no Istio); JWKS over https
-    charts/hacs/files/envoy-sds/*.yaml  the TLS variant's file-based secrets (render_sds):
+    charts/hacs/files/envoy-ratelimit.yaml
+    charts/hacs/files/envoy-tls-ratelimit.yaml
+                                        the same two asking the rate-limit service
+                                        (`hacs-ratelimit:50051`, Envoy's RLS API; mTLS in
+                                        the TLS one) instead of limiting on their own
+    charts/hacs/files/envoy-sds/*.yaml  the TLS variants' file-based secrets (render_sds):
                                         which PEM files Envoy serves and trusts, reloaded
                                         when Kubernetes updates the mounted Secrets
 
@@ -30,7 +36,10 @@ replaces (`charts/hacs/templates/edge.yaml`), and nothing else of the files does
     __HACS_EDGE_OPEN_CALLS_PER_MINUTE__   edge.openCallsPerMinute    (other open methods)
     __HACS_EDGE_TRUSTED_PROXY_HOPS__      edge.trustedProxyHops      (load balancers in front)
 
-and in the TLS variant only, from edge.tls.clientCertificates (off, optional, require):
+(the first three in the local-bucket variants only: with the rate-limit service the limits
+live in that service, which the chart gives edge.tokenCallsPerMinute and
+edge.openCallsPerMinute as HACS_EDGE_TOKEN_/OPEN_CALLS_PER_MINUTE); in the TLS variants,
+from edge.tls.clientCertificates (off, optional, require):
 
     __HACS_EDGE_REQUIRE_CLIENT_CERTIFICATE__  true for require, else false
     __HACS_EDGE_CLIENT_CA__                   prefixes the listener's client-CA line: ""
@@ -38,8 +47,14 @@ and in the TLS variant only, from edge.tls.clientCertificates (off, optional, re
                                               certificate) or "# " (off: the line becomes a
                                               comment, no certificate is asked for)
 
+and in the rate-limit variants, from rateLimit.failureMode (open, closed):
+
+    __HACS_RATELIMIT_FAILURE_MODE_DENY__      the ratelimit filter's failure_mode_deny:
+                                              true for closed, else false
+
 Generating checks that each filled variant parses to exactly what `render` gives for the
-same values (every client-certificate mode of the TLS one).
+same values (every client-certificate mode of the TLS ones, both failure modes of the
+rate-limit ones).
 
 Per-tenant overrides of the limit are not a chart value (they need the template's loop):
 a tenant's own limit is its plan's `calls_per_minute`, enforced by the services.
@@ -72,9 +87,13 @@ from mesh.envoy.render import (
 FILES = Path(__file__).resolve().parents[2] / "charts" / "hacs" / "files"
 CHART_FILE = FILES / "envoy.yaml"
 TLS_CHART_FILE = FILES / "envoy-tls.yaml"
+RATELIMIT_CHART_FILE = FILES / "envoy-ratelimit.yaml"
+TLS_RATELIMIT_CHART_FILE = FILES / "envoy-tls-ratelimit.yaml"
 SDS_DIR = FILES / "envoy-sds"
 HTTP_PORT = 9464
 EDGE_PORT = 8080
+# The rate-limit service's headless Service (charts/hacs/templates/services.yaml).
+RATELIMIT_UPSTREAM = Upstream("hacs-ratelimit", DEFAULT_GRPC_PORT)
 
 # Where the edge pod has its files (charts/hacs/templates/edge.yaml mounts them there).
 CONFIG_DIR = "/etc/envoy"
@@ -94,6 +113,9 @@ REQUIRE_CLIENT_CERTIFICATE = "__HACS_EDGE_REQUIRE_CLIENT_CERTIFICATE__"
 CLIENT_CA = "__HACS_EDGE_CLIENT_CA__"
 TLS_PLACEHOLDERS = (REQUIRE_CLIENT_CERTIFICATE, CLIENT_CA)
 CLIENT_CERTIFICATE_MODES = ("off", "optional", "require")
+FAILURE_MODE_DENY = "__HACS_RATELIMIT_FAILURE_MODE_DENY__"
+RATELIMIT_PLACEHOLDERS = (FAILURE_MODE_DENY,)
+FAILURE_MODES = ("open", "closed")
 
 
 def service_host(service: str) -> str:
@@ -120,8 +142,10 @@ def chart_settings(
     open_calls_per_minute: int = 987_654_303,
     trusted_proxy_hops: int = 0,
     tls: EdgeTls | None = None,
+    ratelimit_failure_mode: str | None = None,
 ) -> EdgeSettings:
-    """The edge as the chart deploys it (with the given per-install values)."""
+    """The edge as the chart deploys it (with the given per-install values); with a
+    `ratelimit_failure_mode` it asks the rate-limit service (rateLimit.enabled)."""
     scheme = "https" if tls else "http"
     return EdgeSettings(
         upstreams={s: Upstream(service_host(s), DEFAULT_GRPC_PORT) for s in HACS_SERVICES},
@@ -135,6 +159,8 @@ def chart_settings(
         trusted_proxy_hops=trusted_proxy_hops,
         access_log_path="/dev/stdout",
         tls=tls,
+        ratelimit=RATELIMIT_UPSTREAM if ratelimit_failure_mode else None,
+        ratelimit_failure_mode=ratelimit_failure_mode or "open",
     )
 
 
@@ -148,19 +174,38 @@ def client_certificate_values(mode: str) -> dict[str, str]:
     }
 
 
+def failure_mode_values(mode: str) -> dict[str, str]:
+    """The rate-limit placeholder's value for rateLimit.failureMode = `mode`."""
+    if mode not in FAILURE_MODES:
+        raise ValueError(f"the failure mode must be open or closed, not {mode!r}")
+    return {FAILURE_MODE_DENY: "true" if mode == "closed" else "false"}
+
+
 def fill(config: str, values: Mapping[str, object]) -> str:
     """What the chart does to a file: each placeholder in it replaced by its value."""
-    for placeholder in (*PLACEHOLDERS, *TLS_PLACEHOLDERS):
+    for placeholder in (*PLACEHOLDERS, *TLS_PLACEHOLDERS, *RATELIMIT_PLACEHOLDERS):
         if placeholder in config:
             config = config.replace(placeholder, str(values[placeholder]))
     return config
 
 
-def _with_placeholders(text: str) -> str:
+def _with_placeholders(text: str, ratelimit: bool = False) -> str:
     for placeholder, sentinel in _SENTINELS.items():
+        if ratelimit:
+            # The limits live in the rate-limit service: the file must not carry them.
+            if str(sentinel) in text:
+                raise RuntimeError(f"{placeholder}: rendered although the service limits")
+            continue
         if str(sentinel) not in text:
             raise RuntimeError(f"{placeholder}: the template no longer renders its value")
         text = text.replace(str(sentinel), placeholder)
+    if ratelimit:
+        # Rendered with failure mode "closed": its one failure_mode_deny becomes the value.
+        text, count = re.subn(
+            r"failure_mode_deny: true\b", f"failure_mode_deny: {FAILURE_MODE_DENY}", text
+        )
+        if count != 1:
+            raise RuntimeError(f"expected one failure_mode_deny in the template, found {count}")
     text, count = re.subn(
         r"xff_num_trusted_hops: 0\b", f"xff_num_trusted_hops: {TRUSTED_HOPS}", text
     )
@@ -187,39 +232,68 @@ def _client_certificate_placeholders(text: str) -> str:
     return text[: match.start(2)] + CLIENT_CA + text[match.start(2) :]
 
 
-def chart_config(tls: bool = False) -> str:
+def chart_config(tls: bool = False, ratelimit: bool = False) -> str:
     """A file the chart ships: the rendered config with placeholders (checked to fill back
     into exactly what `render` gives)."""
-    settings = chart_settings(tls=chart_tls("require") if tls else None)
-    text = _with_placeholders(render(settings))
+    settings = chart_settings(
+        tls=chart_tls("require") if tls else None,
+        ratelimit_failure_mode="closed" if ratelimit else None,
+    )
+    text = _with_placeholders(render(settings), ratelimit=ratelimit)
     if tls:
         text = _client_certificate_placeholders(text)
-    replaced = ", ".join((*PLACEHOLDERS, *(TLS_PLACEHOLDERS if tls else ())))
+    replaced = ", ".join(
+        (
+            *(PLACEHOLDERS if not ratelimit else (TRUSTED_HOPS,)),
+            *(TLS_PLACEHOLDERS if tls else ()),
+            *(RATELIMIT_PLACEHOLDERS if ratelimit else ()),
+        )
+    )
     header = (
         "# Generated by `python -m mesh.envoy.chart` from mesh/envoy/envoy.yaml.j2; do not edit.\n"
         f"# The chart replaces: {replaced}.\n"
     )
     for mode in CLIENT_CERTIFICATE_MODES if tls else ("off",):
-        values = {
-            **dict(zip(PLACEHOLDERS, (900, 30, 60, 2), strict=True)),
-            **client_certificate_values(mode),
-        }
-        expected = chart_settings(900, 30, 60, 2, tls=chart_tls(mode) if tls else None)
-        if yaml.safe_load(fill(text, values)) != yaml.safe_load(render(expected)):
-            raise RuntimeError(f"the chart's config does not fill back into render() ({mode})")
+        for failure_mode in FAILURE_MODES if ratelimit else (None,):
+            values = {
+                **dict(zip(PLACEHOLDERS, (900, 30, 60, 2), strict=True)),
+                **client_certificate_values(mode),
+                **failure_mode_values(failure_mode or "open"),
+            }
+            expected = chart_settings(
+                900,
+                30,
+                60,
+                2,
+                tls=chart_tls(mode) if tls else None,
+                ratelimit_failure_mode=failure_mode,
+            )
+            if yaml.safe_load(fill(text, values)) != yaml.safe_load(render(expected)):
+                raise RuntimeError(
+                    f"the chart's config does not fill back into render() ({mode}, "
+                    f"failure mode {failure_mode})"
+                )
     return header + text
 
 
 def chart_sds() -> dict[str, str]:
-    """The TLS variant's SDS files by name (the chart puts them next to envoy.yaml)."""
+    """The TLS variants' SDS files by name (the chart puts them next to envoy.yaml); the
+    rate-limit variant names the same secrets (its RLS cluster presents the edge's own)."""
     header = "# Generated by `python -m mesh.envoy.chart` (mesh/envoy/render.py); do not edit.\n"
     sds = render_sds(chart_settings(tls=chart_tls()))
+    if render_sds(chart_settings(tls=chart_tls(), ratelimit_failure_mode="open")) != sds:
+        raise RuntimeError("the rate-limit variant would need SDS files of its own")
     return {Path(path).name: header + text for path, text in sds.items()}
 
 
 def chart_files() -> dict[Path, str]:
     """Every file the chart ships from here, with its content."""
-    files = {CHART_FILE: chart_config(), TLS_CHART_FILE: chart_config(tls=True)}
+    files = {
+        CHART_FILE: chart_config(),
+        TLS_CHART_FILE: chart_config(tls=True),
+        RATELIMIT_CHART_FILE: chart_config(ratelimit=True),
+        TLS_RATELIMIT_CHART_FILE: chart_config(tls=True, ratelimit=True),
+    }
     files.update({SDS_DIR / name: text for name, text in chart_sds().items()})
     return files
 

@@ -7,11 +7,23 @@ services' DNS names: one HACS release per namespace.
 
 {{- define "hacs.services" -}}tenant records embedding search rag memory sync{{- end -}}
 
-{{/* The Deployments: one per service, or one `all` hosting every service (allInOne). */}}
+{{/* Whether the global rate-limit service runs (rateLimit.enabled; mesh mode only). */}}
+{{- define "hacs.rateLimit" -}}
+{{- if and .Values.rateLimit.enabled (eq .Values.mode "mesh") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Deployments: one per service, or one `all` hosting every service (allInOne); the
+rate-limit service's when it is on (`all` never hosts it). */}}
 {{- define "hacs.components" -}}
 {{- if eq .Values.mode "allInOne" -}}all
-{{- else -}}{{ include "hacs.services" . }}{{ if .Values.indexer.dedicated }} indexer{{ end }}
+{{- else -}}{{ include "hacs.services" . }}{{ if .Values.indexer.dedicated }} indexer{{ end }}{{ if include "hacs.rateLimit" . }} ratelimit{{ end }}
 {{- end -}}
+{{- end -}}
+
+{{/* The components behind a headless Service of their own, with an HPA, a disruption
+budget, a DestinationRule: every service, and the rate-limit service when it is on. */}}
+{{- define "hacs.backed" -}}
+{{ include "hacs.services" . }}{{ if include "hacs.rateLimit" . }} ratelimit{{ end }}
 {{- end -}}
 
 {{/* The components that answer the edge: every service, or the one `all`. */}}
@@ -167,6 +179,23 @@ bootstrapServiceKey: {secret: {{ $v.serviceKey.existingSecret | quote }}, key: {
   {{- end }}
 {{- end -}}
 
+{{/* Egress to PostgreSQL and Redis only (the rate-limit service): the store ports but
+Milvus's and Zilliz Cloud's (19530, 443), to the same CIDRs. */}}
+{{- define "hacs.egressDatabaseAndRedis" -}}
+- ports:
+    {{- range .Values.networkPolicy.storePorts }}
+    {{- if not (has (int .) (list 19530 443)) }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+    {{- end }}
+  {{- with .Values.networkPolicy.storeCIDRs }}
+  to:
+    {{- range . }}
+    - ipBlock: {cidr: {{ . }}}
+    {{- end }}
+  {{- end }}
+{{- end -}}
+
 {{/*
 Transport (docs/deploy.md, "TLS and mTLS"): with Istio its sidecars carry mTLS and the pods
 run HACS_TLS=external; without it HACS_TLS=on, each component with its own certificate
@@ -176,7 +205,8 @@ Secret (cert-manager's format) mounted at hacs.tlsDir.
 
 {{- define "hacs.tlsDir" -}}/etc/hacs/tls{{- end -}}
 
-{{/* Every component with a certificate: the HACS components, and the edge. */}}
+{{/* Every component with a certificate: the HACS components (the rate-limit service's
+too, when it runs), and the edge. */}}
 {{- define "hacs.tlsComponents" -}}
 {{ include "hacs.components" . }}{{ if .Values.edge.enabled }} edge{{ end }}
 {{- end -}}
@@ -235,17 +265,70 @@ Secret (cert-manager's format) mounted at hacs.tlsDir.
 {{- end }}
 {{- end -}}
 
-{{/* The edge's Envoy config, placeholders filled (files/*.yaml from mesh/envoy/chart.py). */}}
+{{/*
+Refuse a global rate limit that could not work (called once, by configmap.yaml): it needs
+the mesh, the edge (its only caller) and Redis (where it counts); the chart sets its
+HACS_RATELIMIT_* variables from rateLimit.* (config.* must not set them twice).
+*/}}
+{{- define "hacs.rateLimitCheck" -}}
+{{- $rl := .Values.rateLimit -}}
+{{- if $rl.enabled }}
+{{- if ne .Values.mode "mesh" }}
+{{- fail "rateLimit.enabled needs mode: mesh (`all` does not host the rate-limit service, and it counts in Redis shared by every edge pod)" }}
+{{- end }}
+{{- if not .Values.edge.enabled }}
+{{- fail "rateLimit.enabled needs edge.enabled: the edge's Envoy is the rate-limit service's only caller" }}
+{{- end }}
+{{- if not .Values.redis.existingSecret }}
+{{- fail "rateLimit.enabled needs Redis: the rate-limit service counts every bucket there. Set redis.existingSecret to the Secret holding its URL (key redis.key, e.g. rediss://:…@host:6380/0), or rateLimit.enabled=false (each Envoy then limits on its own buckets). See docs/deploy.md#global-rate-limit" }}
+{{- end }}
+{{- if not (has (toString $rl.failureMode) (list "open" "closed")) }}
+{{- fail (printf "rateLimit.failureMode must be open or closed, not %q" (toString $rl.failureMode)) }}
+{{- end }}
+{{- if lt (int $rl.burstPercent) 1 }}
+{{- fail (printf "rateLimit.burstPercent must be at least 1, got %v" $rl.burstPercent) }}
+{{- end }}
+{{- range $method, $weight := $rl.weights }}
+{{- if not (regexMatch "^[A-Za-z0-9_.]+/([A-Za-z0-9_]+|\\*)$" $method) }}
+{{- fail (printf "rateLimit.weights: %q is not Service/Method or Service/*" $method) }}
+{{- end }}
+{{- if or (lt (int $weight) 1) (gt (int $weight) 1000) }}
+{{- fail (printf "rateLimit.weights.%s: the weight must be a whole number from 1 to 1000, got %v" $method $weight) }}
+{{- end }}
+{{- end }}
+{{- range $name := list "HACS_RATELIMIT_URL" "HACS_RATELIMIT_FAILURE_MODE" "HACS_RATELIMIT_BURST_PERCENT" "HACS_RATELIMIT_WEIGHTS" }}
+{{- if hasKey $.Values.config $name }}
+{{- fail (printf "config.%s: with rateLimit.enabled the chart sets it from rateLimit.* (docs/deploy.md#global-rate-limit)" $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* HACS_RATELIMIT_WEIGHTS from rateLimit.weights: `Service/Method=N,...`, sorted. */}}
+{{- define "hacs.rateLimitWeights" -}}
+{{- $pairs := list -}}
+{{- range $method, $weight := .Values.rateLimit.weights -}}
+{{- $pairs = append $pairs (printf "%s=%d" $method (int $weight)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
+{{/*
+The edge's Envoy config, placeholders filled (files/*.yaml from mesh/envoy/chart.py):
+files/envoy[-tls][-ratelimit].yaml, by transport and by rateLimit.enabled.
+*/}}
 {{- define "hacs.edgeEnvoy" -}}
 {{- $on := eq (include "hacs.tlsMode" .) "on" -}}
 {{- $clients := .Values.edge.tls.clientCertificates -}}
-{{- .Files.Get (ternary "files/envoy-tls.yaml" "files/envoy.yaml" $on)
+{{- $file := printf "files/envoy%s%s.yaml" (ternary "-tls" "" $on) (ternary "-ratelimit" "" (eq (include "hacs.rateLimit" .) "true")) -}}
+{{- .Files.Get $file
     | replace "__HACS_EDGE_CALLS_PER_MINUTE__" (.Values.edge.callsPerMinute | int | toString)
     | replace "__HACS_EDGE_TOKEN_CALLS_PER_MINUTE__" (.Values.edge.tokenCallsPerMinute | int | toString)
     | replace "__HACS_EDGE_OPEN_CALLS_PER_MINUTE__" (.Values.edge.openCallsPerMinute | int | toString)
     | replace "__HACS_EDGE_TRUSTED_PROXY_HOPS__" (.Values.edge.trustedProxyHops | int | toString)
     | replace "__HACS_EDGE_REQUIRE_CLIENT_CERTIFICATE__" (ternary "true" "false" (eq $clients "require"))
-    | replace "__HACS_EDGE_CLIENT_CA__" (ternary "# " "" (eq $clients "off")) -}}
+    | replace "__HACS_EDGE_CLIENT_CA__" (ternary "# " "" (eq $clients "off"))
+    | replace "__HACS_RATELIMIT_FAILURE_MODE_DENY__" (ternary "true" "false" (eq (toString .Values.rateLimit.failureMode) "closed")) -}}
 {{- end -}}
 
 {{/* The TLS volume of a component's pod (HACS_TLS=on): its Secret, group-readable. */}}

