@@ -35,26 +35,37 @@ def start_serve(
     `tls_ca`: the process serves TLS (HACS_TLS=on in `env`); its readiness is read over
     https, verified against this CA.
     """
-    grpc_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    environ = {
-        **os.environ,
-        "HACS_GRPC_LISTEN": grpc_addr,
-        "HACS_HTTP_LISTEN": http_addr,
-        "HACS_SHUTDOWN_GRACE_SECONDS": "2",
-        **env,
-    }
-    log = log_dir / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve"],
-            env=environ,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    scheme = "https" if tls_ca else "http"
-    _wait_ready(f"{scheme}://{http_addr}/readyz", process, log, tls_ca)
-    return process, grpc_addr, http_addr
+    # A port found free can be taken before the server binds it (an outgoing connection's
+    # ephemeral port, another test's server): start again on new ports, a few times.
+    for attempt in range(3):
+        grpc_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        environ = {
+            **os.environ,
+            "HACS_GRPC_LISTEN": grpc_addr,
+            "HACS_HTTP_LISTEN": http_addr,
+            "HACS_SHUTDOWN_GRACE_SECONDS": "2",
+            **env,
+        }
+        log = log_dir / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve"],
+                env=environ,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        scheme = "https" if tls_ca else "http"
+        try:
+            _wait_ready(f"{scheme}://{http_addr}/readyz", process, log, tls_ca)
+        except RuntimeError:
+            said = log.read_text(errors="replace")
+            in_use = "address already in use" in said or "(port in use?)" in said
+            if not in_use or attempt == 2:
+                raise
+            continue
+        return process, grpc_addr, http_addr
+    raise AssertionError("unreachable")
 
 
 def start_envoy(config: str, log_dir: Path, edge_port: int) -> subprocess.Popen[bytes]:
