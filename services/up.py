@@ -33,7 +33,7 @@ from mesh.envoy.render import (
     render_sds,
 )
 from services.common.runtime.certificates import ensure_certificates
-from services.common.runtime.tls import TlsFiles, channel_credentials
+from services.common.runtime.tls import TlsFiles, channel_credentials, tls_directory
 from services.common.settings import Settings
 
 START_TIMEOUT_SECONDS = 120.0
@@ -120,10 +120,6 @@ def _prepare_tls(settings: Settings) -> TlsFiles | None:
         ensure_certificates(directory)
         print(f"==> TLS on: certificates in {directory} (`hacs certs --rotate` renews them)")
     return TlsFiles(directory / "client.pem", directory / "client-key.pem", directory / "ca.pem")
-
-
-def tls_directory(settings: Settings) -> Path:
-    return Path(settings.tls_dir).expanduser() if settings.tls_dir else settings.data_path / "tls"
 
 
 def edge_tls(settings: Settings) -> EdgeTls | None:

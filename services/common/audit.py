@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Index, Integer, String, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.audit_chain import GENESIS, link
@@ -160,15 +161,7 @@ class AuditLog:
     async def _insert_chained(self, tenant_id: str, rows: list[dict[str, Any]]) -> None:
         """Append `rows` to the tenant's chain, in one transaction (a Core executemany)."""
         async with self._db.transaction(tenant_id) as session:
-            head = (
-                await session.execute(
-                    select(AuditEventRow.seq, AuditEventRow.chain_hash)
-                    .where(AuditEventRow.tenant_id == tenant_id, AuditEventRow.seq.is_not(None))
-                    .order_by(AuditEventRow.seq.desc())
-                    .limit(1)
-                )
-            ).first()
-            seq, prev = (int(head[0] or 0), str(head[1])) if head else (0, GENESIS)
+            seq, prev = await chain_head(session, tenant_id)
             chained = []
             for row in rows:
                 seq += 1
@@ -217,6 +210,19 @@ class AuditLog:
             )
             for r in rows
         ], token
+
+
+async def chain_head(session: AsyncSession, tenant_id: str) -> tuple[int, str]:
+    """The tenant's last chained event: (sequence, chain hash); (0, 64 zeros) when none."""
+    head = (
+        await session.execute(
+            select(AuditEventRow.seq, AuditEventRow.chain_hash)
+            .where(AuditEventRow.tenant_id == tenant_id, AuditEventRow.seq.is_not(None))
+            .order_by(AuditEventRow.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    return (int(head[0] or 0), str(head[1])) if head else (0, GENESIS)
 
 
 def _after_id(token: str) -> int:

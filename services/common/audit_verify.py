@@ -20,7 +20,7 @@ from typing import Any
 import jwt
 from sqlalchemy import func, select
 
-from services.common.audit import AuditEventRow
+from services.common.audit import AuditEventRow, chain_head
 from services.common.audit_chain import GENESIS, chain_hash, content_hash
 from services.common.db.engine import Database
 from services.common.signing_keys import SigningKeys
@@ -66,15 +66,7 @@ def public_keys(keys: SigningKeys) -> dict[str, Any]:
 async def head(db: Database, tenant_id: str) -> Checkpoint:
     """The tenant's chain head now (sequence 0 and 64 zeros for an empty chain)."""
     async with db.transaction(tenant_id) as session:
-        row = (
-            await session.execute(
-                select(AuditEventRow.seq, AuditEventRow.chain_hash)
-                .where(AuditEventRow.tenant_id == tenant_id, AuditEventRow.seq.is_not(None))
-                .order_by(AuditEventRow.seq.desc())
-                .limit(1)
-            )
-        ).first()
-    seq, hashed = (int(row[0] or 0), str(row[1])) if row else (0, GENESIS)
+        seq, hashed = await chain_head(session, tenant_id)
     return Checkpoint(tenant_id, seq, hashed, datetime.now(UTC).isoformat())
 
 

@@ -69,13 +69,16 @@ class TlsFiles:
         return tuple(stamps)
 
 
+def tls_directory(settings: Settings) -> Path:
+    """HACS_TLS_DIR, else `$HACS_DATA_DIR/tls` (where `hacs certs` writes)."""
+    return Path(settings.tls_dir).expanduser() if settings.tls_dir else settings.data_path / "tls"
+
+
 def tls_files(settings: Settings) -> TlsFiles:
     """The certificate, key and CA this process uses with HACS_TLS=on: the three
     HACS_TLS_*_FILE settings, else `<dir>/<name>.pem`, `<dir>/<name>-key.pem` and
     `<dir>/ca.pem` in HACS_TLS_DIR, where <name> is the one service hosted, else `serve`."""
-    directory = (
-        Path(settings.tls_dir).expanduser() if settings.tls_dir else settings.data_path / "tls"
-    )
+    directory = tls_directory(settings)
     hosted = settings.enabled_services
     name = hosted[0] if len(hosted) == 1 else "serve"
     return TlsFiles(

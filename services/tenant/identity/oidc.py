@@ -104,11 +104,8 @@ class OidcVerifier:
 
     async def endpoint(self, issuer: str, name: str) -> str:
         """An endpoint of the provider's discovery document (authorization, token)."""
-        lock = self._locks.setdefault(issuer, asyncio.Lock())
-        async with lock:
-            keys = self._issuers.get(issuer)
-            if keys is None or time.monotonic() - keys.discovered_at > DISCOVERY_TTL_SECONDS:
-                keys = self._issuers[issuer] = await self._discover(issuer)
+        async with self._locks.setdefault(issuer, asyncio.Lock()):
+            keys = await self._discovered(issuer)
         url = keys.document.get(name)
         if not isinstance(url, str) or issuer_problem(_origin(url)):
             raise Unavailable(f"the discovery document of {issuer} has no usable {name}")
@@ -198,20 +195,25 @@ class OidcVerifier:
     async def _key(self, issuer: str, kid: str) -> Any:
         if not kid:
             raise Unauthenticated("the subject token names no key (kid)")
-        lock = self._locks.setdefault(issuer, asyncio.Lock())
-        async with lock:
-            keys = self._issuers.get(issuer)
-            now = time.monotonic()
-            if keys is None or now - keys.discovered_at > DISCOVERY_TTL_SECONDS:
-                keys = await self._discover(issuer)
-                self._issuers[issuer] = keys
-            elif kid not in keys.by_kid and now - keys.fetched_at >= MIN_REFETCH_SECONDS:
+        async with self._locks.setdefault(issuer, asyncio.Lock()):
+            keys = await self._discovered(issuer)
+            # A key id not seen: the provider may have rotated (a JWKS just fetched by a
+            # new discovery is not fetched again: the bound below holds for it too).
+            if kid not in keys.by_kid and time.monotonic() - keys.fetched_at >= MIN_REFETCH_SECONDS:
                 keys.by_kid = await self._jwks(keys.jwks_uri)
                 keys.fetched_at = time.monotonic()
         found = keys.by_kid.get(kid)
         if found is None:
             raise Unauthenticated(f"the subject token is signed by a key {issuer} does not publish")
         return found
+
+    async def _discovered(self, issuer: str) -> _Keys:
+        """The issuer's discovery and keys, read again once older than an hour (the caller
+        holds the issuer's lock)."""
+        keys = self._issuers.get(issuer)
+        if keys is None or time.monotonic() - keys.discovered_at > DISCOVERY_TTL_SECONDS:
+            keys = self._issuers[issuer] = await self._discover(issuer)
+        return keys
 
     async def _discover(self, issuer: str) -> _Keys:
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
