@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from hacs.client import HacsClient  # noqa: E402
 from hacs.tenant.v1 import tenant_pb2  # noqa: E402
 from hacs.tenant.v1 import tenant_service_pb2 as pb  # noqa: E402
 
-from bench.support.measure import machine_busy_percent  # noqa: E402
+from bench.support.measure import back_to_back, machine_busy_percent  # noqa: E402
 from mesh.envoy.render import EdgeSettings, Upstream, all_in_one_upstreams, render  # noqa: E402
 from tests.support.edge import start_envoy, start_serve  # noqa: E402
 from tests.support.postgres import free_port  # noqa: E402
@@ -140,32 +139,16 @@ async def create_tenant(edge: str, operator_key: str) -> str:
 async def measure(edge: str, admin_key: str, clients: int, seconds: float) -> dict[str, float]:
     callers = [HacsClient(edge, api_key=admin_key) for _ in range(clients)]
     request = pb.GetTenantRequest(name=f"tenants/{TENANT}")
-    latencies: list[float] = []
     try:
-        for caller in callers:  # connections and tokens before the clock starts
-            for _ in range(3):
-                await caller.tenant.GetTenant(request)
-        deadline = time.monotonic() + seconds
-
-        async def run(caller: HacsClient) -> None:
-            while time.monotonic() < deadline:
-                started = time.perf_counter()
-                await caller.tenant.GetTenant(request)
-                latencies.append(time.perf_counter() - started)
-
-        began = time.monotonic()
-        await asyncio.gather(*(run(c) for c in callers))
-        elapsed = time.monotonic() - began
+        return await back_to_back(
+            callers,
+            lambda caller: caller.tenant.GetTenant(request),
+            seconds=seconds,
+            warmup_calls=3,
+        )
     finally:
         for caller in callers:
             await caller.close()
-    ordered = sorted(latencies)
-    return {
-        "calls_per_second": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
-        "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 2),
-        "calls": len(latencies),
-    }
 
 
 def main() -> int:

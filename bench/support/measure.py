@@ -322,3 +322,37 @@ async def run_clients(
         **summary_ms(latencies),
         "cpu": after.since(before, elapsed, os.cpu_count() or 1),
     }
+
+
+async def back_to_back(
+    callers: list[HacsClient],
+    call: Callable[[HacsClient], Awaitable[object]],
+    *,
+    seconds: float,
+    warmup_calls: int = 1,
+) -> dict[str, float]:
+    """Each caller (its own connection) calls back to back for `seconds`, after
+    `warmup_calls` calls each to open its connection and fetch its token; any error ends the
+    run. Calls/s, p50 and p99 of the timed calls."""
+    latencies: list[float] = []
+    for caller in callers:  # connections and tokens before the clock starts
+        for _ in range(warmup_calls):
+            await call(caller)
+    deadline = time.monotonic() + seconds
+
+    async def run(caller: HacsClient) -> None:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            await call(caller)
+            latencies.append(time.perf_counter() - started)
+
+    began = time.monotonic()
+    await asyncio.gather(*(run(c) for c in callers))
+    elapsed = time.monotonic() - began
+    ordered = sorted(latencies)
+    return {
+        "calls_per_second": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
+        "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 2),
+        "calls": len(latencies),
+    }
