@@ -30,6 +30,7 @@ import contextvars
 import functools
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ READ_CONSISTENCY = ("bounded", "strong")
 
 MAX_TEXT = 16_000
 FLUSH_EVERY = 5_000
+REPAIR_BATCH = 1_000  # keys per read when repairing a Milvus Lite collection
 # The text fields searches filter on by equality. Without an index Milvus compares
 # the strings of every row of the partition on every search: at a million rows the
 # tenant filter alone cost ~1 ms and `kind` / `gender` 4-5 ms each (Milvus 2.3.5;
@@ -217,6 +219,8 @@ class VectorIndex:
         async with self._lock:
             if name not in self._ready:
                 await self.call(self._make_ready, name)
+                if self.is_lite:
+                    await self.call(self._repair_lite_duplicates, name)
                 self._ready.add(name)
         return name
 
@@ -264,6 +268,33 @@ class VectorIndex:
             )
             client.release_collection(name)
             client.load_collection(name)
+
+    def _repair_lite_duplicates(self, name: str) -> None:
+        """Keep one row per primary key in a Milvus Lite collection.
+
+        Milvus Lite 3.2 commits a flush (its manifest names the new segment) before it
+        deletes the write-ahead log the segment came from; a process killed between the
+        two replays that log on the next open, and every row of that flush is then
+        there twice with the same sequence number — counted twice and found twice by
+        search. Writing each such row again (an upsert: a newer sequence than both
+        copies) leaves one. Only this process has the file open (Lite locks it), so
+        nothing writes in between. The scan reads every key once per open.
+        """
+        client = self.client
+        rows = client.query(name, filter='pk != ""', output_fields=["pk"])
+        twice = [pk for pk, n in Counter(row["pk"] for row in rows).items() if n > 1]
+        for start in range(0, len(twice), REPAIR_BATCH):
+            batch = twice[start : start + REPAIR_BATCH]
+            # A read by key answers one row per key.
+            full = client.query(name, filter=is_in("pk", batch), output_fields=["*"])
+            client.upsert(name, list({row["pk"]: row for row in full}.values()))
+        if twice:
+            log.warning(
+                "Milvus Lite collection %s held %d rows twice after an unclean stop "
+                "(killed during a flush); kept one of each",
+                name,
+                len(twice),
+            )
 
     def _index_params(self, exclude: set[str]) -> Any:
         """The collection's indexes (named for their fields), less those in `exclude`."""
