@@ -6,7 +6,16 @@ tenant, the corpus written as Evidence records through
 RecordService, indexed by the live indexer from the change log, then every
 query of the split sent to SearchService three times: lexical only (BM25),
 dense only, and hybrid with the shipped defaults. Prints nDCG@10 (graded
-gains) and Recall@100 per row; with --json, one JSON object as the last line.
+gains) and Recall@100 per row; with --json, one JSON object as the last line:
+{"bm25": {"ndcg@10", "recall@100"}, "dense": {...}, "hybrid": {...},
+"query_parser": {"queries", "filtered", "words_removed"}} — what the query parser
+(off in these searches, on for callers who set parse_query) would have done to
+the questions: added a filter to how many, removed words from how many.
+
+--baseline adds "plain-bm25" and "plain-dense" rows: the plain components of
+hybrid search over the same documents (services/evals/baseline.py), so the
+platform is always read against its own parts. --per-query FILE writes one JSON
+line per question with each row's nDCG@10 and what the parser made of it.
 """
 
 from __future__ import annotations
@@ -26,8 +35,10 @@ from hacs.records.v1 import record_service_pb2 as rpb
 from hacs.search.v1 import query_pb2, search_service_pb2_grpc
 from hacs.search.v1 import search_service_pb2 as spb
 
+from services.evals.baseline import plain_bm25, plain_dense
 from services.evals.platform import EvalPlatform as Platform
 from services.evals.platform import register_default_model, running_platform
+from services.kernel.embedding.model_config import shipped_model_path
 from services.kernel.records.names import ID_PATTERN
 from services.tooling.beir import Dataset, load, ndcg_at, recall_at
 from services.tooling.progress import Progress
@@ -140,10 +151,15 @@ async def run_queries(
     return results
 
 
+def per_query_ndcg(dataset: Dataset, run: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
+    return {
+        q: ndcg_at([d for d, _ in run.get(q, [])], grades, 10)
+        for q, grades in dataset.qrels.items()
+    }
+
+
 def score(dataset: Dataset, runs: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
-    ndcg = [
-        ndcg_at([d for d, _ in runs.get(q, [])], grades, 10) for q, grades in dataset.qrels.items()
-    ]
+    ndcg = list(per_query_ndcg(dataset, runs).values())
     recall = [
         recall_at([d for d, _ in runs.get(q, [])], grades, 100)
         for q, grades in dataset.qrels.items()
@@ -154,6 +170,63 @@ def score(dataset: Dataset, runs: dict[str, list[tuple[str, float]]]) -> dict[st
     }
 
 
+async def parse_queries(platform: Platform, dataset: Dataset) -> dict[str, query_pb2.ParsedQuery]:
+    """What the query parser makes of each question (ParseQuery: nothing is searched)."""
+    search = search_service_pb2_grpc.SearchServiceStub(platform.channel)
+    limit = asyncio.Semaphore(8)
+
+    async def one(text: str) -> query_pb2.ParsedQuery:
+        async with limit:
+            reply = await search.ParseQuery(
+                spb.ParseQueryRequest(parent=platform.tenant, query=text),
+                metadata=platform.token,
+                timeout=60,
+            )
+        return reply.parsed_query
+
+    ids = list(dataset.queries)
+    parsed = await asyncio.gather(*(one(dataset.queries[q]) for q in ids))
+    return dict(zip(ids, parsed, strict=True))
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in "".join(c if c.isalnum() else " " for c in text.lower()).split()]
+
+
+def parser_summary(parsed: dict[str, query_pb2.ParsedQuery]) -> dict[str, int]:
+    """How many questions the parser would filter, and how many it would shorten."""
+    return {
+        "queries": len(parsed),
+        "filtered": sum(1 for p in parsed.values() if len(p.extracted_filters)),
+        "words_removed": sum(
+            1 for p in parsed.values() if len(_words(p.text)) < len(_words(p.query))
+        ),
+    }
+
+
+def write_per_query(
+    path: Path,
+    dataset: Dataset,
+    runs: dict[str, dict[str, list[tuple[str, float]]]],
+    parsed: dict[str, query_pb2.ParsedQuery],
+) -> None:
+    by_row = {row: per_query_ndcg(dataset, run) for row, run in runs.items()}
+    with path.open("w") as f:
+        for query_id in dataset.qrels:
+            p = parsed[query_id]
+            line = {
+                "query_id": query_id,
+                "query": dataset.queries[query_id],
+                "ndcg@10": {row: round(values[query_id], 4) for row, values in by_row.items()},
+                "parsed_text": p.text,
+                "parsed_filters": [
+                    {"field": f.field, "value": f.value, "source_text": f.source_text}
+                    for f in p.extracted_filters
+                ],
+            }
+            f.write(json.dumps(line) + "\n")
+
+
 async def evaluate(
     directory: Path,
     *,
@@ -162,7 +235,9 @@ async def evaluate(
     dump: Path | None,
     out: TextIO,
     model: Path | None = None,
-) -> dict[str, dict[str, float]]:
+    baseline: bool = False,
+    per_query: Path | None = None,
+) -> dict[str, dict[str, Any]]:
     dataset = load(directory, split)
     if max_queries:
         keep = sorted(dataset.queries)[:max_queries]
@@ -199,11 +274,29 @@ async def evaluate(
                 mode: await run_queries(platform, dataset, mode, top_k=depth, out=out)
                 for mode in MODES
             }
+            parsed = await parse_queries(platform, dataset)
+    if baseline:
+        progress = Progress(out)
+        started = time.monotonic()
+
+        def show(label: str, done: int, total: int) -> None:
+            _progress(progress, label, done, total, started)
+
+        out.write("  plain-bm25: bm25s over title + text\n")
+        runs["plain-bm25"] = await asyncio.to_thread(plain_bm25, dataset, depth)
+        runs["plain-dense"] = await asyncio.to_thread(
+            plain_dense, dataset, model or shipped_model_path(), depth, show
+        )
+    if per_query is not None:
+        await asyncio.to_thread(write_per_query, per_query, dataset, runs, parsed)
+        out.write(f"  per-query nDCG@10 written to {per_query}\n")
     if dump is not None:
         payload = json.dumps({"split": split, "runs": runs, "qrels": dataset.qrels})
         await asyncio.to_thread(dump.write_text, payload)
         out.write(f"  candidates written to {dump}\n")
-    return {mode: score(dataset, run) for mode, run in runs.items()}
+    table: dict[str, dict[str, Any]] = {row: score(dataset, run) for row, run in runs.items()}
+    table["query_parser"] = parser_summary(parsed)
+    return table
 
 
 HELP = "nDCG@10 / Recall@100 of bm25, dense and hybrid search on a BEIR data set"
@@ -233,6 +326,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="embedding model directory to evaluate instead of the shipped default "
         "(e.g. the output of `hacs finetune`)",
     )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run the plain components (bm25s, and the raw model over title + text) "
+        "as rows plain-bm25 and plain-dense",
+    )
+    parser.add_argument(
+        "--per-query",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write each question's nDCG@10 per row, and its parse, as JSON lines to FILE",
+    )
 
 
 def main(args: Any) -> int:
@@ -254,6 +360,8 @@ def main(args: Any) -> int:
                 dump=args.dump_candidates,
                 out=out,
                 model=args.model.resolve() if args.model else None,
+                baseline=args.baseline,
+                per_query=args.per_query,
             )
         )
     except Exception as exc:  # a bad data set is reported, not traced
@@ -263,9 +371,15 @@ def main(args: Any) -> int:
             print(f"hacs eval retrieval: {exc}", file=sys.stderr)
             return 2
         raise
-    print(f"\n{'':8} {'nDCG@10':>8} {'Recall@100':>11}")
+    print(f"\n{'':11} {'nDCG@10':>8} {'Recall@100':>11}")
     for mode, row in table.items():
-        print(f"{mode:8} {row['ndcg@10']:8.4f} {row['recall@100']:11.4f}")
+        if "ndcg@10" in row:
+            print(f"{mode:11} {row['ndcg@10']:8.4f} {row['recall@100']:11.4f}")
+    parse = table["query_parser"]
+    print(
+        f"query parser (off above): would filter {parse['filtered']} and remove words "
+        f"from {parse['words_removed']} of {parse['queries']} questions"
+    )
     if args.json:
         print(json.dumps(table, separators=(", ", ": ")))
     return 0
