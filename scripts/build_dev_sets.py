@@ -13,6 +13,11 @@ says where each comes from, its licence, and how it is made.
                  authors wrote them (long, often several questions, misspellings).
                  Corpus: every doctor's answer in the three files (6,315), no title.
                  Relevant (grade 1): the answer given to that message.
+    consumer-qa-titled
+                 The same, each answer titled with its question's first topic tag
+                 on the site ("hypothyroidism", "levocetirizine"), as MedQuAD's
+                 answers are titled with their focus: for the title weight's effect
+                 on free-text questions.
     kqa          Itaymanes/K-QA (MIT): 201 real patient questions with a physician's
                  answer and the statements an answer must (2) or may (1) contain.
                  Corpus: each physician answer (grade 3 for its question) and each
@@ -85,7 +90,7 @@ def consumer_answers(source: Path) -> Iterable[tuple[str, str, dict[str, object]
             yield name, f"{prefix}-{number}", item
 
 
-def build_consumer_qa(source: Path) -> tuple[Documents, Documents, Qrels]:
+def build_consumer_qa(source: Path, titled: bool = False) -> tuple[Documents, Documents, Qrels]:
     corpus: list[dict[str, str]] = []
     queries: list[dict[str, str]] = []
     qrels: list[tuple[str, str, int]] = []
@@ -93,7 +98,9 @@ def build_consumer_qa(source: Path) -> tuple[Documents, Documents, Qrels]:
         answer = clean(str(item.get("answer") or ""))
         if not answer:
             continue
-        corpus.append({"_id": doc_id, "title": "", "text": answer})
+        tags = [clean(str(t)) for t in item.get("tags") or [] if str(t).strip()]
+        title = tags[0] if titled and tags else ""
+        corpus.append({"_id": doc_id, "title": title, "text": answer})
         if name in QUERY_FILES:
             subject = clean(str(item.get("question") or ""))
             body = clean(str(item.get("question_text") or ""))
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("set", choices=("consumer-qa", "kqa"))
+    parser.add_argument("set", choices=("consumer-qa", "consumer-qa-titled", "kqa"))
     parser.add_argument("source", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument(
@@ -164,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        if args.set == "consumer-qa":
-            built = build_consumer_qa(args.source)
+        if args.set.startswith("consumer-qa"):
+            built = build_consumer_qa(args.source, titled=args.set == "consumer-qa-titled")
         else:
             built = build_kqa(args.source, args.distractors)
     except (SourceError, ValueError, KeyError) as exc:
