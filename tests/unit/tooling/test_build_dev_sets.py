@@ -82,6 +82,21 @@ def test_consumer_qa_pairs_each_message_with_its_answer_among_every_answer(
     assert not set(splits["train"].qrels) & set(splits["test"].qrels)
 
 
+def test_consumer_qa_titled_titles_each_answer_with_its_first_topic_tag(tmp_path: Path) -> None:
+    source = _consumer_source(tmp_path / "source")
+    items = json.loads((source / "icliniqQAs.json").read_text())
+    items[0]["tags"] = ["knee pain", "sports"]
+    (source / "icliniqQAs.json").write_text(json.dumps(items))
+    out = tmp_path / "titled"
+    assert build.main(["consumer-qa-titled", str(source), str(out)]) == 0
+    titles = {
+        json.loads(line)["_id"]: json.loads(line)["title"]
+        for line in (out / "corpus.jsonl").read_text().splitlines()
+    }
+    assert titles["icliniq-0"] == "knee pain"
+    assert titles["icliniq-1"] == ""  # no tag, no title
+
+
 def test_kqa_grades_the_answer_and_its_statements(tmp_path: Path) -> None:
     source = tmp_path / "kqa"
     (source / "dataset").mkdir(parents=True)
