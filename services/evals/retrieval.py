@@ -8,7 +8,9 @@ query of the split sent to SearchService three times: lexical only (BM25),
 dense only, and hybrid with the shipped defaults. Prints nDCG@10 (graded
 gains) and Recall@100 per row; with --json, one JSON object as the last line:
 {"bm25": {"ndcg@10", "recall@100"}, "dense": {...}, "hybrid": {...},
-"query_parser": {"queries", "filtered", "words_removed"}} — what the query parser
+"query_parser": {"queries", "filtered", "words_removed"}, "refused_queries":
+{"count"}} — questions Search refused (INVALID_ARGUMENT, e.g. over its length limit)
+rank nothing and are counted; query_parser is what the query parser
 (off in these searches, on for callers who set parse_query) would have done to
 the questions: added a filter to how many, removed words from how many.
 
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+import grpc
 from hacs.records.v1 import record_pb2, record_service_pb2_grpc
 from hacs.records.v1 import record_service_pb2 as rpb
 from hacs.search.v1 import query_pb2, search_service_pb2_grpc
@@ -114,8 +117,11 @@ async def run_queries(
     top_k: int,
     out: TextIO,
     hybrid: spb.HybridOptions | None = None,
+    refused: dict[str, str] | None = None,
 ) -> dict[str, list[tuple[str, float]]]:
-    """Ranked (doc id, score) per query for one retrieval mode."""
+    """Ranked (doc id, score) per query for one retrieval mode. A question the platform
+    refuses (INVALID_ARGUMENT: e.g. longer than the API takes) ranks nothing, and its
+    reason goes into `refused`."""
     search = search_service_pb2_grpc.SearchServiceStub(platform.channel)
     reverse = {record_id(d.id): d.id for d in dataset.corpus}
     options = spb.HybridOptions()
@@ -130,20 +136,27 @@ async def run_queries(
 
     async def one(query_id: str, text: str) -> None:
         async with limit:
-            reply = await search.Search(
-                spb.SearchRequest(
-                    parent=platform.tenant,
-                    query=text,
-                    top_k=top_k,
-                    filter=query_pb2.SearchFilter(
-                        resource_types=[record_pb2.RESOURCE_TYPE_EVIDENCE]
+            try:
+                reply = await search.Search(
+                    spb.SearchRequest(
+                        parent=platform.tenant,
+                        query=text,
+                        top_k=top_k,
+                        filter=query_pb2.SearchFilter(
+                            resource_types=[record_pb2.RESOURCE_TYPE_EVIDENCE]
+                        ),
+                        hybrid=options,
+                        snippet_length=1,
                     ),
-                    hybrid=options,
-                    snippet_length=1,
-                ),
-                metadata=platform.token,
-                timeout=60,
-            )
+                    metadata=platform.token,
+                    timeout=60,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                if refused is not None:
+                    refused[query_id] = exc.details() or ""
+                reply = spb.SearchResponse()
         results[query_id] = [(reverse[h.name.rsplit("/", 1)[1]], h.score) for h in reply.hits]
         _progress(progress, f"queries ({mode})", len(results), len(items), started)
 
@@ -177,11 +190,16 @@ async def parse_queries(platform: Platform, dataset: Dataset) -> dict[str, query
 
     async def one(text: str) -> query_pb2.ParsedQuery:
         async with limit:
-            reply = await search.ParseQuery(
-                spb.ParseQueryRequest(parent=platform.tenant, query=text),
-                metadata=platform.token,
-                timeout=60,
-            )
+            try:
+                reply = await search.ParseQuery(
+                    spb.ParseQueryRequest(parent=platform.tenant, query=text),
+                    metadata=platform.token,
+                    timeout=60,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                return query_pb2.ParsedQuery(query=text, text=text)  # refused: nothing done
         return reply.parsed_query
 
     ids = list(dataset.queries)
@@ -270,10 +288,19 @@ async def evaluate(
             await load_corpus(platform, dataset, out)
             await wait_indexed(platform, out)
             depth = 200 if dump else 100
+            refused: dict[str, str] = {}
             runs = {
-                mode: await run_queries(platform, dataset, mode, top_k=depth, out=out)
+                mode: await run_queries(
+                    platform, dataset, mode, top_k=depth, out=out, refused=refused
+                )
                 for mode in MODES
             }
+            if refused:
+                first = next(iter(refused.items()))
+                out.write(
+                    f"  {len(refused)} questions refused by Search (they rank nothing), "
+                    f"e.g. {first[0]}: {first[1]}\n"
+                )
             parsed = await parse_queries(platform, dataset)
     if baseline:
         progress = Progress(out)
@@ -296,6 +323,7 @@ async def evaluate(
         out.write(f"  candidates written to {dump}\n")
     table: dict[str, dict[str, Any]] = {row: score(dataset, run) for row, run in runs.items()}
     table["query_parser"] = parser_summary(parsed)
+    table["refused_queries"] = {"count": len(refused)}
     return table
 
 

@@ -20,19 +20,33 @@ from services.evals.retrieval import MODES, evaluate
 from services.kernel.embedding.model_config import shipped_model_path
 from tests.support.beir import write_dataset
 
+# A person's message longer than Search takes (4,000 characters): refused, so it ranks
+# nothing for the platform's rows, while the plain parts still rank it.
+LONG = "wheezing and a cough at night " * 150
+
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("beir") / "conditions")
 
 
+@pytest.fixture(scope="module")
+def with_long_question(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = write_dataset(tmp_path_factory.mktemp("beir") / "long")
+    with (directory / "queries.jsonl").open("a") as f:
+        f.write(json.dumps({"_id": "q-long", "text": LONG}) + "\n")
+    with (directory / "qrels" / "test.tsv").open("a") as f:
+        f.write("q-long\tasthma-symptoms\t1\n")
+    return directory
+
+
 async def test_eval_runs_its_rows_beside_the_plain_parts_and_a_registered_model_gives_the_same(
-    dataset: Path, tmp_path: Path
+    dataset: Path, with_long_question: Path, tmp_path: Path
 ) -> None:
     shipped_out, model_out = io.StringIO(), io.StringIO()
     per_query = tmp_path / "per-query.jsonl"
     shipped = await evaluate(
-        dataset,
+        with_long_question,
         split="test",
         max_queries=0,
         dump=None,
@@ -41,27 +55,39 @@ async def test_eval_runs_its_rows_beside_the_plain_parts_and_a_registered_model_
         per_query=per_query,
     )
     rows = {"bm25", "dense", "hybrid", "plain-bm25", "plain-dense"}
-    assert set(shipped) == rows | {"query_parser"}
+    assert set(shipped) == rows | {"query_parser", "refused_queries"}
     for name in rows:
         assert set(shipped[name]) == {"ndcg@10", "recall@100"}
         assert 0.0 < shipped[name]["ndcg@10"] <= 1.0
-        assert shipped[name]["recall@100"] == 1.0  # 12 documents: every answer in the top 100
-    # What the parser (off in these searches) would have done to the twelve questions.
-    assert shipped["query_parser"]["queries"] == 12
-    assert 0 <= shipped["query_parser"]["filtered"] <= 12
-    lines = [json.loads(line) for line in per_query.read_text().splitlines()]
-    assert len(lines) == 12
-    assert all(set(line["ndcg@10"]) == rows for line in lines)
+    # 12 documents: every answer is in the top 100 — but the refused question's, for the
+    # platform's rows.
+    assert all(shipped[name]["recall@100"] == round(12 / 13, 4) for name in MODES)
+    assert shipped["plain-bm25"]["recall@100"] == shipped["plain-dense"]["recall@100"] == 1.0
+    assert shipped["refused_queries"] == {"count": 1}
+    assert "1 questions refused by Search" in shipped_out.getvalue()
+    # What the parser (off in these searches) would have done to the thirteen questions.
+    assert shipped["query_parser"]["queries"] == 13
+    assert 0 <= shipped["query_parser"]["filtered"] <= 13
+    lines = {
+        line["query_id"]: line
+        for line in map(json.loads, per_query.read_text().splitlines())
+    }
+    assert len(lines) == 13
+    assert all(set(line["ndcg@10"]) == rows for line in lines.values())
+    assert all(lines["q-long"]["ndcg@10"][name] == 0.0 for name in MODES)
+    assert lines["q-long"]["ndcg@10"]["plain-bm25"] > 0.0
     for name in rows:  # the per-query figures are the ones averaged in the table
-        mean = sum(line["ndcg@10"][name] for line in lines) / 12
+        mean = sum(line["ndcg@10"][name] for line in lines.values()) / 13
         assert abs(mean - shipped[name]["ndcg@10"]) < 1e-3
+    plain = await evaluate(dataset, split="test", max_queries=0, dump=None, out=io.StringIO())
     registered = await evaluate(
         dataset, split="test", max_queries=0, dump=None, out=model_out, model=shipped_model_path()
     )
     assert "registered as models/evaluated, the default" in model_out.getvalue()
     assert "registered as" not in shipped_out.getvalue()
-    assert set(registered) == {"bm25", "dense", "hybrid", "query_parser"}
-    assert {k: registered[k] for k in MODES} == {k: shipped[k] for k in MODES}
+    assert set(registered) == {"bm25", "dense", "hybrid", "query_parser", "refused_queries"}
+    assert all(plain[mode]["recall@100"] == 1.0 for mode in MODES)
+    assert registered == plain
 
 
 def test_a_model_directory_that_cannot_load_is_refused_before_any_work(
