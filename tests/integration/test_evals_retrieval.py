@@ -68,10 +68,7 @@ async def test_eval_runs_its_rows_beside_the_plain_parts_and_a_registered_model_
     # What the parser (off in these searches) would have done to the thirteen questions.
     assert shipped["query_parser"]["queries"] == 13
     assert 0 <= shipped["query_parser"]["filtered"] <= 13
-    lines = {
-        line["query_id"]: line
-        for line in map(json.loads, per_query.read_text().splitlines())
-    }
+    lines = {line["query_id"]: line for line in map(json.loads, per_query.read_text().splitlines())}
     assert len(lines) == 13
     assert all(set(line["ndcg@10"]) == rows for line in lines.values())
     assert all(lines["q-long"]["ndcg@10"][name] == 0.0 for name in MODES)
