@@ -8,7 +8,7 @@ query of the split sent to SearchService three times: lexical only (BM25),
 dense only, and hybrid with the shipped defaults. Prints nDCG@10 (graded
 gains) and Recall@100 per row; with --json, one JSON object as the last line:
 {"bm25": {"ndcg@10", "recall@100"}, "dense": {...}, "hybrid": {...},
-"query_parser": {"queries", "filtered", "words_removed"}, "refused_queries":
+"query_parser": {"queries", "as_written", "filtered", "words_removed"}, "refused_queries":
 {"count"}} — questions Search refused (INVALID_ARGUMENT, e.g. over its length limit)
 rank nothing and are counted; query_parser is what the query parser
 (off in these searches, on for callers who set parse_query) would have done to
@@ -215,6 +215,7 @@ def parser_summary(parsed: dict[str, query_pb2.ParsedQuery]) -> dict[str, int]:
     """How many questions the parser would filter, and how many it would shorten."""
     return {
         "queries": len(parsed),
+        "as_written": sum(1 for p in parsed.values() if p.as_written),
         "filtered": sum(1 for p in parsed.values() if len(p.extracted_filters)),
         "words_removed": sum(
             1 for p in parsed.values() if len(_words(p.text)) < len(_words(p.query))
@@ -405,8 +406,9 @@ def main(args: Any) -> int:
             print(f"{mode:11} {row['ndcg@10']:8.4f} {row['recall@100']:11.4f}")
     parse = table["query_parser"]
     print(
-        f"query parser (off above): would filter {parse['filtered']} and remove words "
-        f"from {parse['words_removed']} of {parse['queries']} questions"
+        f"query parser (off above): of {parse['queries']} questions it would leave "
+        f"{parse['as_written']} as written, filter {parse['filtered']} and remove words "
+        f"from {parse['words_removed']}"
     )
     if args.json:
         print(json.dumps(table, separators=(", ", ": ")))

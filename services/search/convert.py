@@ -81,6 +81,7 @@ def parse_to_proto(parse: Parse, tenant_id: str) -> query_pb2.ParsedQuery:
         query=parse.query,
         text=parse.text,
         expanded_text=parse.expanded_text,
+        as_written=parse.as_written,
         filter=filter_to_proto(spec, tenant_id),
         extracted_filters=[
             query_pb2.ExtractedFilter(

@@ -10,6 +10,14 @@ Filters come from small tables of patterns (age groups, age bounds, sexes,
 record kinds, periods) applied to the query's words; clinical concepts come
 from the vocabulary. Every extraction is reported with the words it came
 from, so callers can see what was understood.
+
+Filters are read only from a search phrase. A query that reads as something a
+person wrote — a question ("what causes gout?", "can I take ibuprofen"), a
+sentence in the first or second person ("my mother is 80 and ..."), or longer
+than a search phrase — is left as written: its words describe the asker or the
+case, not the records wanted ("I am a 23 year old woman" is not a filter for
+women aged 23), and guessing wrong would silently drop every record outside
+the guess. Its clinical terms are still reported.
 """
 
 from __future__ import annotations
@@ -23,6 +31,21 @@ from services.kernel.retrieval.stopwords import QUERY_FILLER
 from services.kernel.retrieval.vocabulary import Match, Vocabulary, shipped
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['\u2019][A-Za-z]+)?")
+# A search phrase ("elderly women with diabetes and high blood pressure in 2024") is short;
+# a person's message is not.
+PHRASE_WORDS = 16
+# Grammar, not vocabulary: the personal pronouns and the words a question opens with.
+# (Words are compared with their apostrophes removed: "I'm" is "im". Left out for being
+# words of search phrases too: "we're" -> "were", "I'd" -> "id", "us" (ultrasound).)
+PERSONAL = frozenset(
+    {"i", "im", "ive", "me", "my", "mine", "myself", "we", "our", "ours", "you"}
+    | {"youre", "your", "yours", "yourself"}
+)
+QUESTION_OPENERS = frozenset(
+    {"what", "whats", "how", "why", "when", "where", "which", "who", "whom", "whose", "can"}
+    | {"could", "should", "would", "will", "is", "are", "am", "was", "were", "do", "does"}
+    | {"did", "has", "have", "had", "may", "might", "must"}
+)
 
 
 @dataclass(frozen=True)
@@ -171,6 +194,20 @@ class Parse:
     end_time: datetime | None = None
     extracted: list[Extracted] = field(default_factory=list)
     terms: list[TermFound] = field(default_factory=list)
+    as_written: bool = False  # read as a person's sentence or question: no filters
+
+
+def reads_as_written(query: str) -> bool:
+    """A question, a first- or second-person sentence, or more words than a search phrase."""
+    words = [_norm(w) for w in _WORD.findall(query)]
+    if not words:
+        return False
+    return (
+        query.rstrip().endswith("?")
+        or words[0] in QUESTION_OPENERS
+        or len(words) > PHRASE_WORDS
+        or any(w in PERSONAL for w in words)
+    )
 
 
 class QueryParser:
@@ -179,6 +216,8 @@ class QueryParser:
 
     def parse(self, query: str, *, now: datetime | None = None) -> Parse:
         now = now or datetime.now(UTC)
+        if reads_as_written(query):
+            return self._as_written(query)
         result = Parse(query=query)
         lowered = query.lower()
         used = [False] * len(query)  # characters consumed by a filter phrase
@@ -252,6 +291,16 @@ class QueryParser:
                 if phrase.lower() not in expansion and phrase.lower() != term.text.lower():
                     expansion.append(phrase.lower())
         result.expanded_text = " ".join([result.text, *expansion])
+        return result
+
+    def _as_written(self, query: str) -> Parse:
+        """The query as written, with the clinical terms found in it reported."""
+        text = query.strip()
+        result = Parse(query=query, text=text, expanded_text=text, as_written=True)
+        spans = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(query)]
+        for match in self.vocabulary.find([_norm(w[0]) for w in spans], [w[0] for w in spans]):
+            first, last = spans[match.start], spans[match.end - 1]
+            result.terms.append(TermFound(query[first[1] : last[2]], first[1], last[2], match))
         return result
 
     @staticmethod

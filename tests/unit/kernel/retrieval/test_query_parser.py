@@ -68,6 +68,34 @@ def test_disease_names_are_not_read_as_ages(parser: QueryParser) -> None:
     assert (parse.min_age, parse.max_age) == (None, None)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "I am a 23 year old woman with high blood pressure, what can I do?",
+        "my mother is 80 and has high blood pressure",
+        "can children take ibuprofen for high blood pressure",
+        "Which patients over 50 have high blood pressure?",
+        "elderly patients women men children labs medications visits high blood pressure "
+        "diabetes asthma in 2024 and 2025 last month",  # 17 words: longer than a phrase
+    ],
+)
+def test_what_a_person_wrote_is_left_as_written(parser: QueryParser, query: str) -> None:
+    parse = parser.parse(query, now=NOW)
+    assert parse.as_written
+    assert parse.extracted == [] and parse.genders == [] and parse.resource_types == []
+    assert (parse.min_age, parse.max_age, parse.start_time) == (None, None, None)
+    assert parse.text == parse.expanded_text == query  # no word dropped, none added
+    assert "Hypertension" in {t.match.concept.name for t in parse.terms}  # still reported
+    span = next(t for t in parse.terms if t.match.concept.name == "Hypertension")
+    assert query[span.start : span.end].lower() == "high blood pressure"
+
+
+def test_a_search_phrase_is_not_as_written(parser: QueryParser) -> None:
+    parse = parser.parse("women over 50 with high blood pressure", now=NOW)
+    assert not parse.as_written
+    assert parse.genders == ["female"] and parse.min_age == 51
+
+
 def test_short_abbreviations_need_capitals(parser: QueryParser) -> None:
     assert {t.match.concept.name for t in parser.parse("patient with MS and PE").terms} == {
         "Multiple sclerosis",

@@ -160,6 +160,7 @@ class ParsedQuery(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     EXTRACTED_FILTERS_FIELD_NUMBER: _builtins.int
     TERMS_FIELD_NUMBER: _builtins.int
+    AS_WRITTEN_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """The query as sent."""
     text: _builtins.str
@@ -169,6 +170,13 @@ class ParsedQuery(_message.Message):
     expanded_text: _builtins.str
     """The lexical query after term expansion (synonyms and preferred terms
     added), as sent to BM25.
+    """
+    as_written: _builtins.bool
+    """The query reads as something a person wrote — a question, a sentence in
+    the first or second person, or longer than a search phrase (over 16
+    words) — so no filter was read from it and `text` and `expanded_text` are
+    the query as written: "I am a 23 year old woman on metformin" describes
+    the asker, it does not ask for women's records. Terms are still reported.
     """
     @_builtins.property
     def filter(self) -> Global___SearchFilter:
@@ -191,10 +199,11 @@ class ParsedQuery(_message.Message):
         filter: Global___SearchFilter | None = ...,
         extracted_filters: _abc.Iterable[Global___ExtractedFilter] | None = ...,
         terms: _abc.Iterable[Global___ClinicalTerm] | None = ...,
+        as_written: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expanded_text", b"expanded_text", "extracted_filters", b"extracted_filters", "filter", b"filter", "query", b"query", "terms", b"terms", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_written", b"as_written", "expanded_text", b"expanded_text", "extracted_filters", b"extracted_filters", "filter", b"filter", "query", b"query", "terms", b"terms", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
