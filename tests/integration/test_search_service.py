@@ -125,6 +125,18 @@ async def test_filters_and_parsed_queries(platform: Harness) -> None:
     assert list(elderly.parsed_query.filter.resource_types) == [RT.RESOURCE_TYPE_PATIENT]
     assert {t.concept for t in elderly.parsed_query.terms} == {"Diabetes mellitus", "Hypertension"}
     assert [h.name for h in elderly.hits] == [f"{clinic.tenant.name}/patients/maria"]
+    assert not elderly.parsed_query.as_written
+    # The same words in a person's question describe the asker: no filter, all candidates.
+    asked = await clinic.find(
+        "I am elderly, what helps with diabetes and high blood pressure?",
+        parse_query=True,
+        top_k=5,
+    )
+    assert asked.parsed_query.as_written
+    assert not asked.parsed_query.extracted_filters
+    assert asked.parsed_query.filter.min_age == 0 and not asked.applied_filter.resource_types
+    assert {t.concept for t in asked.parsed_query.terms} == {"Diabetes mellitus", "Hypertension"}
+    assert any(h.resource_type != RT.RESOURCE_TYPE_PATIENT for h in asked.hits)
 
     kids = await clinic.find(
         "breathing problems", filter=query_pb2.SearchFilter(max_age=17), top_k=10
