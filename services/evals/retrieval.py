@@ -157,11 +157,21 @@ async def run_queries(
                 if refused is not None:
                     refused[query_id] = exc.details() or ""
                 reply = spb.SearchResponse()
-        results[query_id] = [(reverse[h.name.rsplit("/", 1)[1]], h.score) for h in reply.hits]
+        results[query_id] = [(reverse[h.name.rsplit("/", 1)[1]], _raw(h, mode)) for h in reply.hits]
         _progress(progress, f"queries ({mode})", len(results), len(items), started)
 
     await asyncio.gather(*(one(q, t) for q, t in items))
     return results
+
+
+def _raw(hit: spb.SearchHit, mode: str) -> float:
+    """A single retriever's own score (cosine, BM25), not its normalised ranking score: the
+    candidate dump is for fusing offline, which normalises again."""
+    if mode == "dense" and hit.scores.HasField("dense"):
+        return hit.scores.dense
+    if mode == "bm25" and hit.scores.HasField("lexical"):
+        return hit.scores.lexical
+    return hit.score
 
 
 def per_query_ndcg(dataset: Dataset, run: dict[str, list[tuple[str, float]]]) -> dict[str, float]:
@@ -346,7 +356,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dump-candidates",
         type=Path,
         default=None,
-        help="write every mode's ranked lists (depth 200) to FILE",
+        help="write every row's ranked lists (depth 200) to FILE, each hit with its "
+        "retriever's own score (cosine, BM25; the fused score for hybrid)",
     )
     parser.add_argument(
         "--model",

@@ -76,7 +76,14 @@ async def test_eval_runs_its_rows_beside_the_plain_parts_and_a_registered_model_
     for name in rows:  # the per-query figures are the ones averaged in the table
         mean = sum(line["ndcg@10"][name] for line in lines.values()) / 13
         assert abs(mean - shipped[name]["ndcg@10"]) < 1e-3
-    plain = await evaluate(dataset, split="test", max_queries=0, dump=None, out=io.StringIO())
+    dump = tmp_path / "candidates.json"
+    plain = await evaluate(dataset, split="test", max_queries=0, dump=dump, out=io.StringIO())
+    # The dump keeps each retriever's own scores (fusing offline normalises them again).
+    runs = json.loads(dump.read_text())["runs"]
+    for query, hits in runs["dense"].items():
+        scores = [score for _, score in hits]
+        assert scores == sorted(scores, reverse=True) and 0.0 < scores[0] < 1.0, query
+    assert any(hits[0][1] > 1.0 for hits in runs["bm25"].values())  # BM25, not min-max
     registered = await evaluate(
         dataset, split="test", max_queries=0, dump=None, out=model_out, model=shipped_model_path()
     )
