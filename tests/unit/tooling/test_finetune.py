@@ -44,8 +44,10 @@ def test_pairs_are_what_the_platform_embeds(dataset: Dataset) -> None:
     # The document as the indexer renders an Evidence record: title, then content.
     assert gout.document == "Gout\nUric acid crystals in the joint when blood uric acid stays high."
     assert gout.document == evidence_text("Gout", FACTS["gout"]["causes"])
-    # The question as the search service embeds it: after query parsing's clean-up.
-    assert gout.query == QueryParser().parse("What causes gout ?").text == "causes gout"
+    # The question as the search service embeds it: what query parsing leaves of it — a
+    # question is left as written (no filter phrase is read from what a person asks).
+    assert gout.query == QueryParser().parse("What causes gout ?").text == "What causes gout ?"
+    assert QueryParser().parse("causes of gout in women").text == "causes gout"
     assert gout.negative_id == ""
 
 
