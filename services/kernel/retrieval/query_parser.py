@@ -277,10 +277,7 @@ class QueryParser:
 
         spans = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(query)]
         free = [w for w in spans if not any(used[w[1] : w[2]])]
-        lowered_free = [_norm(w[0]) for w in free]
-        for match in self.vocabulary.find(lowered_free, [w[0] for w in free]):
-            first, last = free[match.start], free[match.end - 1]
-            result.terms.append(TermFound(query[first[1] : last[2]], first[1], last[2], match))
+        result.terms = self._terms(query, free)
         result.text = (
             " ".join(w[0] for w in free if w[0].lower() not in QUERY_FILLER) or query.strip()
         )
@@ -297,11 +294,18 @@ class QueryParser:
         """The query as written, with the clinical terms found in it reported."""
         text = query.strip()
         result = Parse(query=query, text=text, expanded_text=text, as_written=True)
-        spans = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(query)]
+        result.terms = self._terms(
+            query, [(m[0], m.start(), m.end()) for m in _WORD.finditer(query)]
+        )
+        return result
+
+    def _terms(self, query: str, spans: list[tuple[str, int, int]]) -> list[TermFound]:
+        """The vocabulary's concepts among these words (word, start, end) of the query."""
+        found = []
         for match in self.vocabulary.find([_norm(w[0]) for w in spans], [w[0] for w in spans]):
             first, last = spans[match.start], spans[match.end - 1]
-            result.terms.append(TermFound(query[first[1] : last[2]], first[1], last[2], match))
-        return result
+            found.append(TermFound(query[first[1] : last[2]], first[1], last[2], match))
+        return found
 
     @staticmethod
     def _age(
