@@ -21,7 +21,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
@@ -168,18 +168,23 @@ def _wrap(
 
     inner_stream: Any = handler.stream_stream if request_streaming else handler.unary_stream
 
-    async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
+    async def stream_response(request: Any, context: Any) -> None:
+        # A coroutine that writes, not a generator that yields: when the client cuts the
+        # stream, grpc cancels this task wherever it waits (a send held by flow control
+        # too), so every scope exits now, in this call's context. A generator would be
+        # left suspended at its `yield` until the garbage collector finalised it, later,
+        # in another context, with the audit record and the in-flight gauge waiting.
         call = new_call(request, context)
         async with AsyncExitStack() as stack:
             await enter(stack, call)
-            result = inner_stream(call.request, _Checked(context, call.before_response))
+            checked = _Checked(context, call.before_response)
+            result = inner_stream(call.request, checked)
             if inspect.isawaitable(result):  # a handler that writes with context.write()
                 await result
                 return
-            async for response in result:
-                for check in call.before_response:
-                    await check()
-                yield response
+            async with aclosing(result) as responses:  # the handler's `finally` runs now
+                async for response in responses:
+                    await checked.write(response)
 
     factory = (
         grpc.stream_stream_rpc_method_handler
