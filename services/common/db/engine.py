@@ -26,15 +26,33 @@ from sqlalchemy.ext.asyncio import (
 from services.common.errors import Unavailable
 
 TENANT_SETTING = "hacs.tenant_id"
-# Set while this task holds the SQLite writer lock: a nested transaction must
-# not wait for the lock its own task holds.
-_in_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "hacs_in_sqlite_tx", default=False
+
+
+class _Lease:
+    """This process's hold on the SQLite writer lock, live until its transaction ends."""
+
+    held = True
+
+
+# The lease of the transaction this code runs inside, if any. Work it awaits (nested
+# transactions, tasks it gathers or waits for) uses the lock the lease holds. A task
+# it started that runs on after it ended inherits a spent lease and queues like any
+# other: skipping the queue, it would race the next holder for the file lock and,
+# under load, wait out busy_timeout and fail with "database is locked".
+_lease: contextvars.ContextVar[_Lease | None] = contextvars.ContextVar(
+    "hacs_sqlite_lease", default=None
 )
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        sqlite_busy_timeout_ms: int = 30_000,
+    ) -> None:
         self.url = url
         self.is_postgres = url.startswith("postgresql")
         kwargs: dict[str, Any] = {"echo": echo}
@@ -44,7 +62,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._writer_lock: asyncio.Lock | None = None
         if url.startswith("sqlite"):
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, sqlite_busy_timeout_ms)
             # SQLite has one writer at a time. Queueing our transactions here, in
             # order, beats letting a dozen pooled connections race for the file
             # lock, where a busy moment ends in "database is locked".
@@ -58,14 +76,17 @@ class Database:
         `tenant_id=None` is for the few cross-tenant reads (the tenant registry);
         on PostgreSQL it leaves every tenant-owned table looking empty.
         """
-        if self._writer_lock is not None and not _in_transaction.get():
+        outer = _lease.get()
+        if self._writer_lock is not None and (outer is None or not outer.held):
             async with self._writer_lock:
-                token = _in_transaction.set(True)
+                lease = _Lease()
+                token = _lease.set(lease)
                 try:
                     async with self._sessions() as session, session.begin():
                         yield session
                 finally:
-                    _in_transaction.reset(token)
+                    lease.held = False
+                    _lease.reset(token)
             return
         async with self._sessions() as session, session.begin():
             if self.is_postgres:
@@ -86,7 +107,7 @@ class Database:
         await self.engine.dispose()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of failing.
 
     A deferred transaction that later writes can hit SQLITE_BUSY without
@@ -99,7 +120,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")  # other processes (hacs index, hacs migrate)
+        # Other processes (hacs index, hacs migrate) hold the file lock now and then.
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
