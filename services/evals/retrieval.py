@@ -329,7 +329,15 @@ async def evaluate(
         await asyncio.to_thread(write_per_query, per_query, dataset, runs, parsed)
         out.write(f"  per-query nDCG@10 written to {per_query}\n")
     if dump is not None:
-        payload = json.dumps({"split": split, "runs": runs, "qrels": dataset.qrels})
+        where = await asyncio.to_thread(directory.resolve)
+        payload = json.dumps(
+            {
+                "dataset": str(where),
+                "split": split,
+                "runs": runs,
+                "qrels": dataset.qrels,
+            }
+        )
         await asyncio.to_thread(dump.write_text, payload)
         out.write(f"  candidates written to {dump}\n")
     table: dict[str, dict[str, Any]] = {row: score(dataset, run) for row, run in runs.items()}

@@ -79,7 +79,10 @@ async def test_eval_runs_its_rows_beside_the_plain_parts_and_a_registered_model_
     dump = tmp_path / "candidates.json"
     plain = await evaluate(dataset, split="test", max_queries=0, dump=dump, out=io.StringIO())
     # The dump keeps each retriever's own scores (fusing offline normalises them again).
-    runs = json.loads(dump.read_text())["runs"]
+    dumped = json.loads(dump.read_text())
+    runs = dumped["runs"]
+    # It names its data set, so scripts/tune_search_fusion.py can rank the corpus again.
+    assert dumped["dataset"] == str(dataset.resolve()) and dumped["split"] == "test"
     for query, hits in runs["dense"].items():
         scores = [score for _, score in hits]
         assert scores == sorted(scores, reverse=True) and 0.0 < scores[0] < 1.0, query
