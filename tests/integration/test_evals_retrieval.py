@@ -82,7 +82,7 @@ async def test_eval_runs_its_rows_beside_the_plain_parts_and_a_registered_model_
     dumped = json.loads(dump.read_text())
     runs = dumped["runs"]
     # It names its data set, so scripts/tune_search_fusion.py can rank the corpus again.
-    assert dumped["dataset"] == str(dataset.resolve()) and dumped["split"] == "test"
+    assert Path(dumped["dataset"]) == dataset and dumped["split"] == "test"  # tmp_path: resolved
     for query, hits in runs["dense"].items():
         scores = [score for _, score in hits]
         assert scores == sorted(scores, reverse=True) and 0.0 < scores[0] < 1.0, query
