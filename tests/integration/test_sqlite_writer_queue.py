@@ -10,6 +10,7 @@ shows at once here.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from services.common.db.engine import Database
+from services.common.errors import Unavailable
 
 
 @pytest.fixture
@@ -74,3 +76,41 @@ async def test_work_a_transaction_awaits_in_another_task_uses_its_lock(db: Datab
         # nothing is written by the outer one yet, so the inner one takes the file lock.
         await asyncio.wait_for(_insert(db, 7), 5)
     assert await _notes(db) == [7]
+
+
+async def test_a_writer_that_waits_out_the_busy_timeout_is_told_to_retry_and_holders_are_named(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another process's connection (a plain sqlite3 one here) holds the write lock.
+    other = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    second = Database(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}", sqlite_busy_timeout_ms=100)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:  # a transaction of this process, on its own queue
+        async with second.transaction(None) as session:
+            await session.execute(text("SELECT 1"))
+            held.set()
+            await release.wait()
+
+    try:
+        with pytest.raises(Unavailable, match=r"database is busy.*retry"):
+            await _insert(db, 1)
+        assert "none (the lock is held by another process" in caplog.text
+        other.rollback()
+        caplog.clear()
+        holding = asyncio.create_task(holder(), name="slow-holder")
+        await held.wait()
+        with pytest.raises(Unavailable):
+            await _insert(db, 2)
+        # The report names the task and the line it waits at.
+        assert "task 'slow-holder' for" in caplog.text and "(holder)" in caplog.text
+        release.set()
+        await holding
+        await _insert(db, 3)  # nothing was left holding the lock
+        assert await _notes(db) == [3]
+    finally:
+        release.set()
+        other.close()
+        await second.close()

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from services.common.errors import Unavailable
 
 TENANT_SETTING = "hacs.tenant_id"
+log = logging.getLogger(__name__)
 
 
 class _Lease:
@@ -42,6 +46,32 @@ class _Lease:
 _lease: contextvars.ContextVar[_Lease | None] = contextvars.ContextVar(
     "hacs_sqlite_lease", default=None
 )
+# This process's SQLite transactions in progress (every Database), for the report of a
+# writer that waited out busy_timeout: which task held what for how long.
+_open_transactions: dict[_Lease, tuple[asyncio.Task[Any] | None, float]] = {}
+
+
+def _report_locked(waiting: _Lease) -> None:
+    """Log who else in this process holds a SQLite transaction, and where each waits now."""
+    now = time.monotonic()
+    holders = []
+    for lease, (task, since) in _open_transactions.items():
+        if lease is waiting:
+            continue
+        where = ""
+        if task is not None:
+            frames = task.get_stack()  # outermost first: the last is where it waits
+            if frames:
+                code = frames[-1].f_code
+                where = f" at {code.co_filename}:{frames[-1].f_lineno} ({code.co_name})"
+        name = task.get_name() if task is not None else "?"
+        holders.append(f"task {name!r} for {now - since:.1f} s{where}")
+    log.error(
+        "SQLite writer gave up at busy_timeout; this process's other open transactions: %s",
+        "; ".join(holders)
+        if holders
+        else "none (the lock is held by another process, or a connection left in a transaction)",
+    )
 
 
 class Database:
@@ -81,11 +111,21 @@ class Database:
             async with self._writer_lock:
                 lease = _Lease()
                 token = _lease.set(lease)
+                _open_transactions[lease] = (asyncio.current_task(), time.monotonic())
                 try:
                     async with self._sessions() as session, session.begin():
                         yield session
+                except OperationalError as exc:
+                    if "database is locked" not in str(exc):
+                        raise
+                    _report_locked(lease)
+                    raise Unavailable(
+                        "the database is busy: another writer held its lock past the "
+                        "busy timeout; retry shortly (the operators have the holder's details)"
+                    ) from exc
                 finally:
                     lease.held = False
+                    _open_transactions.pop(lease, None)
                     _lease.reset(token)
             return
         async with self._sessions() as session, session.begin():
