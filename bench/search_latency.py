@@ -50,8 +50,8 @@ from bench.support import dataset
 from bench.support.all_in_one import AllInOne
 from bench.support.measure import memory_of, run_clients, wait_until_quiet
 from services.kernel.retrieval.lexical_store import SqliteLexical
+from services.kernel.retrieval.vector_index import RECORDS as RECORDS_INDEX
 from services.kernel.retrieval.vector_index import IndexDoc, VectorIndex
-from services.search.indexer import RECORDS_INDEX
 from tests.support.milvus import MilvusServer
 
 QUERIES = [
