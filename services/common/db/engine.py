@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 
 
 class _Lease:
-    """This process's hold on the SQLite writer lock, live until its transaction ends."""
+    """This process's hold on the SQLite writer lock: the task that took it, and when."""
 
-    held = True
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.since = time.monotonic()
 
 
 # The lease of the transaction this code runs inside, if any. Work it awaits (nested
@@ -46,18 +48,17 @@ class _Lease:
 _lease: contextvars.ContextVar[_Lease | None] = contextvars.ContextVar(
     "hacs_sqlite_lease", default=None
 )
-# This process's SQLite transactions in progress (every Database), for the report of a
-# writer that waited out busy_timeout: which task held what for how long.
-_open_transactions: dict[_Lease, tuple[asyncio.Task[Any] | None, float]] = {}
+# The leases held now, by every Database of this process: a lease is live while it is
+# here, and the report of a writer that waited out busy_timeout lists the others.
+_held: set[_Lease] = set()
 
 
 def _report_locked(waiting: _Lease) -> None:
     """Log who else in this process holds a SQLite transaction, and where each waits now."""
     now = time.monotonic()
     holders = []
-    for lease, (task, since) in _open_transactions.items():
-        if lease is waiting:
-            continue
+    for lease in _held - {waiting}:
+        task = lease.task
         where = ""
         if task is not None:
             frames = task.get_stack()  # outermost first: the last is where it waits
@@ -65,7 +66,7 @@ def _report_locked(waiting: _Lease) -> None:
                 code = frames[-1].f_code
                 where = f" at {code.co_filename}:{frames[-1].f_lineno} ({code.co_name})"
         name = task.get_name() if task is not None else "?"
-        holders.append(f"task {name!r} for {now - since:.1f} s{where}")
+        holders.append(f"task {name!r} for {now - lease.since:.1f} s{where}")
     log.error(
         "SQLite writer gave up at busy_timeout; this process's other open transactions: %s",
         "; ".join(holders)
@@ -107,11 +108,11 @@ class Database:
         on PostgreSQL it leaves every tenant-owned table looking empty.
         """
         outer = _lease.get()
-        if self._writer_lock is not None and (outer is None or not outer.held):
+        if self._writer_lock is not None and outer not in _held:
             async with self._writer_lock:
                 lease = _Lease()
                 token = _lease.set(lease)
-                _open_transactions[lease] = (asyncio.current_task(), time.monotonic())
+                _held.add(lease)
                 try:
                     async with self._sessions() as session, session.begin():
                         yield session
@@ -124,8 +125,7 @@ class Database:
                         "busy timeout; retry shortly (the operators have the holder's details)"
                     ) from exc
                 finally:
-                    lease.held = False
-                    _open_transactions.pop(lease, None)
+                    _held.discard(lease)
                     _lease.reset(token)
             return
         async with self._sessions() as session, session.begin():
