@@ -132,14 +132,14 @@ def read_set(argument: str, weights: list[float]) -> DevSet:
         if not where:
             raise SystemExit(f"{path}: name its data set as {path}=DATASET_DIR")
         lexical.update(lexical_runs(Path(where), dump["split"], list(qrels), weights))
-    parts = {
-        row: ndcg(qrels, ranked(row))
-        for row in ("dense", "plain-bm25", "plain-dense")
-        if row in runs
-    }
+    dense = ranked("dense")
+    parts = {"dense": ndcg(qrels, dense)}
+    parts.update(
+        (row, ndcg(qrels, ranked(row))) for row in ("plain-bm25", "plain-dense") if row in runs
+    )
     for weight, run in lexical.items():
         parts[f"bm25 x{weight}" if weight is not None else "bm25"] = ndcg(qrels, run)
-    return DevSet(Path(path).name, qrels, ranked("dense"), lexical, parts)
+    return DevSet(Path(path).name, qrels, dense, lexical, parts)
 
 
 def settings() -> Iterator[Fusion]:

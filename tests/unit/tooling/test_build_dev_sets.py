@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from services.tooling.beir import load
+from tests.support.scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "build_dev_sets", ROOT / "scripts" / "build_dev_sets.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _module()
+build = load_script("build_dev_sets")
 
 
 def _consumer_source(directory: Path) -> Path:

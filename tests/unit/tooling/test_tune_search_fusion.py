@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.support.scripts import ROOT, load_script
 
-
-def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "tune_search_fusion", ROOT / "scripts" / "tune_search_fusion.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-tune = _module()
+tune = load_script("tune_search_fusion")
 
 # "gout" is in one document's title and another's body: the title weight decides which
 # of the two BM25 ranks first for the question about gout.
