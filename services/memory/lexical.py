@@ -64,10 +64,14 @@ class _TenantIndex:
     values: Interned = field(default_factory=Interned)  # agents' and patients' names
     doc_ids: dict[str, int] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
+    # What each memory's postings were made from: a new version that leaves it unchanged
+    # (a recall's access-count write) keeps its postings instead of leaving a dead slot.
+    fingerprints: dict[str, tuple[str, str, str, int]] = field(default_factory=dict)
     next_doc_id: int = 0
 
     def remove(self, name: str) -> None:
         doc_id = self.doc_ids.pop(name, None)
+        self.fingerprints.pop(name, None)
         if doc_id is not None:
             del self.names[doc_id]
             self.index.remove(doc_id)
@@ -77,16 +81,21 @@ class _TenantIndex:
             self.add(record)
 
     def add(self, record: record_pb2.Record) -> None:
-        self.remove(record.name)
         block = record.memory_block
-        counts = Counter(self.words.id(term) for term in terms(index_text(block)))
+        text = index_text(block)
+        fingerprint = (text, block.agent, patient_id(block), block.memory_type)
+        if self.fingerprints.get(record.name) == fingerprint:
+            return
+        self.remove(record.name)
+        self.fingerprints[record.name] = fingerprint
+        counts = Counter(self.words.id(term) for term in terms(text))
         postings = np.array(
             [(term_id, 0, min(count, COUNT_MAX)) for term_id, count in sorted(counts.items())],
             TERM_DTYPE,
         )
         doc_id, self.next_doc_id = self.next_doc_id, self.next_doc_id + 1
         self.doc_ids[record.name], self.names[doc_id] = doc_id, record.name
-        scope = (self.values.id(block.agent), self.values.id(patient_id(block)), block.memory_type)
+        scope = (self.values.id(block.agent), self.values.id(fingerprint[2]), block.memory_type)
         self.index.add(doc_id, counts.total(), postings, scope)
 
 

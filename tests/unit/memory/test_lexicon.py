@@ -156,3 +156,54 @@ async def test_ranks_and_scores_as_the_memory_formula_through_rewrites(
     for name in forgotten:
         del docs[name]
     await check()
+
+
+async def test_a_recall_bookkeeping_write_keeps_the_memory_s_postings(store: RecordStore) -> None:
+    """Every recall rewrites the memories it returns (access count, last access); those
+    versions change nothing the index holds, so they must not leave dead slots behind
+    (dead slots make every search scan more until the index compacts)."""
+    writer = RecordWriter(store, no_limit)
+    admin = Caller(TENANT, "admin", "administrator", frozenset({"admin:*"}))
+    creates = [
+        NewRecord(
+            f"m-{i}",
+            record_pb2.Record(
+                memory_block=memory_block_pb2.MemoryBlock(
+                    memory_type=memory_block_pb2.MEMORY_TYPE_EPISODIC,
+                    content=f"insulin dose {WORDS[i]}",
+                    agent=AGENTS[0],
+                )
+            ),
+        )
+        for i in range(5)
+    ]
+    written = await writer.write(admin, TENANT, creates=creates)
+    names = [r.name for r in written.created]
+    lexicon = MemoryLexicon(store)
+    await lexicon.refresh(TENANT)
+    before = lexicon.search(TENANT, "insulin chest", LexicalScope(), 5)
+
+    def touched(record: record_pb2.Record) -> record_pb2.Record:
+        record.memory_block.access_count += 1
+        return record
+
+    def reworded(record: record_pb2.Record) -> record_pb2.Record:
+        record.memory_block.content = "chest pain at night"
+        return record
+
+    await writer.write(
+        admin,
+        TENANT,
+        revisions=[Revision(n, touched, ("memory_block.access_count",)) for n in names],
+    )
+    await lexicon.refresh(TENANT)
+    index = lexicon._tenants[TENANT].index
+    assert (index.live, index.dead) == (5, 0)
+    assert lexicon.search(TENANT, "insulin chest", LexicalScope(), 5) == before
+    # A version that does change the text still replaces the postings.
+    await writer.write(
+        admin, TENANT, revisions=[Revision(names[1], reworded, ("memory_block.content",))]
+    )
+    await lexicon.refresh(TENANT)
+    assert (index.live, index.dead) == (5, 1)
+    assert lexicon.search(TENANT, "night", LexicalScope(), 5)[0][0] == names[1]
