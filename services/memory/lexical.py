@@ -18,8 +18,9 @@ lightly stemmed tokens without stopwords (b below the usual 0.75: memories
 run from a few words to paragraphs, and a long one should not lose a match
 for its length as much — chosen on the train conversations of the recall
 tuning protocol, docs/memory.md). Document frequencies count live memories
-exactly: every recall rewrites the memories it returns (their access
-counts), which would otherwise leave their old postings counted. `scorer`
+exactly. Every recall rewrites the memories it returns (their access
+counts): a version whose indexed words and scope are unchanged keeps its
+postings, so that bookkeeping leaves no dead slots to scan past. `scorer`
 rates any text (e.g. a memory as it was at `as_of`) with the tenant's
 current statistics; equal scores rank by memory name.
 """
