@@ -15,12 +15,12 @@ from hacs.records.v1 import memory_block_pb2, record_pb2
 from services.common import names
 from services.common.validation import Violations, validates
 from services.kernel.records.names import is_record_name
+from services.kernel.retrieval.terms import MAX_QUERY_CHARS
 from services.memory.blocks import MAX_CONTENT, MAX_RELATED, MAX_SUMMARY, MAX_TAG_LENGTH, MAX_TAGS
 from services.memory.memories import MAX_BATCH
 
 MEMORY_EXAMPLE = "tenants/{tenant}/memoryBlocks/{memory_block}"
 PATIENT_EXAMPLE = "tenants/{tenant}/patients/{patient}"
-MAX_QUERY = 4000
 MAX_TOP_K = 100
 TYPES = set(memory_block_pb2.MemoryType.values()) - {0}
 LINKAGES = ("average", "complete", "single")
@@ -132,7 +132,7 @@ def _remember(r: pb.RememberRequest, v: Violations) -> None:
 def _recall(r: pb.RecallRequest, v: Violations) -> None:
     _parent(v, r.parent)
     if v.required("query", r.query.strip()):
-        v.max_length("query", r.query, MAX_QUERY)
+        v.max_length("query", r.query, MAX_QUERY_CHARS)
     _filter(v, r.filter, "filter")
     if not 0 <= r.top_k <= MAX_TOP_K:
         v.add("top_k", f"must be between 1 and {MAX_TOP_K} (0 = the default, 10)")

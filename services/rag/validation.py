@@ -15,6 +15,7 @@ from hacs.records.v1 import evidence_pb2
 from services.common import names
 from services.common.validation import Violations, validates
 from services.kernel.records.names import is_record_name
+from services.kernel.retrieval.terms import MAX_QUERY_CHARS
 from services.rag.ingest import FHIR_DATE
 from services.rag.knowledge_bases import UPDATABLE
 from services.rag.names import DOCUMENT_NAME, KB_ID, KB_ID_RULE, KB_NAME
@@ -139,7 +140,7 @@ def _retrieval(
         v.in_tenant(f"knowledge_bases[{i}]", kb, tenant)
     if not query.strip():
         v.add("query", "is required")
-    v.max_length("query", query, 4000)
+    v.max_length("query", query, MAX_QUERY_CHARS)
     if not 0.0 <= min_relevance <= 1.0:
         v.add("min_relevance", "must be in [0, 1]")
     for i, level in enumerate(f.evidence_levels):

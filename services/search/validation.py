@@ -11,6 +11,7 @@ from hacs.search.v1 import search_service_pb2 as pb
 from services.common import names
 from services.common.validation import Violations, validates
 from services.kernel.records.names import is_record_name
+from services.kernel.retrieval.terms import MAX_QUERY_CHARS
 
 TYPES = set(record_pb2.ResourceType.values()) - {0}
 GENDERS = ("male", "female", "other", "unknown")
@@ -66,7 +67,7 @@ def _search(r: pb.SearchRequest, v: Violations) -> None:
     tenant = v.parent_tenant(r.parent)
     if not r.query.strip():
         v.add("query", "is required")
-    v.max_length("query", r.query, 4000)
+    v.max_length("query", r.query, MAX_QUERY_CHARS)
     if not 0 <= r.top_k <= 1000:
         v.add("top_k", "must be between 1 and 1,000 (0 = 10)")
     if not 0 <= r.snippet_length <= 1000:
@@ -93,7 +94,7 @@ def _parse(r: pb.ParseQueryRequest, v: Violations) -> None:
     _parent(v, r.parent)
     if not r.query.strip():
         v.add("query", "is required")
-    v.max_length("query", r.query, 4000)
+    v.max_length("query", r.query, MAX_QUERY_CHARS)
 
 
 @validates(pb.GetIndexStatusRequest)

@@ -20,9 +20,9 @@ from services.evals.retrieval import MODES, evaluate
 from services.kernel.embedding.model_config import shipped_model_path
 from tests.support.beir import write_dataset
 
-# A person's message longer than Search takes (4,000 characters): refused, so it ranks
+# A person's message longer than Search takes (10,000 characters): refused, so it ranks
 # nothing for the platform's rows, while the plain parts still rank it.
-LONG = "wheezing and a cough at night " * 150
+LONG = "wheezing and a cough at night " * 400
 
 
 @pytest.fixture(scope="module")

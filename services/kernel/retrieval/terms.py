@@ -23,8 +23,13 @@ import numpy as np
 import Stemmer
 
 WORD = re.compile(r"[^\W_]+")  # a word: letters and digits
-# A bound on one query's work, not a ranking choice: a 4,000-character query (the API's
-# limit) has fewer distinct words. At 64, a person's long message lost the words after its
+# The longest query text Search, RAG and Recall take: a person's message as written,
+# subject line and all (a consumer-qa message of 6,727 characters was refused at 4,000).
+# The dense side reads the model's window of it; the lexical side its first
+# MAX_QUERY_TERMS distinct terms.
+MAX_QUERY_CHARS = 10_000
+# A bound on one query's work, not a ranking choice: a query of MAX_QUERY_CHARS has
+# fewer distinct words. At 64, a person's long message lost the words after its
 # 64th distinct one (134 of 303 consumer-qa train questions had more; nDCG@10 0.505 ->
 # 0.530 without the cap; docs/search.md).
 MAX_QUERY_TERMS = 1024

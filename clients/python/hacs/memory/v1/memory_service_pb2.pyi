@@ -138,7 +138,7 @@ class RecallRequest(_message.Message):
     parent: _builtins.str
     """The tenant: "tenants/{tenant}"."""
     query: _builtins.str
-    """What to recall (1-4,000 characters)."""
+    """What to recall (1-10,000 characters)."""
     top_k: _builtins.int
     """At most this many results (default 10, max 100)."""
     min_score: _builtins.float

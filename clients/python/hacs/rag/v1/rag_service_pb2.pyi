@@ -960,7 +960,7 @@ class RetrieveRequest(_message.Message):
     parent: _builtins.str
     """The tenant: "tenants/{tenant}"."""
     query: _builtins.str
-    """The question or search text (1-4,000 characters)."""
+    """The question or search text (1-10,000 characters)."""
     top_k: _builtins.int
     """At most this many results (default 10, max 100)."""
     min_relevance: _builtins.float

@@ -192,7 +192,7 @@ class SearchRequest(_message.Message):
     parent: _builtins.str
     """The tenant: "tenants/{tenant}"."""
     query: _builtins.str
-    """The query text (1-4,000 characters)."""
+    """The query text (1-10,000 characters)."""
     scope: Global___SearchScope.ValueType
     """Records, knowledge chunks or both."""
     top_k: _builtins.int
