@@ -115,9 +115,16 @@ class Searcher:
                 for kind, scoped in searches
             )
         )
+        # Equal fused scores (with "max", every cosine below 0 counts 0) rank by their
+        # own scores, so a dense-only search still ranks by cosine.
         merged = sorted(
             (found for group in results for found in group),
-            key=lambda f: (-f.candidate.fused, f.candidate.pk),
+            key=lambda f: (
+                -f.candidate.fused,
+                -_or_floor(f.candidate.dense),
+                -_or_floor(f.candidate.lexical),
+                f.candidate.pk,
+            ),
         )[: params.top_k]
         for found in merged:
             found.snippet = snippet(
@@ -186,6 +193,10 @@ class Searcher:
         for c in found:
             c.fields.update(stored.get(c.pk, {}))
         found[:] = [c for c in found if c.pk in stored]  # deleted since it was a candidate
+
+
+def _or_floor(score: float | None) -> float:
+    return float("-inf") if score is None else score
 
 
 def _readable_kinds(caller: Caller, wanted: list[str]) -> list[str]:

@@ -57,13 +57,17 @@ TOMBSTONE_WRITES_KEPT = 100_000  # tombstones of the last N write transactions a
 BUILD_CHUNK = 50_000  # rows read at a time when an index is built
 FILTER_ROUNDS = (4, 32, 256)  # x limit: best-scoring documents checked against a filter per round
 
-# BM25 weight of a title match relative to a body match, per kind. Tuned on the
-# MedQuAD *train* split (scripts/tune_search_fusion.py; docs/search.md): the
-# lexical row rose 0.617 -> 0.662 nDCG@10 and hybrid 0.770 -> 0.783 at 5, with
-# gains flattening above it. Knowledge chunks keep 1: their text already opens
-# with a context header naming the document, and RAG's relevance model
-# (services/rag/relevance.py) is calibrated on those scores.
-TITLE_WEIGHTS = {"records": 5.0, "knowledge": 1.0}
+# BM25 weight of a title match relative to a body match, per kind (a record's title
+# is also the first line of its body, so at 1 a title word still counts twice).
+# Chosen by the worst case over four train splits (scripts/tune_search_fusion.py;
+# docs/search.md): with the shipped fusion weights 1 and 5 give the same worst
+# hybrid margin, and 1 gives BM25 alone its best worst case over plain BM25 — 5
+# won on MedQuAD's templates, which repeat the answer's title (0.667 vs 0.642), and
+# lost on titled free text (consumer-qa-titled 0.483 vs 0.538, plain 0.474).
+# Knowledge chunks keep 1: their text already opens with a context header naming
+# the document, and RAG's relevance model (services/rag/relevance.py) is
+# calibrated on those scores.
+TITLE_WEIGHTS = {"records": 1.0, "knowledge": 1.0}
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS docs (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import pytest
+
 from services.kernel.retrieval.expressions import FilterSpec, code_key, records_expression
 from services.kernel.retrieval.fusion import Fusion, fuse
 from services.kernel.retrieval.snippets import snippet
@@ -50,6 +52,31 @@ def test_a_limit_keeps_the_same_best_candidates() -> None:
         ]
         both = next(c for c in best if c.dense_rank and c.lexical_rank)
         assert both.fields["src"] == "dense" and "n" in both.fields  # dense's fields first
+
+
+def test_max_normalisation_keeps_a_near_tie_a_near_tie() -> None:
+    """ "max" divides each list by its best score: two lexical hits of almost the same
+    BM25 stay almost equal, so the dense list decides between them. Min-max stretches the
+    same two over [0, 1] and lets the lexical list's last candidate lose all of its share."""
+    dense = [("a", 0.62, {}), ("b", 0.60, {})]
+    lexical = [("b", 10.0, {}), ("a", 9.9, {})]
+    by_max = fuse(
+        dense, lexical, Fusion(semantic_weight=0.5, lexical_weight=0.5, normalization="max")
+    )
+    assert [c.pk for c in by_max] == ["a", "b"]
+    assert by_max[0].fused == pytest.approx(0.5 * 1.0 + 0.5 * 0.99)
+    by_minmax = fuse(
+        dense, lexical, Fusion(semantic_weight=0.5, lexical_weight=0.5, normalization="minmax")
+    )
+    assert [c.pk for c in by_minmax] == ["a", "b"] and by_minmax[0].fused == pytest.approx(0.5)
+    assert by_minmax[1].fused == pytest.approx(0.5)  # 0.62 vs 10.0 and 0.60 vs 9.9: a tie
+    # A cosine below 0 counts as 0, not as a negative share.
+    by_max_only = Fusion(normalization="max")
+    floored = fuse([("d", 0.4, {}), ("c", -0.2, {})], [], by_max_only)
+    assert [(c.pk, c.fused) for c in floored] == [("d", pytest.approx(0.85)), ("c", 0.0)]
+    # Hits that all count 0 keep their list's order (a dense-only search ranks by cosine).
+    below = [("z", -0.01, {}), ("b", -0.03, {}), ("m", -0.2, {})]
+    assert [c.pk for c in fuse(below, [], by_max_only)] == ["z", "b", "m"]
 
 
 def test_snippet_centres_on_the_matches() -> None:

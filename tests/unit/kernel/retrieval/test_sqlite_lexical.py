@@ -13,7 +13,7 @@ import pytest
 
 from services.kernel.retrieval import lexical_store
 from services.kernel.retrieval.expressions import FilterSpec
-from services.kernel.retrieval.lexical_store import LAYOUT_VERSION, SqliteLexical
+from services.kernel.retrieval.lexical_store import LAYOUT_VERSION, TITLE_WEIGHTS, SqliteLexical
 from services.kernel.retrieval.terms import query_terms
 from services.kernel.retrieval.vector_index import IndexDoc
 
@@ -121,7 +121,14 @@ async def test_a_query_of_punctuation_finds_nothing(tmp_path: Path) -> None:
     store.close()
 
 
-async def test_a_title_match_outranks_a_passing_mention_in_records(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("weight", "first"), [(1.0, "a/mention"), (5.0, "a/titled")])
+async def test_a_records_title_counts_by_its_weight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weight: float, first: str
+) -> None:
+    """A title is indexed apart from the body and weighted per kind (TITLE_WEIGHTS). At the
+    shipped 1 a record titled "Asthma" whose long body never says it still matches, behind
+    a short note that does (BM25's length normalisation); at 5 the title match wins."""
+    monkeypatch.setitem(TITLE_WEIGHTS, "records", weight)
     fts = SqliteLexical(tmp_path / "lexical.db")
     await fts.upsert(
         "records",
@@ -137,7 +144,7 @@ async def test_a_title_match_outranks_a_passing_mention_in_records(tmp_path: Pat
         ],
     )
     hits = await fts.search("records", "a", "asthma", FilterSpec(), 10)
-    assert [h.pk for h in hits] == ["a/titled", "a/mention"]
+    assert len(hits) == 2 and hits[0].pk == first
     fts.close()
 
 
@@ -200,12 +207,14 @@ async def test_scores_are_fts5_bm25(tmp_path: Path) -> None:
         "INSERT INTO fts (rowid, title, text) VALUES (?, ?, ?)",
         [(i, title, text) for i, (title, text) in enumerate(texts)],
     )
+    weighted = f"bm25(fts, {TITLE_WEIGHTS['records']}, 1.0)"
     for query in ("blood pressure", "shortness of breath at night", "diabetes asthma"):
         match = " OR ".join(f'"{w}"' for w in dict.fromkeys(query.split()))
         expected = {
             f"a/{row}": -score
             for row, score in fts.execute(
-                "SELECT rowid, bm25(fts, 5.0, 1.0) FROM fts WHERE fts MATCH ?", (match,)
+                f"SELECT rowid, {weighted} FROM fts WHERE fts MATCH ?",
+                (match,),
             )
         }
         hits = await store.search("records", "a", query, FilterSpec(), 10)

@@ -140,16 +140,16 @@ class HybridOptions(_message.Message):
     mode: Global___RetrievalMode.ValueType
     """Which retrievers run."""
     semantic_weight: _builtins.float
-    """Weight of the dense ranking, in [0, 1] (default 0.7)."""
+    """Weight of the dense ranking, in [0, 1] (default 0.85)."""
     lexical_weight: _builtins.float
-    """Weight of the lexical ranking, in [0, 1] (default 0.3)."""
+    """Weight of the lexical ranking, in [0, 1] (default 0.15)."""
     fusion: Global___FusionMethod.ValueType
     """Fusion method."""
     rrf_k: _builtins.int
     """RRF constant k (default 60); only for RRF."""
     candidate_depth: _builtins.int
     """Candidates taken from each retriever before fusion; 0 means the default
-    (a multiple of top_k).
+    (200, or top_k when larger).
     """
     def __init__(
         self,
