@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from bench.support.measure import memory_of
 from mesh.envoy.render import EdgeSettings, Upstream, all_in_one_upstreams, render
 from tests.support.edge import start_envoy, start_serve
 from tests.support.postgres import free_port
@@ -51,6 +52,7 @@ class AllInOne:
         self.search_processes = search_processes
         self.processes: list[subprocess.Popen[bytes]] = []
         self.edge = ""
+        self.direct = ""  # the first `hacs serve` process's own gRPC address
         self.pid = 0  # the `hacs serve` process (the one measured)
         self.platform_pids: tuple[int, ...] = ()  # ours, but not measured: Envoy
         self.search_pids: tuple[int, ...] = ()  # the search-only processes, if any
@@ -98,10 +100,15 @@ class AllInOne:
         envoy = start_envoy(render(settings), self.run_dir, edge_port)
         self.processes = [envoy, *(p for p, _, _ in replicas), serve]
         self.edge = f"127.0.0.1:{edge_port}"
+        self.direct = grpc_addr
         self.pid = serve.pid
         self.platform_pids = (envoy.pid,)
         self.search_pids = tuple(p.pid for p, _, _ in replicas)
         time.sleep(1.0)
+
+    def memory(self) -> dict[str, float]:
+        """Resident memory of the measured `hacs serve` and its child processes, in MiB."""
+        return memory_of(self.pid)
 
     def stop(self) -> None:
         for process in self.processes:
