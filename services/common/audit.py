@@ -190,7 +190,7 @@ class AuditLog:
         if query.start_time:
             stmt = stmt.where(AuditEventRow.event_time >= query.start_time)
         stmt = stmt.order_by(AuditEventRow.id.desc()).limit(query.page_size + 1)
-        async with self._db.transaction(query.tenant_id) as session:
+        async with self._db.read(query.tenant_id) as session:
             rows = list((await session.scalars(stmt)).all())
         rows, token = take_page(rows, query.page_size, "audit", lambda r: str(r.id))
         return [

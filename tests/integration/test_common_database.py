@@ -7,6 +7,8 @@ transaction with no tenant sees nothing.
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -191,3 +193,34 @@ async def test_existing_memories_get_their_owner_when_the_schema_moves_to_0005(
         assert changed == owners
     finally:
         await db.close()
+
+
+async def test_a_read_runs_while_a_write_transaction_is_open(db: Database) -> None:
+    """Reads take no turn behind writers: one completes while a write transaction (on
+    SQLite, the file's write lock and this process's writer queue) is still open, and sees
+    the last committed state, not the open transaction's rows."""
+    await _two_tenants_with_actors(db)
+    async with db.transaction("north") as writing:
+        await writing.execute(text("UPDATE actors SET display_name = 'Changing' WHERE id = 'doc'"))
+        await writing.flush()
+
+        async def read_name() -> str:
+            async with db.read("north") as s:
+                return str(await s.scalar(select(ActorRow.display_name)))
+
+        # Before: every transaction waited for the writer queue, so this timed out.
+        assert await asyncio.wait_for(read_name(), timeout=10) == "Doc"
+    assert await read_name() == "Changing"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_read_transaction_refuses_writes_on_postgres(db: Database) -> None:
+    await _two_tenants_with_actors(db)
+    with pytest.raises(Exception, match="read-only transaction"):
+        async with db.read("north") as s:
+            await s.execute(text("UPDATE actors SET display_name = 'x' WHERE id = 'doc'"))
+    async with db.read("north") as s:  # still tenant-scoped: RLS sees one tenant
+        assert (await s.execute(select(ActorRow.tenant_id))).scalars().all() == ["north"]
+    async with db.read(None) as s:
+        assert (await s.scalar(select(func.count()).select_from(ActorRow))) == 0

@@ -29,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
 from services.common.errors import Unavailable
 
 TENANT_SETTING = "hacs.tenant_id"
+# The execution option that marks a read-only transaction's connection (Database.read).
+READ_ONLY = "hacs_read_only"
 log = logging.getLogger(__name__)
 
 
@@ -99,6 +101,10 @@ class Database:
             # lock, where a busy moment ends in "database is locked".
             self._writer_lock = asyncio.Lock()
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Read-only transactions (`read`): the `begin` hook below opens them deferred.
+        self._readers = async_sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
 
     @asynccontextmanager
     async def transaction(self, tenant_id: str | None) -> AsyncIterator[AsyncSession]:
@@ -136,6 +142,27 @@ class Database:
                 )
             yield session
 
+    @asynccontextmanager
+    async def read(self, tenant_id: str | None) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction: one consistent snapshot, which never queues behind writers.
+
+        On SQLite (WAL) a deferred transaction: readers neither wait for the writer nor
+        take a turn in this process's writer queue, so a read is not held up by a write
+        committing (an audit record's fsync) and runs beside other reads. On PostgreSQL the
+        transaction is READ ONLY: a write inside it fails at once, naming the statement.
+        Use `transaction` for anything that may write.
+        """
+        async with self._readers() as session, session.begin():
+            if self.is_postgres:
+                await session.execute(
+                    text(
+                        "SELECT set_config(:setting, :tenant, true), "
+                        "set_config('transaction_read_only', 'on', true)"
+                    ),
+                    {"setting": TENANT_SETTING, "tenant": tenant_id or ""},
+                )
+            yield session
+
     async def ping(self) -> None:
         try:
             async with self.engine.connect() as conn:
@@ -148,7 +175,8 @@ class Database:
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
-    """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of failing.
+    """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of failing
+    (read-only transactions excepted).
 
     A deferred transaction that later writes can hit SQLITE_BUSY without
     waiting; taking the write lock at BEGIN makes concurrent writers wait up
@@ -167,4 +195,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only transaction (Database.read) is deferred: in WAL mode it reads a
+        # snapshot without the write lock.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

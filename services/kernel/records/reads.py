@@ -96,7 +96,7 @@ class RecordReader:
     async def get(self, caller: Caller, name_text: str, version: int) -> record_pb2.Record:
         name = parse_record_name(name_text)
         require_read(caller, name)
-        async with self._store.transaction(name.tenant_id) as tx:
+        async with self._store.read(name.tenant_id) as tx:
             record = current = await tx.get(name.info.collection, name.id)
             if version:
                 record = await tx.get_version(name.info.collection, name.id, version)
@@ -130,7 +130,7 @@ class RecordReader:
         )
         if page_token:
             query = replace(query, after=_decode_keyset(page_token, filters.digest(), order_field))
-        async with self._store.transaction(filters.tenant_id) as tx:
+        async with self._store.read(filters.tenant_id) as tx:
             records = await tx.query(query)
         page = records[:page_size]
         token = ""
@@ -146,7 +146,7 @@ class RecordReader:
         before = None
         if page_token:
             before = decode_page_number("history", page_token)
-        async with self._store.transaction(name.tenant_id) as tx:
+        async with self._store.read(name.tenant_id) as tx:
             current = await tx.get(name.info.collection, name.id)
             if current is None:
                 raise NotFound(name.info.name, str(name))

@@ -153,6 +153,12 @@ class RecordStore:
         async with self.db.transaction(tenant_id) as session:
             yield RecordTx(session, tenant_id, self.db.is_postgres)
 
+    @asynccontextmanager
+    async def read(self, tenant_id: str) -> AsyncIterator[RecordTx]:
+        """A read-only transaction (Database.read): its reads never queue behind writers."""
+        async with self.db.read(tenant_id) as session:
+            yield RecordTx(session, tenant_id, self.db.is_postgres)
+
 
 class RecordTx:
     def __init__(self, session: AsyncSession, tenant_id: str, is_postgres: bool) -> None:

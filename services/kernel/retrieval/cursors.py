@@ -24,7 +24,7 @@ class IndexCursors:
 
     async def read(self, tenant_id: str) -> tuple[int, datetime | None]:
         """(last sequence applied, when) — (0, None) before the first."""
-        async with self._db.transaction(tenant_id) as session:
+        async with self._db.read(tenant_id) as session:
             row = await session.get(IndexCursorRow, (tenant_id, self._name))
         return (row.last_sequence, row.update_time) if row else (0, None)
 

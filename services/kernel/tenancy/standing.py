@@ -26,7 +26,7 @@ class TenancyRegistry:
         self._db = db
 
     async def tenant(self, tenant_id: str) -> TenantStanding | None:
-        async with self._db.transaction(tenant_id) as session:
+        async with self._db.read(tenant_id) as session:
             row = await session.scalar(select(TenantRow).where(TenantRow.id == tenant_id))
         if row is None:
             return None
@@ -53,7 +53,7 @@ class TenancyRegistry:
             )
             .where(ActorRow.tenant_id == tenant_id, ActorRow.id == actor_id)
         )
-        async with self._db.transaction(tenant_id) as session:
+        async with self._db.read(tenant_id) as session:
             row = (await session.execute(stmt)).first()
         if row is None:
             return None
@@ -93,5 +93,5 @@ def patient_limit(db: Database) -> PatientLimit:
 
 async def tenant_ids(db: Database) -> list[str]:
     """Every tenant's id, in order (the registry is not row-level secured)."""
-    async with db.transaction(None) as session:
+    async with db.read(None) as session:
         return list(await session.scalars(select(TenantRow.id).order_by(TenantRow.id)))
