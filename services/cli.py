@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated services to host (default: all of {', '.join(ALL_SERVICES)}; "
         "`ratelimit`, the edge's global rate-limit service, only when named)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes serving the port together (HACS_WORKERS; 0: one per core)",
+    )
     commands.add_parser(
         "targets", help="list the services and the kernel modules each one makes a process build"
     )
@@ -113,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     # directories 0700 (the data holds PHI; see README, "Files and permissions").
     os.umask(0o077)
     overrides = {"services": args.only} if getattr(args, "only", None) else {}
+    if getattr(args, "workers", None) is not None:
+        overrides["workers"] = str(args.workers)
     try:
         settings = Settings.from_env(**overrides)
     except ValueError as exc:
@@ -173,6 +181,10 @@ def _eval_modules() -> dict[str, Any]:
 
 
 async def _serve(settings: Settings) -> int:
+    if settings.workers != 1 and not settings.relay_socket:
+        from services.app.supervisor import supervise
+
+        return await supervise(settings)
     from services.app.server import HacsServer
 
     server = HacsServer(settings)
@@ -186,6 +198,8 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    if server.platform is not None and server.platform.relay is not None:
+        server.platform.relay.on_lost(stopping.set)  # a worker whose supervisor is gone
     await stopping.wait()
     log.info("shutting down")
     await server.stop()

@@ -32,6 +32,7 @@ from mesh.envoy.render import (
     render,
     render_sds,
 )
+from services.app.supervisor import WORKERS_FILE
 from services.common.runtime.certificates import ensure_certificates
 from services.common.runtime.tls import TlsFiles, channel_credentials, tls_directory
 from services.common.settings import Settings
@@ -68,9 +69,10 @@ def run_up(settings: Settings) -> int:
         children.append(("hacs serve", serve))
         scheme = "https" if tls else "http"
         _wait_http_ready(f"{scheme}://{settings.http_listen}/readyz", serve, lambda: stopping, tls)
+        workers = _wait_workers(data, serve, lambda: stopping) if settings.workers != 1 else ()
 
         config_path = data / "envoy.yaml"
-        edge = edge_settings(settings, logs / "envoy-access.log")
+        edge = edge_settings(settings, logs / "envoy-access.log", workers)
         for path, text in render_sds(edge).items():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text)
@@ -135,13 +137,21 @@ def edge_tls(settings: Settings) -> EdgeTls | None:
     )
 
 
-def edge_settings(settings: Settings, access_log: Path) -> EdgeSettings:
+def edge_settings(
+    settings: Settings, access_log: Path, workers: tuple[Upstream, ...] = ()
+) -> EdgeSettings:
+    """The edge in front of `hacs serve`: its port, or each worker's own address, so Envoy
+    balances calls (not connections) over the workers of `hacs serve --workers N`."""
     host, _, port = settings.grpc_listen.rpartition(":")
     http_host, _, http_port = settings.http_listen.rpartition(":")
     tls = edge_tls(settings)
+    upstreams = dict.fromkeys(
+        all_in_one_upstreams(Upstream(_loopback(host), int(port))),
+        workers or Upstream(_loopback(host), int(port)),
+    )
     return EdgeSettings(
         tls=tls,
-        upstreams=all_in_one_upstreams(Upstream(_loopback(host), int(port))),
+        upstreams=upstreams,
         listen_host=settings.edge_listen_host,
         listen_port=settings.edge_listen_port,
         stats_port=settings.edge_stats_port,
@@ -234,6 +244,27 @@ def _wait_http_ready(
             pass
         time.sleep(0.2)
     raise StartupFailed(f"hacs serve not ready at {url} after {START_TIMEOUT_SECONDS:.0f} s")
+
+
+def _wait_workers(
+    data: Path, serve: subprocess.Popen[bytes], stopping: object
+) -> tuple[Upstream, ...]:
+    """The own addresses of the workers of `serve`, once every one of them serves."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    path = data / WORKERS_FILE
+    while time.monotonic() < deadline:
+        if serve.poll() is not None:
+            raise StartupFailed(f"hacs serve exited with {serve.returncode} during start")
+        if stopping():  # type: ignore[operator]
+            raise StartupFailed("interrupted")
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):  # not written yet, or being written
+            document = {}
+        if document.get("supervisor_pid") == serve.pid:
+            return tuple(Upstream.parse(w["grpc"]) for w in document["workers"])
+        time.sleep(0.2)
+    raise StartupFailed(f"hacs serve's workers did not all start in {START_TIMEOUT_SECONDS:.0f} s")
 
 
 def _wait_edge_healthy(

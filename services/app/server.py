@@ -10,6 +10,7 @@ calls, in-flight calls get the grace period, then the database closes.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import grpc
@@ -104,6 +105,11 @@ class HacsServer:
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 *connection_options(settings),
+                # The workers of one `hacs serve --workers N` share its port (the kernel
+                # spreads connections over them); a lone process must own its port, so a
+                # second server started on it by mistake fails instead of taking half the
+                # calls.
+                ("grpc.so_reuseport", 1 if settings.relay_socket else 0),
             ],
         )
 
@@ -123,16 +129,30 @@ class HacsServer:
             server,
         )
 
-        host, _, port = settings.grpc_listen.rpartition(":")
-        if settings.tls == "on":
-            credentials = server_credentials(
+        credentials = (
+            server_credentials(
                 tls_files(settings), require_client_auth=settings.tls_client_auth == "require"
             )
-            self.grpc_port = server.add_secure_port(f"{host}:{port}", credentials)
-        else:
-            self.grpc_port = server.add_insecure_port(f"{host}:{port}")
-        if self.grpc_port == 0:
-            raise RuntimeError(f"cannot listen on {settings.grpc_listen} (port in use?)")
+            if settings.tls == "on"
+            else None
+        )
+
+        def bind(address: str) -> int:
+            bound = (
+                server.add_secure_port(address, credentials)
+                if credentials is not None
+                else server.add_insecure_port(address)
+            )
+            if bound == 0:
+                raise RuntimeError(f"cannot listen on {address} (port in use?)")
+            return bound
+
+        host, _, port = settings.grpc_listen.rpartition(":")
+        self.grpc_port = bind(f"{host}:{port}")
+        own = ""
+        if settings.worker_grpc_listen:  # a worker's own address, beside the shared one
+            own_host = settings.worker_grpc_listen.rpartition(":")[0]
+            own = f"{own_host}:{bind(settings.worker_grpc_listen)}"
         await server.start()
         self._server = server
         self._health = health_servicer
@@ -143,7 +163,11 @@ class HacsServer:
         self._http = OpsHttpServer(
             platform, self._ready, tls=tls_files(settings) if settings.tls == "on" else None
         )
-        self.http_port = await self._http.start(settings.http_listen)
+        self.http_port = await self._http.start(
+            settings.http_listen, shared=bool(settings.relay_socket)
+        )
+        if platform.relay is not None:  # tell the supervisor this worker serves
+            platform.relay.hello(settings.worker_index, os.getpid(), own)
         log.info(
             "hacs serving %s (kernel modules: %s): gRPC%s on %s:%d, metrics/health/JWKS on %s://%s",
             ", ".join(self.hosted),

@@ -78,6 +78,9 @@ class LocalChangeBus:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)
 
+    def subscribers(self) -> list[Subscription]:
+        return list(self._subscribers)
+
 
 class RedisChangeBus:
     """Notices through one Redis stream, so every replica hears every write.

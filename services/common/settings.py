@@ -97,6 +97,31 @@ class Settings:
     grpc_listen: str = _env(
         "HACS_GRPC_LISTEN", "127.0.0.1:50051", "gRPC bind address (pods: `0.0.0.0:50051`)."
     )
+    workers: int = _env(
+        "HACS_WORKERS",
+        "1",
+        "Worker processes serving the gRPC and HTTP ports together (`hacs serve --workers`), "
+        "each with its own event loop; `0`: one per core. Kubernetes: 1 per pod, the HPA "
+        "adds pods (docs/architecture.md, Workers).",
+    )
+    relay_socket: str = _env(
+        "HACS_RELAY_SOCKET",
+        "",
+        "Set by `hacs serve --workers` for its workers, not by operators: the supervisor's "
+        "Unix socket that carries change notices, registry announcements and sync's shared "
+        "values between them.",
+    )
+    worker_index: int = _env(
+        "HACS_WORKER_INDEX",
+        "0",
+        "Set by `hacs serve --workers`: this worker's number (worker 0 runs the indexers).",
+    )
+    worker_grpc_listen: str = _env(
+        "HACS_WORKER_GRPC_LISTEN",
+        "",
+        "Set by `hacs serve --workers`: this worker's own gRPC address beside the shared "
+        "port (Envoy balances calls over the workers' own addresses).",
+    )
     http_listen: str = _env(
         "HACS_HTTP_LISTEN",
         "127.0.0.1:9464",
@@ -422,6 +447,8 @@ class Settings:
             host, _, port = str(getattr(self, name)).rpartition(":")
             if not host or not port.isdigit():
                 problems.append(f"{_env_name(name)}={getattr(self, name)!r} is not host:port")
+        if self.workers < 0:
+            problems.append(f"HACS_WORKERS={self.workers} must be 0 (one per core) or more")
         try:
             parse_services(self.services)
         except ValueError as exc:

@@ -1,4 +1,5 @@
-"""What collaboration sessions on different replicas tell each other, via Redis.
+"""What collaboration sessions on different replicas tell each other, via Redis (or, between
+the workers of one `hacs serve --workers N`, the supervisor's hub).
 
 Edits themselves travel through the change log (every replica's session sees
 every version of its record, in order). What the log does not carry goes
@@ -24,6 +25,8 @@ from typing import Protocol
 
 import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
+
+from services.common.runtime.relay import RelayClient
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +167,40 @@ class RedisSessionRelay:
         if now - self._last_warning > 30:
             self._last_warning = now
             log.warning(message)
+
+
+class HubSessionRelay:
+    """The same messages between the workers of one `hacs serve --workers N`, through the
+    supervisor's hub (services/common/runtime/relay.py) instead of Redis."""
+
+    def __init__(self, relay: RelayClient, *, channel: str = CHANNEL) -> None:
+        self.origin = uuid.uuid4().hex[:12]
+        self._relay = relay
+        self._channel = channel
+
+    def start(
+        self, on_message: Callable[[RelayMessage], None], on_reconnect: Callable[[], None]
+    ) -> None:
+        def heard(text: str) -> None:
+            try:
+                message = RelayMessage.decode(text)
+            except (ValueError, KeyError, TypeError):
+                return
+            if message.origin != self.origin:
+                on_message(message)
+
+        self._relay.subscribe(self._channel, heard)
+
+    def publish(self, message: RelayMessage) -> None:
+        stamped = RelayMessage(
+            message.kind,
+            message.session,
+            self.origin,
+            message.participant,
+            message.version,
+            message.payload,
+        )
+        self._relay.publish(self._channel, stamped.encode())
+
+    async def close(self) -> None:
+        return None

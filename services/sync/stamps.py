@@ -4,7 +4,8 @@ Last-writer-wins compares an incoming edit's client time with the client
 time of the write that set the server's value, ties broken by (actor,
 client_id). The record itself keeps only the server's write time, so the sync
 service notes a stamp (client time, client id) for every version it writes:
-in Redis in the mesh (every replica sees them), in process memory otherwise.
+in Redis in the mesh (every replica sees them), in the supervisor's hub for the workers of
+one `hacs serve --workers N`, in process memory otherwise.
 A stamp also names the offline changes (client id, change id) the version
 applied, which is what makes a retried PushChanges idempotent. Stamps are kept
 for a day; a value written without one (a plain record write, or an old one)
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
+
+from services.common.runtime.relay import RelayClient
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,33 @@ class RedisWriteStamps:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class HubWriteStamps:
+    """Stamps shared by the workers of one `hacs serve --workers N`, held by the supervisor's
+    hub (services/common/runtime/relay.py) as Redis holds them in the mesh; a hub that does
+    not answer in time degrades to the local copy, as Redis trouble does."""
+
+    def __init__(self, relay: RelayClient) -> None:
+        self._relay = relay
+        self._local = LocalWriteStamps()
+
+    async def get(self, record: str, versions: list[int]) -> dict[int, Stamp]:
+        found = await self._local.get(record, versions)
+        missing = [v for v in versions if v not in found]
+        if not missing:
+            return found
+        values = await self._relay.get(_key(record), [str(v) for v in missing])
+        for version in missing:
+            text = values.get(str(version))
+            stamp = Stamp.decode(text) if text else None
+            if stamp is not None:
+                found[version] = stamp
+        return found
+
+    async def put(self, record: str, version: int, stamp: Stamp) -> None:
+        await self._local.put(record, version, stamp)
+        self._relay.put(_key(record), str(version), stamp.encode(), TTL_SECONDS)
 
 
 def _key(record: str) -> str:

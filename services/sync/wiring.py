@@ -16,8 +16,8 @@ from services.sync.planned_versions import PlannedVersionsStore
 from services.sync.push import OfflinePush
 from services.sync.servicer import SyncServicer
 from services.sync.session_hub import SessionHub
-from services.sync.session_relay import RedisSessionRelay
-from services.sync.stamps import LocalWriteStamps, RedisWriteStamps, WriteStamps
+from services.sync.session_relay import HubSessionRelay, RedisSessionRelay, SessionRelay
+from services.sync.stamps import HubWriteStamps, LocalWriteStamps, RedisWriteStamps, WriteStamps
 from services.sync.tail import ChangeHub
 from services.sync.watch import Watcher
 
@@ -40,11 +40,13 @@ async def sync_parts(kernel: Kernel) -> tuple[Watcher, SessionHub, OfflinePush]:
         platform.on_close(changes.close)
         redis_url = platform.settings.redis_url
         stamps: WriteStamps = LocalWriteStamps()
-        relay: RedisSessionRelay | None = None
+        relay: SessionRelay | None = None
         if redis_url:  # mesh: stamps and session news are shared by every replica
             redis_stamps = RedisWriteStamps(redis_url)
             platform.on_close(redis_stamps.close)
             stamps, relay = redis_stamps, RedisSessionRelay(redis_url)
+        elif platform.relay is not None:  # the workers of one `hacs serve --workers N`
+            stamps, relay = HubWriteStamps(platform.relay), HubSessionRelay(platform.relay)
         edits = RecordEdits(store, kernel.record_writer(store), stamps)
         sessions = SessionHub(changes, reader, edits, relay)
         sessions.start()

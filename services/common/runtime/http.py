@@ -31,7 +31,9 @@ class OpsHttpServer:
         self._runner: web.AppRunner | None = None
         self._refresher: asyncio.Task[None] | None = None
 
-    async def start(self, listen: str) -> int:
+    async def start(self, listen: str, *, shared: bool = False) -> int:
+        """Serve on `listen`; `shared`: beside the other workers of one `hacs serve`
+        (SO_REUSEPORT), each answering the connections the kernel gives it."""
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -47,7 +49,9 @@ class OpsHttpServer:
         if self._tls is not None:  # HACS_TLS=on: HTTPS, certificates followed on disk
             context, refresh = http_server_context(self._tls)
             self._refresher = asyncio.create_task(_every_second(refresh))
-        site = web.TCPSite(self._runner, host, int(port), ssl_context=context)
+        site = web.TCPSite(
+            self._runner, host, int(port), ssl_context=context, reuse_port=shared or None
+        )
         await site.start()
         server = site._server
         assert server is not None and server.sockets  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from services.common.runtime.admission import Admission, Announcements, InProces
 from services.common.runtime.announcements import RedisAnnouncements
 from services.common.runtime.quotas import UsageQuotas
 from services.common.runtime.rate_limit import TenantRateLimiter
+from services.common.runtime.relay import RelayAnnouncements, RelayChangeBus, RelayClient
 from services.common.settings import Settings
 from services.common.signing_keys import SigningKeys
 from services.common.tokens import KeySource, LocalKeys, NoKeys, RemoteJwks, TokenVerifier
@@ -52,6 +53,8 @@ class Platform:
     signing_keys: SigningKeys | None
     # "the change log of tenant T grew": written by records, read by the indexer and sync.
     change_bus: ChangeBus = field(default_factory=LocalChangeBus)
+    # The other workers of this `hacs serve --workers N`, through the supervisor; or None.
+    relay: RelayClient | None = None
     # Built on first use by the services that need them (embedding, search, RAG, memory).
     _shared: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -139,9 +142,15 @@ async def open_platform(
             "so it needs HACS_JWKS_URL to verify tokens"
         )
 
+    relay: RelayClient | None = None
+    if settings.relay_socket:  # a worker of `hacs serve --workers N`
+        relay = RelayClient(settings.relay_socket)
+        await relay.connect()
     announcements: Announcements = InProcess()
     if settings.redis_url:
         announcements = RedisAnnouncements(settings.redis_url)
+    elif relay is not None:
+        announcements = RelayAnnouncements(relay)
     admission = Admission(
         registry(db), bound_seconds=settings.revocation_seconds, announcements=announcements
     )
@@ -163,8 +172,11 @@ async def open_platform(
             burst_percent=settings.ratelimit_burst_percent,
         ),
         signing_keys=signing_keys,
+        relay=relay,
     )
     platform.on_close(admission.close)
+    if relay is not None:
+        platform.on_close(relay.close)
     if settings.redis_url:
         # Mesh: change notices cross replicas. The log stays the source of truth,
         # so an unreachable Redis only slows readers down (they poll); it is not fatal.
@@ -173,4 +185,7 @@ async def open_platform(
             log.warning("Redis at HACS_REDIS_URL is not reachable yet; change readers will poll")
         platform.change_bus = bus
         platform.on_close(bus.close)
+    elif relay is not None:
+        # Workers of one `hacs serve`: notices go through the supervisor's hub.
+        platform.change_bus = RelayChangeBus(relay)
     return platform
