@@ -1,10 +1,10 @@
 """Authenticated GetRecord: calls/s per server core, and latency at a fixed offered rate.
 
 What one authenticated read costs the platform, measured the way a hospital would load
-it: the all-in-one `hacs serve` (embedded SQLite) with
-Envoy in front, one tenant, one Patient, and the tenant administrator's token (verified at
-the edge and again in the service, admission, the permission check, the read, the audit
-record committed before the answer).
+it: the all-in-one `hacs serve` (embedded SQLite; `--workers N` worker processes, Envoy
+balancing calls over them) with Envoy in front, one tenant, one Patient, and the tenant
+administrator's token (verified at the edge and again in the service, admission, the
+permission check, the read, the audit record committed before the answer).
 
 Each round runs, alternating the way in so drift on a shared machine hits both:
   * closed loop: `--clients` callers, each calling back to back, direct (the service's own
@@ -206,6 +206,7 @@ def _phase(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1, help="hacs serve --workers")
     parser.add_argument("--clients", type=int, default=50, help="closed-loop callers")
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop calls/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
@@ -223,7 +224,9 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="hacs-bench-reads-") as root:
         run_dir = Path(root)
-        service = AllInOne(run_dir, run_dir / "data", "tenant,records")
+        service = AllInOne(
+            run_dir, run_dir / "data", "tenant,records", {"HACS_WORKERS": str(args.workers)}
+        )
         service.start()
         try:
             operator = (run_dir / "data" / "operator.key").read_text().strip()
@@ -256,6 +259,7 @@ def main() -> int:
         "figure": "authenticated GetRecord (one Patient), all-in-one hacs serve on SQLite, "
         "direct and through Envoy",
         "services": "tenant,records",
+        "workers": args.workers,
         "clients": args.clients,
         "open_loop_rate": args.rate,
         "seconds": args.seconds,

@@ -7,6 +7,7 @@ benchmark sends: the limit is not what is measured.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Mapping
@@ -80,6 +81,9 @@ class AllInOne:
                 process.wait(timeout=60)
             raise
         upstreams = all_in_one_upstreams(Upstream.parse(grpc_addr))
+        if self.env.get("HACS_WORKERS", "1") != "1":  # Envoy balances over the workers
+            workers = self._worker_addresses(serve.pid)
+            upstreams = dict.fromkeys(upstreams, workers)
         if replicas:
             upstreams[SEARCH] = (
                 Upstream.parse(grpc_addr),
@@ -105,6 +109,19 @@ class AllInOne:
         self.platform_pids = (envoy.pid,)
         self.search_pids = tuple(p.pid for p, _, _ in replicas)
         time.sleep(1.0)
+
+    def _worker_addresses(self, supervisor: int) -> tuple[Upstream, ...]:
+        """The own addresses of `hacs serve --workers N`'s workers, once all of them serve."""
+        path = self.data_dir / "workers.json"
+        for _ in range(600):
+            try:
+                document = json.loads(path.read_text())
+            except (OSError, ValueError):
+                document = {}
+            if document.get("supervisor_pid") == supervisor:
+                return tuple(Upstream.parse(w["grpc"]) for w in document["workers"])
+            time.sleep(0.1)
+        raise RuntimeError(f"the workers did not all start ({path})")
 
     def memory(self) -> dict[str, float]:
         """Resident memory of the measured `hacs serve` and its child processes, in MiB."""

@@ -30,10 +30,17 @@ def memory_of(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = round(int(rest.split()[0]) / 1024, 1)  # kB -> MiB
     figures = {"rss_mib": values["VmRSS"], "peak_rss_mib": values["VmHWM"]}
-    children = children_of(pid)
+    children = descendants_of(pid)
     if children:
-        figures["children_rss_mib"] = round(sum(memory_of(c)["rss_mib"] for c in children), 1)
+        figures["children_rss_mib"] = round(sum(_rss_mib(c) for c in children), 1)
     return figures
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def children_of(pid: int) -> list[int]:
@@ -44,6 +51,15 @@ def children_of(pid: int) -> list[int]:
             found += [int(c) for c in (task / "children").read_text().split()]
         except OSError:  # the thread ended
             continue
+    return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    """Every process `pid` started, and theirs: the workers of `hacs serve --workers N` and
+    each worker's embedding model process."""
+    found = []
+    for child in children_of(pid):
+        found += [child, *descendants_of(child)]
     return found
 
 
@@ -110,7 +126,7 @@ class CpuSnapshot:
         postgres: dict[int, float] = {}
         platform: dict[int, float] = {}
         service = 0.0
-        service_children = set(children_of(service_pid))
+        service_children = set(descendants_of(service_pid))
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 text = stat.read_text()

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.support.measure import children_of
+from bench.support.measure import descendants_of
 
 PY_SPY_HINT = "py-spy is not installed: .venv/bin/pip install py-spy"
 
@@ -35,7 +35,7 @@ def sampled(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     samplers = []
-    for i, target in enumerate([pid, *children_of(pid)]):
+    for i, target in enumerate([pid, *descendants_of(pid)]):
         for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):
             samplers.append(
                 subprocess.Popen(
