@@ -11,7 +11,10 @@ Each round runs, alternating the way in so drift on a shared machine hits both:
     port) and through Envoy: calls/s, p50/p95/p99;
   * open loop: calls started at `--rate` per second on a fixed schedule whatever the
     answers do, latency counted from the moment each call was due (so a stall is not hidden
-    by the load generator waiting on it), direct and through Envoy.
+    by the load generator waiting on it), direct and through Envoy. Each call gets
+    `--deadline` (1 s); a later one counts as past_deadline, so a server offered more than
+    it can serve shows the share it could not serve in time, not a queue without end.
+Each phase starts once the machine is quiet again (the last phase's backlog is gone).
 The load comes from `--load-processes` separate Python processes on raw gRPC stubs (one
 connection per caller, the token fetched once), so the client is as cheap as Python
 makes it; it still runs on this machine, so every figure comes with where the CPU went: the
@@ -50,7 +53,12 @@ from hacs.tenant.v1 import tenant_service_pb2 as tpb  # noqa: E402
 
 from bench.support.all_in_one import AllInOne  # noqa: E402
 from bench.support.dataset import patient_record  # noqa: E402
-from bench.support.measure import CpuSnapshot, machine_busy_percent, summary_ms  # noqa: E402
+from bench.support.measure import (  # noqa: E402
+    CpuSnapshot,
+    machine_busy_percent,
+    summary_ms,
+    wait_until_quiet,
+)
 from bench.support.profile import sampled  # noqa: E402
 
 TENANT = "bench-reads"
@@ -98,9 +106,17 @@ async def _token(edge: str, api_key: str) -> str:
 
 
 async def _drive(
-    target: str, token: str, name: str, mode: str, callers: int, seconds: float, rate: float
-) -> tuple[list[float], int, float]:
-    """(latencies in seconds, errors, how late the open loop started its calls at worst)."""
+    target: str,
+    token: str,
+    name: str,
+    mode: str,
+    callers: int,
+    seconds: float,
+    rate: float,
+    call_deadline: float,
+) -> tuple[list[float], int, int, float]:
+    """(latencies in seconds, calls past their deadline, other errors, how late the open loop
+    started its calls at worst)."""
     channels = [grpc.aio.insecure_channel(target) for _ in range(callers)]
     stubs = [record_service_pb2_grpc.RecordServiceStub(c) for c in channels]
     metadata = (("authorization", f"Bearer {token}"),)
@@ -109,16 +125,22 @@ async def _drive(
         for _ in range(3):
             await stub.GetRecord(request, metadata=metadata, timeout=30)
     latencies: list[float] = []
-    errors = 0
+    late = errors = 0
     worst_lag = 0.0
     deadline = time.perf_counter() + seconds
+    # An open loop past the server's capacity queues without end: each call gets
+    # `call_deadline`, and the server drops what its caller gave up on.
+    timeout = 30.0 if mode == "closed" else call_deadline
 
     async def one(stub: Any, due: float) -> None:
-        nonlocal errors
+        nonlocal errors, late
         try:
-            await stub.GetRecord(request, metadata=metadata, timeout=30)
-        except grpc.aio.AioRpcError:
-            errors += 1
+            await stub.GetRecord(request, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                late += 1
+            else:
+                errors += 1
             return
         latencies.append(time.perf_counter() - due)
 
@@ -150,13 +172,13 @@ async def _drive(
     finally:
         for channel in channels:
             await channel.close()
-    return latencies, errors, worst_lag
+    return latencies, late, errors, worst_lag
 
 
-def _drive_process(args: tuple[Any, ...]) -> tuple[list[float], int, float, float]:
+def _drive_process(args: tuple[Any, ...]) -> tuple[list[float], int, int, float, float]:
     cpu = time.process_time()
-    latencies, errors, lag = asyncio.run(_drive(*args))
-    return latencies, errors, lag, time.process_time() - cpu
+    latencies, late, errors, lag = asyncio.run(_drive(*args))
+    return latencies, late, errors, lag, time.process_time() - cpu
 
 
 # -- one phase ----------------------------------------------------------------------------
@@ -174,7 +196,10 @@ def _phase(
     k = args.load_processes
     callers = max(1, args.clients // k)
     rate = args.rate / k
-    jobs = [(target, token, name, mode, callers, args.seconds, rate) for _ in range(k)]
+    jobs = [
+        (target, token, name, mode, callers, args.seconds, rate, args.deadline) for _ in range(k)
+    ]
+    wait_until_quiet(busy_below=20.0, window=2.0)  # the last phase's backlog is gone
     before = CpuSnapshot.take(service.pid, service.platform_pids)
     began = time.perf_counter()
     results = list(pool.map(_drive_process, jobs))
@@ -183,13 +208,14 @@ def _phase(
         before, wall, os.cpu_count() or 1
     )
     latencies = [x for r in results for x in r[0]]
-    client_cpu = sum(r[3] for r in results)
+    client_cpu = sum(r[4] for r in results)
     # The phase's wall time includes connecting; the calls ran for `seconds`.
     calls_per_second = len(latencies) / args.seconds
     service_cores = cpu["service_cpu_seconds"] / wall
     figures: dict[str, Any] = {
         "calls": len(latencies),
-        "errors": sum(r[1] for r in results),
+        "past_deadline": sum(r[1] for r in results),
+        "errors": sum(r[2] for r in results),
         "calls_per_second": round(calls_per_second, 1),
         **summary_ms(latencies),
         "service_cores": round(service_cores, 2),
@@ -200,7 +226,8 @@ def _phase(
     }
     if mode == "open":
         figures["offered_per_second"] = args.rate
-        figures["generator_worst_start_lag_ms"] = round(max(r[2] for r in results) * 1000, 2)
+        figures["call_deadline_ms"] = round(args.deadline * 1000)
+        figures["generator_worst_start_lag_ms"] = round(max(r[3] for r in results) * 1000, 2)
     return figures
 
 
@@ -209,7 +236,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="hacs serve --workers")
     parser.add_argument("--clients", type=int, default=50, help="closed-loop callers")
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop calls/s")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=1.0,
+        help="open loop: seconds each call gets (later ones count as past_deadline)",
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--modes", default="closed,open", help="which loops to run")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every phase")
     parser.add_argument("--load-processes", type=int, default=2, help="load generator processes")
     parser.add_argument(
@@ -235,7 +269,7 @@ def main() -> int:
             ways = {"direct": service.direct, "edge": service.edge}
             with ProcessPoolExecutor(args.load_processes, mp_context=get_context("spawn")) as pool:
                 for round_number in range(args.rounds):
-                    for mode in ("closed", "open"):
+                    for mode in args.modes.split(","):
                         for way, target in ways.items():
                             profile = (
                                 args.profile
@@ -271,7 +305,9 @@ def main() -> int:
         "median": median,
         "edge_adds_p99_ms_open_loop": round(
             median["open/edge"]["p99_ms"] - median["open/direct"]["p99_ms"], 2
-        ),
+        )
+        if "open/edge" in median
+        else None,
         "runs": runs,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=2))

@@ -2,7 +2,9 @@
 
 `py-spy` (PyPI) samples a running process from outside (ptrace), without changing its code;
 `--nonblocking` reads the stacks without pausing it, so the figures of the phase it samples
-move little. Every `hacs serve` process of the platform (the workers too) is sampled.
+move little; `--gil` keeps only the thread holding the interpreter lock, so the shares are
+shares of the Python CPU time (gRPC's and SQLite's C threads outside the lock are not
+seen). Every `hacs serve` process of the platform (the workers too) is sampled.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def sampled(
                         "--duration",
                         str(int(seconds)),
                         "--nonblocking",
+                        "--gil",  # only the thread running Python: where the CPU goes
                         "--rate",
                         "200",
                         "--format",

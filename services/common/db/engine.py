@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+import aiosqlite
+from sqlalchemy import event, make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -29,6 +31,9 @@ from sqlalchemy.ext.asyncio import (
 from services.common.errors import Unavailable
 
 TENANT_SETTING = "hacs.tenant_id"
+# A read (Database.read) waits at most this long for SQLite's lock: in WAL mode only a
+# recovery or a truncating checkpoint makes a reader wait, and it waits on the event loop.
+READ_BUSY_MS = 2_000
 # The execution option that marks a read-only transaction's connection (Database.read).
 READ_ONLY = "hacs_read_only"
 log = logging.getLogger(__name__)
@@ -77,6 +82,54 @@ def _report_locked(waiting: _Lease) -> None:
     )
 
 
+class _RunNow:
+    """aiosqlite's queue to its worker thread, with every item run in place instead."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the awaiting caller, as the thread would
+            if future is not None:
+                future.set_exception(exc)
+            return
+        if future is not None:
+            future.set_result(result)
+
+
+class _InlineConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose calls run on the event loop's own thread.
+
+    For read-only transactions on a SQLite file in WAL mode (Database.read), which take no
+    lock a writer holds: reading a record by its key takes tens of microseconds in SQLite,
+    less than the two thread switches aiosqlite makes for each statement, and fifty
+    concurrent readers are not fifty threads contending for the interpreter lock (measured:
+    bench/records_read_throughput.py). A large read holds the loop while SQLite reads; the
+    rows' decoding held it anyway.
+    """
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        super().__init__(connector, iter_chunk_size=64)
+        self._tx = _RunNow()  # type: ignore[assignment]
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        return fn(*args, **kwargs)
+
+    def __await__(self) -> Generator[Any, None, aiosqlite.Connection]:
+        return self._connect().__await__()  # no worker thread to start
+
+
+def _inline_creator(path: str) -> Callable[[], Awaitable[aiosqlite.Connection]]:
+    async def connect() -> aiosqlite.Connection:
+        return await _InlineConnection(
+            lambda: sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        )
+
+    return connect
+
+
 class Database:
     def __init__(
         self,
@@ -101,9 +154,18 @@ class Database:
             # lock, where a busy moment ends in "database is locked".
             self._writer_lock = asyncio.Lock()
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        # Read-only transactions (`read`): the `begin` hook below opens them deferred.
+        # Read-only transactions (`read`): the `begin` hook below opens them deferred. On a
+        # SQLite file they have an engine of their own whose connections run in place, on
+        # the event loop's thread (_InlineConnection).
+        self._read_engine: AsyncEngine | None = None
+        readers = self.engine
+        path = make_url(url).database if url.startswith("sqlite") else None
+        if path and path != ":memory:":
+            self._read_engine = create_async_engine(url, async_creator=_inline_creator(path))
+            _configure_sqlite(self._read_engine, min(sqlite_busy_timeout_ms, READ_BUSY_MS))
+            readers = self._read_engine
         self._readers = async_sessionmaker(
-            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+            readers.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
 
     @asynccontextmanager
@@ -148,7 +210,9 @@ class Database:
 
         On SQLite (WAL) a deferred transaction: readers neither wait for the writer nor
         take a turn in this process's writer queue, so a read is not held up by a write
-        committing (an audit record's fsync) and runs beside other reads. On PostgreSQL the
+        committing (an audit record's fsync). It runs in place on the event loop's thread
+        (_InlineConnection): a WAL reader takes no lock to wait for, and a row read costs
+        less than handing it to a worker thread and back. On PostgreSQL the
         transaction is READ ONLY: a write inside it fails at once, naming the statement.
         Use `transaction` for anything that may write.
         """
@@ -171,6 +235,8 @@ class Database:
             raise Unavailable(f"database not reachable: {exc.__class__.__name__}") from exc
 
     async def close(self) -> None:
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
         await self.engine.dispose()
 
 
