@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
@@ -80,6 +82,50 @@ def _report_locked(waiting: _Lease) -> None:
         if holders
         else "none (the lock is held by another process, or a connection left in a transaction)",
     )
+
+
+class _TurnTimeout(Exception):
+    """Another process held the writer's turn past the busy timeout."""
+
+    def __str__(self) -> str:
+        return "database is locked (another process held the writer's turn)"
+
+
+class _FileTurn:
+    """The writer's turn among the processes that share one SQLite file (the workers of
+    `hacs serve --workers N`, `hacs index`, a migration): an exclusive flock on a lock file
+    beside it, held from BEGIN IMMEDIATE to COMMIT.
+
+    SQLite alone makes a writer that finds the file locked poll, sleeping 1, 2, 5, ... up to
+    100 ms between tries, so one worker's write waited up to 100 ms after the other's
+    commit. Here a waiter tries again every 0.5-2 ms on the event loop (no thread), and like
+    SQLite gives up after the busy timeout.
+    """
+
+    def __init__(self, path: str, timeout_ms: int) -> None:
+        self._path = path
+        self._timeout = timeout_ms / 1000
+        self._fd: int | None = None
+
+    async def take(self) -> bool:
+        """True once this process holds the turn; False after the busy timeout."""
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self._timeout
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.002)
+
+    def give_back(self) -> None:
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 class _RunNow:
@@ -158,10 +204,13 @@ class Database:
         # SQLite file they have an engine of their own whose connections run in place, on
         # the event loop's thread (_InlineConnection).
         self._read_engine: AsyncEngine | None = None
+        # The writers' turn among processes (a SQLite file; none for PostgreSQL or memory).
+        self._file_turn: _FileTurn | None = None
         readers = self.engine
         path = make_url(url).database if url.startswith("sqlite") else None
         if path and path != ":memory:":
             self._read_engine = create_async_engine(url, async_creator=_inline_creator(path))
+            self._file_turn = _FileTurn(f"{path}.writer", sqlite_busy_timeout_ms)
             _configure_sqlite(self._read_engine, min(sqlite_busy_timeout_ms, READ_BUSY_MS))
             readers = self._read_engine
         self._readers = async_sessionmaker(
@@ -181,7 +230,11 @@ class Database:
                 lease = _Lease()
                 token = _lease.set(lease)
                 _held.add(lease)
+                turn = self._file_turn
                 try:
+                    if turn is not None and not await turn.take():
+                        turn = None  # not ours to give back
+                        raise OperationalError("BEGIN IMMEDIATE", None, _TurnTimeout())
                     async with self._sessions() as session, session.begin():
                         yield session
                 except OperationalError as exc:
@@ -193,6 +246,8 @@ class Database:
                         "busy timeout; retry shortly (the operators have the holder's details)"
                     ) from exc
                 finally:
+                    if turn is not None:
+                        turn.give_back()
                     _held.discard(lease)
                     _lease.reset(token)
             return
