@@ -16,7 +16,18 @@ from typing import Any
 
 from google.protobuf import json_format
 from hacs.records.v1 import record_pb2
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -144,6 +155,14 @@ def from_body(body: dict[str, Any]) -> record_pb2.Record:
     return json_format.ParseDict(body, record_pb2.Record())
 
 
+_GET = select(RecordRow.body).where(
+    RecordRow.tenant_id == bindparam("tenant"),
+    RecordRow.collection == bindparam("collection"),
+    RecordRow.id == bindparam("id"),
+)
+_GET_FOR_UPDATE = _GET.with_for_update()
+
+
 class RecordStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -171,14 +190,15 @@ class RecordTx:
     async def get(
         self, collection: str, record_id: str, *, for_update: bool = False
     ) -> record_pb2.Record | None:
-        stmt = select(RecordRow.body).where(
-            RecordRow.tenant_id == self._tenant,
-            RecordRow.collection == collection,
-            RecordRow.id == record_id,
-        )
-        if for_update:
-            stmt = stmt.with_for_update()
-        body = await self._s.scalar(stmt)
+        # Built once, run on the session's connection: no statement to build and no ORM
+        # execution path on the hottest read (a record by its name).
+        connection = await self._s.connection()
+        body = (
+            await connection.execute(
+                _GET_FOR_UPDATE if for_update else _GET,
+                {"tenant": self._tenant, "collection": collection, "id": record_id},
+            )
+        ).scalar()
         return from_body(body) if body is not None else None
 
     async def get_many(
