@@ -19,6 +19,8 @@ per core) this process becomes the **supervisor** and serves no calls itself:
   between the workers, as Redis does between the replicas of the mesh;
 * a worker that dies is started again (same index, same own address) after a pause that
   grows while it keeps dying; one that cannot start at all stops the whole process;
+* one scrape of the shared metrics port returns every worker's metrics summed
+  (PROMETHEUS_MULTIPROC_DIR, services/common/runtime/metrics.py);
 * SIGTERM or SIGINT stops every worker gracefully (each drains its calls for
   HACS_SHUTDOWN_GRACE_SECONDS); a worker whose supervisor disappears stops by itself.
 
@@ -43,7 +45,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from services.app.registry import kernel_modules
+from services.common.runtime.metrics import MULTIPROCESS_DIR
 from services.common.runtime.relay import RelayHub, WorkerInfo
 from services.common.settings import Settings
 
@@ -104,6 +109,9 @@ class Supervisor:
         self.count = count
         self._run_dir = Path(tempfile.mkdtemp(prefix="hacs-workers-"))  # 0700
         self._hub = RelayHub(self._run_dir / "relay.sock", on_hello=self._hello)
+        # Each worker's metric values, summed by whichever worker a scrape reaches.
+        self._metrics_dir = self._run_dir / "metrics"
+        self._metrics_dir.mkdir(mode=0o700)
         self._workers = [_Worker(i) for i in range(count)]
         self._stopping = asyncio.Event()
         self._serving = False  # every worker has said it serves, once
@@ -159,6 +167,7 @@ class Supervisor:
             "HACS_GRPC_LISTEN": self._grpc_listen,
             "HACS_HTTP_LISTEN": self._http_listen,
             "HACS_SERVICES": settings.services,
+            MULTIPROCESS_DIR: str(self._metrics_dir),
         }
         if worker.index > 0:
             env["HACS_AUTO_MIGRATE"] = "false"
@@ -234,6 +243,8 @@ class Supervisor:
                         EARLY_DEATH_SECONDS,
                     )
                     return 1
+                # Its gauges stop counting; its counters stay in the sums.
+                mark_process_dead(worker.process.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
                 pause = min(30.0, 0.5 * 2**worker.early_deaths)
                 log.error(
                     "worker %d (pid %d) exited with %d; starting it again in %.1f s",

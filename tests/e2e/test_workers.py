@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ BOUND_SECONDS = 5.0  # HACS_REVOCATION_SECONDS: without the hub, the other worke
 class Workers:
     supervisor: subprocess.Popen[bytes]
     data: Path
-    shared: str  # the port both serve
+    shared: str  # the gRPC port both serve
+    http: str  # the metrics and health port both serve
 
     def document(self) -> dict[str, object]:
         return json.loads((self.data / "workers.json").read_text())  # type: ignore[no-any-return]
@@ -58,7 +60,7 @@ class Workers:
 
 def _start(root: Path) -> Workers:
     data = root / "data"
-    supervisor, grpc_addr, _ = start_serve(
+    supervisor, grpc_addr, http_addr = start_serve(
         "workers",
         root,
         {
@@ -72,7 +74,7 @@ def _start(root: Path) -> Workers:
     while not (data / "workers.json").exists():  # written once every worker serves
         assert supervisor.poll() is None and time.monotonic() < deadline
         time.sleep(0.1)
-    return Workers(supervisor, data, grpc_addr)
+    return Workers(supervisor, data, grpc_addr, http_addr)
 
 
 def _stop(workers: Workers) -> None:
@@ -200,6 +202,27 @@ async def test_both_workers_write_one_database_and_one_audit_chain(workers: Work
         await db.close()
     assert report.intact, report.problems
     assert report.events >= 60  # every create (and the tenant's set-up) audited, in one chain
+
+
+async def test_one_scrape_counts_the_calls_of_every_worker(workers: Workers) -> None:
+    tenant = await _tenant(workers, "metered")
+    for index, calls in ((0, 3), (1, 4)):
+        for _ in range(calls):
+            assert await _list(workers.own(index), tenant, tenant.admin) == grpc.StatusCode.OK
+    wanted = (
+        'hacs_grpc_requests_total{code="OK",method="ListRecords",'
+        'service="hacs.records.v1.RecordService",tenant="metered"} 7.0'
+    )
+    # Several scrapes, so both workers answer some (the kernel picks one per connection):
+    # each one sums both.
+    for _ in range(6):
+        text = await asyncio.to_thread(_scrape, f"http://{workers.http}/metrics")
+        assert wanted in text, [line for line in text.splitlines() if "metered" in line]
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return str(reply.read().decode())
 
 
 async def test_a_killed_worker_is_started_again_on_its_own_address(

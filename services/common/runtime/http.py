@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.common.errors import Unavailable
-from services.common.runtime.metrics import REGISTRY
+from services.common.runtime.metrics import exposition
 from services.common.runtime.platform import Platform
 from services.common.runtime.tls import TlsFiles, http_server_context
 
@@ -66,9 +66,7 @@ class OpsHttpServer:
             await self._runner.cleanup()
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})

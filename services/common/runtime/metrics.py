@@ -2,13 +2,23 @@
 
 The per-tenant counter lets operators see who drives load and errors; the
 latency histogram is per method only, to keep its series count bounded.
+
+The workers of `hacs serve --workers N` share one metrics port, and a scrape reaches
+whichever worker the kernel picks: each worker writes its values to files in
+PROMETHEUS_MULTIPROC_DIR (set by the supervisor; prometheus_client's multiprocess mode,
+chosen when the library is first imported), and every worker answers a scrape with the
+sum over all of them (`exposition`), counts of workers that have exited included.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter(
     "hacs_grpc_requests",
@@ -28,7 +38,17 @@ IN_FLIGHT = Gauge(
     "Calls being served now, by method",
     ["service", "method"],
     registry=REGISTRY,
+    multiprocess_mode="livesum",  # across workers: the calls being served now, by all
 )
+
+
+def exposition() -> bytes:
+    """The text a scrape gets: this process's metrics, or every worker's summed."""
+    if not os.environ.get(MULTIPROCESS_DIR):
+        return generate_latest(REGISTRY)
+    combined = CollectorRegistry()
+    MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+    return generate_latest(combined)
 
 
 def split_method(full_method: str) -> tuple[str, str]:
