@@ -24,9 +24,9 @@ per core) this process becomes the **supervisor** and serves no calls itself:
 * SIGTERM or SIGINT stops every worker gracefully (each drains its calls for
   HACS_SHUTDOWN_GRACE_SECONDS); a worker whose supervisor disappears stops by itself.
 
-Milvus Lite keeps its files open in one process, so more than one worker needs a Milvus
-server (HACS_MILVUS_URI) for the services that use vectors; until the supervisor shares
-Lite, such a start is refused with that explanation.
+* Milvus Lite keeps its files open in one process: when the hosted services use it, the
+  supervisor runs it in a process of its own (`LiteServer`) and the workers reach it over
+  loopback gRPC, still treating it as Lite.
 """
 
 from __future__ import annotations
@@ -79,17 +79,73 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
-def lite_conflict(settings: Settings) -> str:
-    """Why these services cannot run in several workers here ("" when they can)."""
+def lite_path(settings: Settings) -> str:
+    """The Milvus Lite data these services use, which the supervisor must serve ("" when
+    they use none, or a Milvus server)."""
     uses_vectors = "vector_index" in kernel_modules(settings.enabled_services)
     uri = settings.resolved_milvus_uri
     if uses_vectors and not uri.startswith(("http://", "https://", "tcp://", "unix:")):
-        return (
-            f"{', '.join(settings.enabled_services)} use Milvus, and Milvus Lite ({uri}) "
-            "keeps its files open in one process: run one worker (HACS_WORKERS=1), or point "
-            "HACS_MILVUS_URI at a Milvus server"
-        )
+        return uri
     return ""
+
+
+class LiteServer:
+    """Milvus Lite in a process of its own, which the workers reach over gRPC on loopback.
+
+    Milvus Lite keeps its files open in one process (a lock on its data directory), so the
+    workers cannot each open it: the supervisor runs `python -m milvus_lite server` on the
+    same data and hands the workers its address; they still treat it as Lite (its version
+    says so). Stopped with SIGINT, which makes it close its data cleanly.
+    """
+
+    def __init__(self, data: str) -> None:
+        self.data = data
+        self.address = ""
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        port = int(_concrete("127.0.0.1:0").rpartition(":")[2])
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "milvus_lite",
+            "server",
+            "--data-dir",
+            self.data,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            if self.process.returncode is not None:
+                raise RuntimeError(
+                    f"Milvus Lite ({self.data}) exited with {self.process.returncode} at start"
+                )
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Milvus Lite did not listen on {port}") from None
+                await asyncio.sleep(0.1)
+        self.address = f"http://127.0.0.1:{port}"
+        log.info("Milvus Lite (%s) serves the workers at %s", self.data, self.address)
+
+    async def stop(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            log.error("Milvus Lite did not stop in 30 s; killing it")
+            process.kill()
+            await process.wait()
 
 
 @dataclass
@@ -116,6 +172,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._serving = False  # every worker has said it serves, once
         self._grpc_listen = _concrete(settings.grpc_listen)
+        self._lite = LiteServer(lite) if (lite := lite_path(settings)) else None
         self._http_listen = _concrete(settings.http_listen)
 
     async def run(self) -> int:
@@ -124,6 +181,12 @@ class Supervisor:
             loop.add_signal_handler(sig, self._stopping.set)
         await self._hub.start()
         try:
+            if self._lite is not None:
+                try:
+                    await self._lite.start()
+                except RuntimeError as exc:
+                    log.error("cannot start: %s", exc)
+                    return 1
             if not await self._start_all():
                 return 1
             self._serving = True
@@ -139,6 +202,8 @@ class Supervisor:
             return await self._supervise()
         finally:
             await self._stop_all()
+            if self._lite is not None:
+                await self._lite.stop()
             await self._hub.close()
             shutil.rmtree(self._run_dir, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
@@ -169,6 +234,8 @@ class Supervisor:
             "HACS_SERVICES": settings.services,
             MULTIPROCESS_DIR: str(self._metrics_dir),
         }
+        if self._lite is not None:
+            env["HACS_MILVUS_URI"] = self._lite.address
         if worker.index > 0:
             env["HACS_AUTO_MIGRATE"] = "false"
             env["HACS_INDEXER_ENABLED"] = "false"
@@ -228,6 +295,14 @@ class Supervisor:
 
     async def _supervise(self) -> int:
         while not self._stopping.is_set():
+            lite = self._lite.process if self._lite is not None else None
+            if lite is not None and lite.returncode is not None:
+                log.error(
+                    "Milvus Lite exited with %d; stopping (the workers cannot search without "
+                    "it; start hacs serve again)",
+                    lite.returncode,
+                )
+                return 1
             for worker in self._workers:
                 assert worker.process is not None
                 code = worker.process.returncode
@@ -290,8 +365,4 @@ def _concrete(listen: str) -> str:
 
 
 async def supervise(settings: Settings) -> int:
-    count = worker_count(settings)
-    if conflict := lite_conflict(settings):
-        log.error("cannot start %d workers: %s", count, conflict)
-        return 2
-    return await Supervisor(settings, count).run()
+    return await Supervisor(settings, worker_count(settings)).run()

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ import grpc
 import pytest
 from hacs.records.v1 import record_pb2, record_service_pb2_grpc
 from hacs.records.v1 import record_service_pb2 as records_pb
+from hacs.search.v1 import search_service_pb2 as search_pb
+from hacs.search.v1 import search_service_pb2_grpc
 from hacs.sync.v1 import sync_service_pb2 as sync_pb
 from hacs.sync.v1 import sync_service_pb2_grpc
 from hacs.tenant.v1 import tenant_pb2, tenant_service_pb2_grpc
@@ -265,13 +266,40 @@ def _alive(pid: int) -> bool:
     return False
 
 
-def test_milvus_lite_cannot_be_shared_by_workers(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "serve", "--only", "search", "--workers", "2"],
-        env={**os.environ, "HACS_DATA_DIR": str(tmp_path / "data")},
-        capture_output=True,
-        text=True,
-        timeout=120,
+async def test_workers_share_milvus_lite_through_the_supervisor(tmp_path: Path) -> None:
+    """Search in two workers on the embedded defaults: Milvus Lite's data is opened by one
+    process (the supervisor's Lite server), worker 0 indexes, and either worker finds what
+    was written through the other."""
+    data = tmp_path / "data"
+    supervisor, _, _ = start_serve(
+        "search-workers",
+        tmp_path,
+        {
+            "HACS_DATA_DIR": str(data),
+            "HACS_SERVICES": "tenant,records,search",
+            "HACS_WORKERS": "2",
+        },
     )
-    assert done.returncode == 2
-    assert "Milvus Lite" in done.stderr and "HACS_MILVUS_URI" in done.stderr
+    workers = Workers(supervisor, data, "", "")
+    try:
+        deadline = time.monotonic() + 120
+        while not (data / "workers.json").exists():
+            assert supervisor.poll() is None and time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        tenant = await _tenant(workers, "searched")
+        created = await _create(workers.own(1), tenant, "Lindqvist")
+        for index in (1, 0):
+            async with grpc.aio.insecure_channel(workers.own(index)) as channel:
+                stub = search_service_pb2_grpc.SearchServiceStub(channel)
+                request = search_pb.SearchRequest(
+                    parent=f"tenants/{tenant.tenant_id}", query="Lindqvist", top_k=5
+                )
+                for _ in range(300):  # until worker 0's indexer has it
+                    found = await stub.Search(request, metadata=bearer(tenant.admin))
+                    if found.hits:
+                        break
+                    await asyncio.sleep(0.2)
+                assert [h.name for h in found.hits][:1] == [created.name], index
+    finally:
+        _stop(workers)
+    assert supervisor.returncode == 0

@@ -187,6 +187,10 @@ class VectorIndex:
             raise Unavailable(f"cannot reach Milvus at {self._uri}: {exc}") from exc
         self._client = client
         version = await self.call(client.get_server_version)
+        if str(version).lower().startswith("milvus_lite") and not self.is_lite:
+            # Milvus Lite served over gRPC by another process (the supervisor of
+            # `hacs serve --workers N` runs one for its workers): still Lite.
+            self._as_lite()
         # Milvus Lite has BM25 but no sparse index (it scans): HACS does lexical search
         # elsewhere there (services/kernel/retrieval/lexical.py) and keeps the collections dense.
         self.lexical_supported = _supports_bm25(str(version)) and not self.is_lite
@@ -197,6 +201,12 @@ class VectorIndex:
             self._uri,
             "on" if self.lexical_supported else "off",
         )
+
+    def _as_lite(self) -> None:
+        """Lite's rules: it reads its own writes (no barrier, no consistency level)."""
+        self.is_lite = True
+        self._write_barrier = False
+        self.read_options = {}
 
     @property
     def client(self) -> MilvusClient:
