@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import redis.asyncio as redis_asyncio
@@ -102,14 +102,7 @@ class RedisSessionRelay:
 
     def publish(self, message: RelayMessage) -> None:
         """Queue a message (in order); when Redis cannot keep up the oldest give way."""
-        stamped = RelayMessage(
-            message.kind,
-            message.session,
-            self.origin,
-            message.participant,
-            message.version,
-            message.payload,
-        )
+        stamped = replace(message, origin=self.origin)
         if self._outbox.full():
             self._outbox.get_nowait()
         self._outbox.put_nowait(stamped)
@@ -192,14 +185,7 @@ class HubSessionRelay:
         self._relay.subscribe(self._channel, heard)
 
     def publish(self, message: RelayMessage) -> None:
-        stamped = RelayMessage(
-            message.kind,
-            message.session,
-            self.origin,
-            message.participant,
-            message.version,
-            message.payload,
-        )
+        stamped = replace(message, origin=self.origin)
         self._relay.publish(self._channel, stamped.encode())
 
     async def close(self) -> None:

@@ -78,16 +78,13 @@ class LocalWriteStamps:
             self._stamps.popitem(last=False)
 
 
-class RedisWriteStamps:
-    """One Redis hash per record (version -> stamp), expiring a day after its last write.
+class SharedWriteStamps:
+    """Stamps held where every process sees them, with this process's newest ones at hand:
+    a read asks the shared place only for the versions not known here, and trouble there
+    degrades to the local copy (the decision then uses write times for versions made
+    elsewhere, which is still deterministic)."""
 
-    Redis trouble degrades to the local copy: the decision then uses write
-    times for versions made on other replicas, which is still deterministic.
-    """
-
-    def __init__(self, url: str, *, timeout_seconds: float = 0.5) -> None:
-        self._client = redis_asyncio.from_url(url, decode_responses=True)
-        self._timeout = timeout_seconds
+    def __init__(self) -> None:
         self._local = LocalWriteStamps()
 
     async def get(self, record: str, versions: list[int]) -> dict[int, Stamp]:
@@ -95,48 +92,7 @@ class RedisWriteStamps:
         missing = [v for v in versions if v not in found]
         if not missing:
             return found
-        try:
-            values: Any = await asyncio.wait_for(
-                self._client.hmget(_key(record), [str(v) for v in missing]), self._timeout
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("could not read write stamps from Redis: %r", exc)
-            return found
-        for version, text in zip(missing, values or (), strict=False):
-            stamp = Stamp.decode(text) if text else None
-            if stamp is not None:
-                found[version] = stamp
-        return found
-
-    async def put(self, record: str, version: int, stamp: Stamp) -> None:
-        await self._local.put(record, version, stamp)
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.hset(_key(record), str(version), stamp.encode())
-                pipe.expire(_key(record), TTL_SECONDS)
-                await asyncio.wait_for(pipe.execute(), self._timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("could not write a write stamp to Redis: %r", exc)
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
-class HubWriteStamps:
-    """Stamps shared by the workers of one `hacs serve --workers N`, held by the supervisor's
-    hub (services/common/runtime/relay.py) as Redis holds them in the mesh; a hub that does
-    not answer in time degrades to the local copy, as Redis trouble does."""
-
-    def __init__(self, relay: RelayClient) -> None:
-        self._relay = relay
-        self._local = LocalWriteStamps()
-
-    async def get(self, record: str, versions: list[int]) -> dict[int, Stamp]:
-        found = await self._local.get(record, versions)
-        missing = [v for v in versions if v not in found]
-        if not missing:
-            return found
-        values = await self._relay.get(_key(record), [str(v) for v in missing])
+        values = await self._fetch(_key(record), [str(v) for v in missing])
         for version in missing:
             text = values.get(str(version))
             stamp = Stamp.decode(text) if text else None
@@ -146,7 +102,58 @@ class HubWriteStamps:
 
     async def put(self, record: str, version: int, stamp: Stamp) -> None:
         await self._local.put(record, version, stamp)
-        self._relay.put(_key(record), str(version), stamp.encode(), TTL_SECONDS)
+        await self._store(_key(record), str(version), stamp.encode())
+
+    async def _fetch(self, key: str, fields: list[str]) -> dict[str, str]:
+        raise NotImplementedError
+
+    async def _store(self, key: str, field: str, value: str) -> None:
+        raise NotImplementedError
+
+
+class RedisWriteStamps(SharedWriteStamps):
+    """One Redis hash per record (version -> stamp), expiring a day after its last write."""
+
+    def __init__(self, url: str, *, timeout_seconds: float = 0.5) -> None:
+        super().__init__()
+        self._client = redis_asyncio.from_url(url, decode_responses=True)
+        self._timeout = timeout_seconds
+
+    async def _fetch(self, key: str, fields: list[str]) -> dict[str, str]:
+        try:
+            values: Any = await asyncio.wait_for(self._client.hmget(key, fields), self._timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("could not read write stamps from Redis: %r", exc)
+            return {}
+        return {f: v for f, v in zip(fields, values or (), strict=False) if v}
+
+    async def _store(self, key: str, field: str, value: str) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hset(key, field, value)
+                pipe.expire(key, TTL_SECONDS)
+                await asyncio.wait_for(pipe.execute(), self._timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("could not write a write stamp to Redis: %r", exc)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class HubWriteStamps(SharedWriteStamps):
+    """Stamps shared by the workers of one `hacs serve --workers N`, held by the supervisor's
+    hub (services/common/runtime/relay.py) as Redis holds them in the mesh; a hub that does
+    not answer in time gives nothing, as Redis trouble does."""
+
+    def __init__(self, relay: RelayClient) -> None:
+        super().__init__()
+        self._relay = relay
+
+    async def _fetch(self, key: str, fields: list[str]) -> dict[str, str]:
+        return await self._relay.get(key, fields)
+
+    async def _store(self, key: str, field: str, value: str) -> None:
+        self._relay.put(key, field, value, TTL_SECONDS)
 
 
 def _key(record: str) -> str:
