@@ -22,8 +22,7 @@ per core) this process becomes the **supervisor** and serves no calls itself:
 * one scrape of the shared metrics port returns every worker's metrics summed
   (PROMETHEUS_MULTIPROC_DIR, services/common/runtime/metrics.py);
 * SIGTERM or SIGINT stops every worker gracefully (each drains its calls for
-  HACS_SHUTDOWN_GRACE_SECONDS); a worker whose supervisor disappears stops by itself.
-
+  HACS_SHUTDOWN_GRACE_SECONDS); a worker whose supervisor disappears stops by itself;
 * Milvus Lite keeps its files open in one process: when the hosted services use it, the
   supervisor runs it in a process of its own (`LiteServer`) and the workers reach it over
   loopback gRPC, still treating it as Lite.
@@ -49,7 +48,7 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from services.common.runtime.metrics import MULTIPROCESS_DIR
 from services.common.runtime.relay import RelayHub, WorkerInfo
-from services.common.settings import Settings
+from services.common.settings import Settings, is_milvus_lite
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ def lite_path(settings: Settings) -> str:
     they use none, or a Milvus server)."""
     uses_vectors = bool(VECTOR_SERVICES & set(settings.enabled_services))
     uri = settings.resolved_milvus_uri
-    if uses_vectors and not uri.startswith(("http://", "https://", "tcp://", "unix:")):
+    if uses_vectors and is_milvus_lite(uri):
         return uri
     return ""
 

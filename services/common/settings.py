@@ -35,6 +35,11 @@ DEFAULT_METHOD_WEIGHTS = (
 TLS_MODES = ("off", "on", "external")
 
 
+def is_milvus_lite(uri: str) -> bool:
+    """Whether a Milvus URI names Milvus Lite data on this machine (a path), not a server."""
+    return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+
 def is_loopback(host: str) -> bool:
     """Whether a listen host is reachable from this machine only."""
     host = host.strip("[]")

@@ -127,6 +127,11 @@ class _FileTurn:
         assert self._fd is not None
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
 
 class _RunNow:
     """aiosqlite's queue to its worker thread, with every item run in place instead."""
@@ -290,6 +295,8 @@ class Database:
             raise Unavailable(f"database not reachable: {exc.__class__.__name__}") from exc
 
     async def close(self) -> None:
+        if self._file_turn is not None:
+            self._file_turn.close()
         if self._read_engine is not None:
             await self._read_engine.dispose()
         await self.engine.dispose()

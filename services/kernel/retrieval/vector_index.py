@@ -42,6 +42,7 @@ from pymilvus.client.types import LoadState
 from pymilvus.exceptions import MilvusException
 
 from services.common.errors import Unavailable
+from services.common.settings import is_milvus_lite
 from services.kernel.retrieval.expressions import in_tenant, is_in
 from services.kernel.retrieval.search_batcher import SearchBatcher
 
@@ -127,7 +128,7 @@ class VectorIndex:
         self._client: MilvusClient | None = None
         self.lexical_supported = True
         self.upsert_misroutes = False
-        self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        self.is_lite = is_milvus_lite(uri)
         self._ready: set[str] = set()
         self._lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(
